@@ -1,0 +1,143 @@
+//! The one place a backend and device are chosen. `--device cpu|wgpu[:N]|cuda[:N]` parses to a
+//! [`DeviceSpec`]; [`with_backend`] runs a backend-generic task on it. The CPU backend (burn-flex) is always
+//! compiled; `wgpu` and `cuda` are cargo features.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::error::CoreError;
+
+/// The CPU backend every test and the embedded default use.
+pub type CpuBackend = burn::backend::Flex;
+/// The CPU backend with autodiff (training).
+pub type CpuAutodiff = burn::backend::Autodiff<CpuBackend>;
+
+/// A device named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    #[default]
+    Cpu,
+    Wgpu(usize),
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, index) = match s.split_once(':') {
+            Some((n, i)) => (
+                n,
+                i.parse::<usize>().map_err(|_| CoreError::Invalid {
+                    what: "device index",
+                    reason: format!("'{i}' in '{s}' is not a number"),
+                })?,
+            ),
+            None => (s, 0),
+        };
+        match name {
+            "cpu" if index == 0 => Ok(Self::Cpu),
+            "wgpu" => Ok(Self::Wgpu(index)),
+            "cuda" => Ok(Self::Cuda(index)),
+            _ => Err(CoreError::UnknownName {
+                what: "device",
+                value: s.to_string(),
+                expected: "cpu, wgpu[:N], cuda[:N]",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Wgpu(i) => write!(f, "wgpu:{i}"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// A computation written once for any backend. `B` is an autodiff backend; frozen models and inference use
+/// `B::InnerBackend`.
+pub trait BackendTask {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+fn not_compiled(spec: DeviceSpec, feature: &str) -> CoreError {
+    CoreError::Invalid {
+        what: "device",
+        reason: format!("'{spec}' needs codi built with the `{feature}` cargo feature"),
+    }
+}
+
+/// Runs `task` on the backend and device `spec` names.
+pub fn with_backend<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Output, CoreError> {
+    match spec {
+        DeviceSpec::Cpu => Ok(task.run::<CpuAutodiff>(Default::default())),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(i) => Ok(task.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(
+            if i == 0 {
+                burn::backend::wgpu::WgpuDevice::DefaultDevice
+            } else {
+                burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)
+            },
+        )),
+        #[cfg(not(feature = "wgpu"))]
+        DeviceSpec::Wgpu(_) => Err(not_compiled(spec, "wgpu")),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(i) => Ok(task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
+            burn::backend::cuda::CudaDevice::new(i),
+        )),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => Err(not_compiled(spec, "cuda")),
+    }
+}
+
+/// The backends this build has, for `--help` and error messages.
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut v = vec!["cpu (burn-flex)"];
+    if cfg!(feature = "wgpu") {
+        v.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        v.push("cuda");
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_flags_parse() {
+        assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
+        assert_eq!("wgpu:1".parse(), Ok(DeviceSpec::Wgpu(1)));
+        assert!("cuda:x".parse::<DeviceSpec>().is_err());
+        assert!("tpu".parse::<DeviceSpec>().is_err());
+        assert!("cpu:1".parse::<DeviceSpec>().is_err());
+    }
+
+    struct Sum;
+    impl BackendTask for Sum {
+        type Output = f32;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> f32 {
+            let t = burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
+            crate::tensor_ops::to_vec(t.sum())[0]
+        }
+    }
+
+    #[test]
+    fn cpu_runs_and_missing_backends_say_which_feature() {
+        assert_eq!(with_backend(DeviceSpec::Cpu, Sum), Ok(6.0));
+        if !cfg!(feature = "cuda") {
+            let e = with_backend(DeviceSpec::Cuda(0), Sum).unwrap_err();
+            assert!(e.to_string().contains("`cuda` cargo feature"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+use burn::tensor::{backend::Backend, Tensor};
+
+use super::Denoiser;
+use crate::prediction::PredictionType;
+
+/// Classifier-free guidance: out = u + w·(c − u) from a conditional and an unconditional denoiser.
+/// Linear in the output, so valid for every prediction type; w = 1 is the conditional model alone.
+pub struct Guided<C, U> {
+    pub cond: C,
+    pub uncond: U,
+    pub scale: f64,
+}
+
+impl<B: Backend, C: Denoiser<B>, U: Denoiser<B>> Denoiser<B> for Guided<C, U> {
+    fn prediction_type(&self) -> PredictionType {
+        debug_assert_eq!(self.cond.prediction_type(), self.uncond.prediction_type());
+        self.cond.prediction_type()
+    }
+
+    fn predict(&self, z: Tensor<B, 4>, t: Tensor<B, 1>) -> Tensor<B, 4> {
+        let c = self.cond.predict(z.clone(), t.clone());
+        if self.scale == 1.0 {
+            return c;
+        }
+        let u = self.uncond.predict(z, t);
+        u.clone() + (c - u).mul_scalar(self.scale)
+    }
+}

@@ -1,0 +1,219 @@
+//! The ControlNet-style conditional encoder (diffusers' `ControlNetModel`): a trainable copy of the UNet's
+//! conv_in, time embedding, down blocks and mid block, a conditioning-embedding CNN, and zero-initialised 1×1
+//! convs per skip and for the mid block. Plus CoDi's fusion h' = (1 − μ)h + μ·h_c with a learnable μ.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use serde_json::{json, Value};
+use std::path::Path;
+
+use crate::diffusers_json::{parse, require_default};
+use crate::error::ModelError;
+use crate::fresh::copy_with_fresh_ids;
+use crate::layers::blocks::{DownBlock, MidBlock};
+use crate::layers::embeddings::{timestep_features, TimestepEmbedding, TimestepEmbeddingConfig};
+use crate::layers::{conv2d, zero_conv};
+use crate::unet::{
+    DownBlockType, Fusion, Residuals, UNet2DConditionModel, UNet2DConditionModelConfig, UpBlockType,
+};
+
+/// How the adapter's residuals join the backbone.
+#[derive(Config, Debug, PartialEq, Copy)]
+pub enum FusionKind {
+    /// h + r (diffusers).
+    Add,
+    /// (1 − μ)h + μ·r with a learnable μ starting at 0 (the CoDi paper).
+    Mix,
+}
+
+#[derive(Config, Debug, PartialEq)]
+pub struct ControlNetConfig {
+    /// The backbone's config (its down and mid blocks are the ones copied).
+    pub unet: UNet2DConditionModelConfig,
+    #[config(default = 3)]
+    pub conditioning_channels: usize,
+    #[config(default = "vec![16, 32, 96, 256]")]
+    pub conditioning_embedding_out_channels: Vec<usize>,
+    #[config(default = "FusionKind::Add")]
+    pub fusion: FusionKind,
+}
+
+impl ControlNetConfig {
+    /// Reads diffusers' ControlNetModel `config.json`.
+    pub fn from_diffusers(value: &Value, file: &Path) -> Result<Self, ModelError> {
+        require_default(value, file, "global_pool_conditions", &[])?;
+        require_default(
+            value,
+            file,
+            "controlnet_conditioning_channel_order",
+            &[json!("rgb")],
+        )?;
+        // The same block keys as the UNet; the up path is the mirror image of the down path.
+        let mut unet_json = value.clone();
+        let ups: Vec<Value> = parse::<Vec<DownBlockType>>(&value["down_block_types"], file)?
+            .iter()
+            .rev()
+            .map(|d| match d {
+                DownBlockType::CrossAttnDownBlock2D => json!(UpBlockType::CrossAttnUpBlock2D),
+                DownBlockType::DownBlock2D => json!(UpBlockType::UpBlock2D),
+            })
+            .collect();
+        unet_json["up_block_types"] = Value::Array(ups);
+        let unet = UNet2DConditionModelConfig::from_diffusers(&unet_json, file)?;
+        let mut c = Self::new(unet);
+        if let Some(v) = value.get("conditioning_channels") {
+            c.conditioning_channels = parse(v, file)?;
+        }
+        if let Some(v) = value.get("conditioning_embedding_out_channels") {
+            c.conditioning_embedding_out_channels = parse(v, file)?;
+        }
+        if c.conditioning_embedding_out_channels.is_empty() {
+            return Err(ModelError::Config {
+                file: file.to_path_buf(),
+                reason: "conditioning_embedding_out_channels is empty".into(),
+            });
+        }
+        Ok(c)
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ControlNetModel<B> {
+        let u = &self.unet;
+        let c0 = u.block_out_channels[0];
+        let ch = &self.conditioning_embedding_out_channels;
+        let mut blocks = Vec::new();
+        for w in ch.windows(2) {
+            blocks.push(conv2d(w[0], w[0], 3, 1, device));
+            blocks.push(conv2d(w[0], w[1], 3, 2, device));
+        }
+        let down_cfgs = u.down_block_configs();
+        let mut zero = vec![zero_conv(c0, c0, 1, device)];
+        for cfg in &down_cfgs {
+            for _ in 0..cfg.layers {
+                zero.push(zero_conv(cfg.out_channels, cfg.out_channels, 1, device));
+            }
+            if cfg.resample {
+                zero.push(zero_conv(cfg.out_channels, cfg.out_channels, 1, device));
+            }
+        }
+        let mid_c = *u.block_out_channels.last().expect("at least one block");
+        ControlNetModel {
+            conv_in: conv2d(u.in_channels, c0, 3, 1, device),
+            time_embedding: TimestepEmbeddingConfig::new(c0, u.time_embed_dim()).init(device),
+            controlnet_cond_embedding: ConditioningEmbedding {
+                conv_in: conv2d(self.conditioning_channels, ch[0], 3, 1, device),
+                blocks,
+                conv_out: zero_conv(*ch.last().expect("non-empty"), c0, 3, device),
+            },
+            down_blocks: down_cfgs.iter().map(|c| c.init_down(device)).collect(),
+            controlnet_down_blocks: zero,
+            mid_block: u.mid_block_config().init_mid(device),
+            controlnet_mid_block: zero_conv(mid_c, mid_c, 1, device),
+            mu: (self.fusion == FusionKind::Mix)
+                .then(|| Param::from_tensor(Tensor::zeros([1], device))),
+            time_proj_dim: c0,
+            flip_sin_to_cos: u.flip_sin_to_cos,
+            freq_shift: u.freq_shift,
+        }
+    }
+
+    /// diffusers' `ControlNetModel.from_unet`: the encoder half copied from `unet` (new parameter ids),
+    /// conditioning embedding freshly initialised, zero convs and the embedding's last conv at zero.
+    pub fn init_from_unet<B: Backend>(
+        &self,
+        unet: &UNet2DConditionModel<B>,
+        device: &B::Device,
+    ) -> ControlNetModel<B> {
+        let mut c = self.init(device);
+        c.conv_in = copy_with_fresh_ids(&unet.conv_in);
+        c.time_embedding = copy_with_fresh_ids(&unet.time_embedding);
+        c.down_blocks = unet.down_blocks.iter().map(copy_with_fresh_ids).collect();
+        c.mid_block = copy_with_fresh_ids(&unet.mid_block);
+        c
+    }
+}
+
+/// Condition image → features at conv_in's resolution: conv_in, (3×3, 3×3 stride 2) per level, conv_out (zero).
+#[derive(Module, Debug)]
+pub struct ConditioningEmbedding<B: Backend> {
+    pub conv_in: Conv2d<B>,
+    pub blocks: Vec<Conv2d<B>>,
+    pub conv_out: Conv2d<B>,
+}
+
+impl<B: Backend> ConditioningEmbedding<B> {
+    /// cond: [batch, cond_ch, H, W] → [batch, c0, H/2ᵏ, W/2ᵏ]
+    pub fn forward(&self, cond: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut h = silu(self.conv_in.forward(cond));
+        for b in &self.blocks {
+            h = silu(b.forward(h));
+        }
+        self.conv_out.forward(h)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ControlNetModel<B: Backend> {
+    pub conv_in: Conv2d<B>,
+    pub time_embedding: TimestepEmbedding<B>,
+    pub controlnet_cond_embedding: ConditioningEmbedding<B>,
+    pub down_blocks: Vec<DownBlock<B>>,
+    pub controlnet_down_blocks: Vec<Conv2d<B>>,
+    pub mid_block: MidBlock<B>,
+    pub controlnet_mid_block: Conv2d<B>,
+    /// CoDi's fusion weight μ (None: plain addition). Not part of diffusers' ControlNetModel; saved as `mu`.
+    pub mu: Option<Param<Tensor<B, 1>>>,
+    pub time_proj_dim: usize,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+}
+
+impl<B: Backend> ControlNetModel<B> {
+    /// sample: [batch, in, h, w], timesteps: [batch], encoder_hidden_states: [batch, tokens, cross_dim],
+    /// cond: [batch, cond_ch, h·2ᵏ, w·2ᵏ] → residuals for the backbone, each multiplied by `scale`.
+    pub fn forward(
+        &self,
+        sample: Tensor<B, 4>,
+        timesteps: Tensor<B, 1>,
+        encoder_hidden_states: Tensor<B, 3>,
+        cond: Tensor<B, 4>,
+        scale: f64,
+    ) -> Residuals<B> {
+        let emb = self.time_embedding.forward(timestep_features(
+            timesteps,
+            self.time_proj_dim,
+            self.flip_sin_to_cos,
+            self.freq_shift,
+        ));
+        let ctx = Some(&encoder_hidden_states);
+        let mut x = self.conv_in.forward(sample) + self.controlnet_cond_embedding.forward(cond);
+        let mut skips = vec![x.clone()];
+        for block in &self.down_blocks {
+            let (h, states) = block.forward(x, Some(&emb), ctx);
+            x = h;
+            skips.extend(states);
+        }
+        let x = self.mid_block.forward(x, Some(&emb), ctx);
+        let down = skips
+            .into_iter()
+            .zip(&self.controlnet_down_blocks)
+            .map(|(h, zc)| zc.forward(h).mul_scalar(scale))
+            .collect();
+        Residuals {
+            down,
+            mid: self.controlnet_mid_block.forward(x).mul_scalar(scale),
+            fusion: match &self.mu {
+                Some(mu) => Fusion::Mix(mu.val()),
+                None => Fusion::Add,
+            },
+        }
+    }
+
+    pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
+        let file = dir.join("config.json");
+        let json = crate::diffusers_json::read_json(&file)?;
+        let config = ControlNetConfig::from_diffusers(&json, &file)?;
+        crate::io::load_safetensors(config.init(device), &crate::io::weight_files(dir)?)
+    }
+}

@@ -1,0 +1,75 @@
+//! Reading diffusers' `config.json`: values that may be one number or one per block, and options codi does
+//! not implement, which are errors rather than silently ignored.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+
+use crate::error::ModelError;
+
+/// `8` or `[5, 10, 20, 20]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PerBlock<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> PerBlock<T> {
+    /// One value per block; a list must have exactly `n` entries.
+    pub fn expand(&self, n: usize, key: &str, file: &Path) -> Result<Vec<T>, ModelError> {
+        match self {
+            Self::One(v) => Ok(vec![v.clone(); n]),
+            Self::Many(v) if v.len() == n => Ok(v.clone()),
+            Self::Many(v) => Err(ModelError::Config {
+                file: file.to_path_buf(),
+                reason: format!(
+                    "`{key}` has {} entries but the model has {n} blocks",
+                    v.len()
+                ),
+            }),
+        }
+    }
+}
+
+/// Reads a config file as JSON.
+pub fn read_json(file: &Path) -> Result<Value, ModelError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ModelError::Io {
+        file: file.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        file: file.to_path_buf(),
+        reason: format!("not valid JSON: {e}"),
+    })
+}
+
+/// Deserialises `value` into `T`, naming the file on error.
+pub fn parse<T: for<'de> Deserialize<'de>>(value: &Value, file: &Path) -> Result<T, ModelError> {
+    T::deserialize(value).map_err(|e| ModelError::Config {
+        file: file.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Fails when `key` is present with a value other than null / false / one of `allowed`.
+pub fn require_default(
+    value: &Value,
+    file: &Path,
+    key: &str,
+    allowed: &[Value],
+) -> Result<(), ModelError> {
+    match value.get(key) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(()),
+        Some(v) if allowed.contains(v) => Ok(()),
+        Some(v) => Err(ModelError::Unsupported {
+            file: file.to_path_buf(),
+            what: format!("`{key}` = {v}"),
+        }),
+    }
+}
+
+/// The `_class_name` a diffusers config names, if any.
+pub fn class_name(value: &Value) -> Option<&str> {
+    value.get("_class_name").and_then(Value::as_str)
+}

@@ -1,0 +1,229 @@
+//! diffusers weight files through burn-store: safetensors (fp32 or fp16, single or sharded) in, safetensors
+//! out, in diffusers' key layout. Missing or unused keys and shape mismatches are errors that list them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use burn::module::Module;
+use burn::tensor::{backend::Backend, DType};
+use burn_store::{
+    BurnToPyTorchAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    SafetensorsStore, TensorSnapshot,
+};
+
+use crate::error::ModelError;
+
+/// diffusers key ↔ codi field, for the one place where diffusers' tree has a gap (`ff.net.1` is dropout).
+const RULES: &[(&str, &str)] = &[("ff.net.0.proj.", "ff.proj."), ("ff.net.2.", "ff.out.")];
+
+fn remapper(load: bool) -> KeyRemapper {
+    let pairs = RULES.iter().map(|(d, c)| {
+        let (from, to) = if load { (d, c) } else { (c, d) };
+        (format!(r"\.{}", regex_escape(from)), format!(".{to}"))
+    });
+    KeyRemapper::from_pattern_iter(pairs).expect("the remapping rules are valid regexes")
+}
+
+fn regex_escape(s: &str) -> String {
+    s.replace('.', r"\.")
+}
+
+/// Converts any float dtype to f32 after PyTorch → Burn adaptation (fp16/bf16 checkpoints).
+#[derive(Clone, Default)]
+struct ToF32(PyTorchToBurnAdapter);
+
+impl ModuleAdapter for ToF32 {
+    fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
+        let s = self.0.adapt(snapshot);
+        if s.dtype == DType::F32 {
+            return s;
+        }
+        let data = s.clone_data_fn();
+        let mut out = TensorSnapshot::from_closure(
+            Rc::new(move || data().map(|d| d.convert::<f32>())),
+            DType::F32,
+            s.shape.clone(),
+            s.path_stack.clone().unwrap_or_default(),
+            s.container_stack.clone().unwrap_or_default(),
+            s.tensor_id.unwrap_or_default(),
+        );
+        out.tensor_id = s.tensor_id;
+        out
+    }
+
+    fn get_alternative_param_name(&self, param_name: &str, container_type: &str) -> Option<String> {
+        self.0
+            .get_alternative_param_name(param_name, container_type)
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+/// A Burn path as diffusers would name it (enum variants dropped, codi's renamed fields mapped back).
+fn diffusers_name(path: &str) -> String {
+    let kept: Vec<&str> = path
+        .split('.')
+        .filter(|s| !s.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+        .collect();
+    let mut name = format!(".{}", kept.join("."));
+    for (d, c) in RULES {
+        name = name.replace(&format!(".{c}"), &format!(".{d}"));
+    }
+    name[1..]
+        .replace(".gamma", ".weight")
+        .replace(".beta", ".bias")
+}
+
+/// The weight files of a diffusers model folder: a sharded index if present, else the single file
+/// (`diffusion_pytorch_model.safetensors`, `model.safetensors`, or their fp16 variants).
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    for stem in ["diffusion_pytorch_model", "model"] {
+        for variant in ["", ".fp16"] {
+            let index = dir.join(format!("{stem}{variant}.safetensors.index.json"));
+            if index.exists() {
+                let v = crate::diffusers_json::read_json(&index)?;
+                let map = v
+                    .get("weight_map")
+                    .and_then(|m| m.as_object())
+                    .ok_or_else(|| ModelError::Config {
+                        file: index.clone(),
+                        reason: "no `weight_map` object".into(),
+                    })?;
+                let files: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
+                return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+            }
+            let single = dir.join(format!("{stem}{variant}.safetensors"));
+            if single.exists() {
+                return Ok(vec![single]);
+            }
+        }
+    }
+    Err(ModelError::Io {
+        file: dir.to_path_buf(),
+        reason: "no diffusion_pytorch_model.safetensors, model.safetensors or sharded index in this folder".into(),
+    })
+}
+
+/// Loads weights from safetensors files in diffusers layout into `model`. Every parameter of the model must
+/// be found in exactly the files given, and every tensor in the files must be used.
+pub fn load_safetensors<B: Backend, M: Module<B>>(
+    mut model: M,
+    files: &[PathBuf],
+) -> Result<M, ModelError> {
+    let first = files.first().cloned().unwrap_or_default();
+    let mut applied = BTreeSet::new();
+    let mut missing: Option<BTreeSet<String>> = None;
+    let mut unused = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        if !file.exists() {
+            return Err(ModelError::Io {
+                file: file.clone(),
+                reason: "file not found".into(),
+            });
+        }
+        let mut store = SafetensorsStore::from_file(file)
+            .with_from_adapter(ToF32::default())
+            .skip_enum_variants(true)
+            .remap(remapper(true))
+            .allow_partial(true);
+        let result = model.load_from(&mut store).map_err(|e| ModelError::Io {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        applied.extend(result.applied.iter().map(|p| diffusers_name(p)));
+        let here: BTreeSet<String> = result
+            .missing
+            .iter()
+            .map(|(p, _)| diffusers_name(p))
+            .collect();
+        missing = Some(match missing {
+            None => here,
+            Some(m) => m.intersection(&here).cloned().collect(),
+        });
+        unused.extend(
+            result
+                .unused
+                .iter()
+                .map(|p| (diffusers_name(p), file.clone())),
+        );
+        errors.extend(result.errors.iter().map(|e| e.to_string()));
+    }
+    let missing: Vec<String> = missing
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| !applied.contains(m))
+        .collect();
+    // burn-store reports a norm's `weight`/`bias` as unused even when it was applied under Burn's
+    // `gamma`/`beta` name; only keys that were applied under no name are really unused.
+    let unused: Vec<String> = unused
+        .into_iter()
+        .filter(|(k, _)| !applied.contains(k))
+        .map(|(k, f)| format!("{k} (in {})", f.display()))
+        .collect();
+    if missing.is_empty() && unused.is_empty() && errors.is_empty() {
+        return Ok(model);
+    }
+    let mut details = String::new();
+    let mut section = |title: &str, items: &[String]| {
+        if !items.is_empty() {
+            details.push_str(&format!("  {title} ({}):\n", items.len()));
+            for i in items {
+                details.push_str(&format!("    {i}\n"));
+            }
+        }
+    };
+    section(
+        "missing keys, which the model needs but the files lack",
+        &missing,
+    );
+    section(
+        "unused keys, which the files have but the model lacks",
+        &unused,
+    );
+    section("shape mismatches", &errors);
+    Err(ModelError::Weights {
+        file: first,
+        details,
+    })
+}
+
+/// Saves `model` as one safetensors file in diffusers' layout, through a temporary file and a rename.
+pub fn save_safetensors<B: Backend, M: Module<B>>(
+    model: &M,
+    file: &Path,
+) -> Result<(), ModelError> {
+    let tmp = file.with_extension("safetensors.tmp");
+    let io = |e: String| ModelError::Io {
+        file: file.to_path_buf(),
+        reason: e,
+    };
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io(e.to_string()))?;
+    }
+    let mut store = SafetensorsStore::from_file(&tmp)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .skip_enum_variants(true)
+        .remap(remapper(false))
+        .metadata("format", "pt")
+        .overwrite(true);
+    model.save_into(&mut store).map_err(|e| io(e.to_string()))?;
+    std::fs::rename(&tmp, file).map_err(|e| io(e.to_string()))
+}
+
+/// Parameter count of a module.
+pub fn param_count<B: Backend, M: Module<B>>(model: &M) -> usize {
+    model.num_params()
+}
+
+/// Every tensor name and shape the model would save, in diffusers' naming (for `codi inspect`).
+pub fn diffusers_keys<B: Backend, M: Module<B>>(model: &M) -> HashMap<String, Vec<usize>> {
+    model
+        .collect(None, None, true)
+        .into_iter()
+        .map(|s| (diffusers_name(&s.full_path()), s.shape.to_vec()))
+        .collect()
+}

@@ -1,0 +1,69 @@
+//! diffusers `Downsample2D` and `Upsample2D` (with conv).
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{backend::Backend, Tensor};
+
+use super::conv2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::PaddingConfig2d;
+
+/// A stride-2 3×3 conv. `padding = 1` in the UNets; the VAE uses padding 0 after an asymmetric
+/// (right, bottom) zero pad of 1.
+#[derive(Module, Debug)]
+pub struct Downsample2D<B: Backend> {
+    pub conv: Conv2d<B>,
+    pub asymmetric_pad: bool,
+}
+
+impl<B: Backend> Downsample2D<B> {
+    pub fn new(channels: usize, out_channels: usize, padding: usize, device: &B::Device) -> Self {
+        let conv = if padding == 1 {
+            conv2d(channels, out_channels, 3, 2, device)
+        } else {
+            Conv2dConfig::new([channels, out_channels], [3, 3])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Valid)
+                .init(device)
+        };
+        Self {
+            conv,
+            asymmetric_pad: padding == 0,
+        }
+    }
+
+    /// x: [batch, c, h, w] → [batch, c_out, ⌈h/2⌉, ⌈w/2⌉]
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = if self.asymmetric_pad {
+            // (left, right, top, bottom)
+            x.pad((0, 1, 0, 1), burn::tensor::ops::PadMode::Constant(0.0))
+        } else {
+            x
+        };
+        self.conv.forward(x)
+    }
+}
+
+/// Nearest 2× upsampling, then a 3×3 conv.
+#[derive(Module, Debug)]
+pub struct Upsample2D<B: Backend> {
+    pub conv: Conv2d<B>,
+}
+
+impl<B: Backend> Upsample2D<B> {
+    pub fn new(channels: usize, out_channels: usize, device: &B::Device) -> Self {
+        Self {
+            conv: conv2d(channels, out_channels, 3, 1, device),
+        }
+    }
+
+    /// x: [batch, c, h, w] → [batch, c_out, 2h, 2w]; `size` overrides the output size (odd skip shapes).
+    pub fn forward(&self, x: Tensor<B, 4>, size: Option<[usize; 2]>) -> Tensor<B, 4> {
+        let [_, _, h, w] = x.dims();
+        let size = size.unwrap_or([2 * h, 2 * w]);
+        let x = interpolate(x, size, InterpolateOptions::new(InterpolateMode::Nearest));
+        self.conv.forward(x)
+    }
+}

@@ -1,0 +1,74 @@
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+use codi_core::tensor_ops::max_abs_diff;
+
+use super::*;
+
+type B = Flex;
+
+fn small() -> UNet2DConditionModelConfig {
+    UNet2DConditionModelConfig::new(
+        vec![
+            DownBlockType::CrossAttnDownBlock2D,
+            DownBlockType::DownBlock2D,
+        ],
+        vec![UpBlockType::UpBlock2D, UpBlockType::CrossAttnUpBlock2D],
+        vec![16, 32],
+        vec![1, 1],
+        32,
+        vec![1, 1],
+        vec![2, 2],
+    )
+    .with_norm_num_groups(8)
+}
+
+#[test]
+fn forward_keeps_the_latent_shape_for_odd_sizes() {
+    let device = Default::default();
+    let unet = small().init::<B>(&device);
+    for (h, w) in [(8, 12), (7, 5)] {
+        let x = Tensor::<B, 4>::ones([2, 4, h, w], &device);
+        let t = Tensor::<B, 1>::from_floats([10.0, 900.0], &device);
+        let ctx = Tensor::<B, 3>::ones([2, 3, 32], &device);
+        assert_eq!(unet.forward(x, t, ctx).dims(), [2, 4, h, w]);
+    }
+}
+
+#[test]
+fn mix_fusion_at_mu_zero_and_zero_residuals_are_the_identity() {
+    let device = Default::default();
+    let unet = small().init::<B>(&device);
+    let x = Tensor::<B, 4>::random(
+        [1, 4, 8, 8],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let t = Tensor::<B, 1>::from_floats([500.0], &device);
+    let ctx = Tensor::<B, 3>::ones([1, 3, 32], &device);
+    let plain = unet.forward(x.clone(), t.clone(), ctx.clone());
+    // Skips: conv_in, (resnet, downsampler) of block 0, resnet of block 1.
+    let shapes = [[1, 16, 8, 8], [1, 16, 8, 8], [1, 16, 4, 4], [1, 32, 4, 4]];
+    let ones = |s: [usize; 4]| Tensor::<B, 4>::ones(s, &device);
+    let mixed = unet.forward_with_residuals(
+        x.clone(),
+        t.clone(),
+        ctx.clone(),
+        Some(Residuals {
+            down: shapes.iter().map(|s| ones(*s)).collect(),
+            mid: ones([1, 32, 4, 4]),
+            fusion: Fusion::Mix(Tensor::zeros([1], &device)),
+        }),
+    );
+    assert!(max_abs_diff(plain.clone(), mixed) < 1e-6);
+    let added = unet.forward_with_residuals(
+        x,
+        t,
+        ctx,
+        Some(Residuals {
+            down: shapes.iter().map(|s| Tensor::zeros(*s, &device)).collect(),
+            mid: Tensor::zeros([1, 32, 4, 4], &device),
+            fusion: Fusion::Add,
+        }),
+    );
+    assert!(max_abs_diff(plain, added) < 1e-6);
+}

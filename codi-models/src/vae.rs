@@ -1,0 +1,282 @@
+//! diffusers' `AutoencoderKL`: an encoder to a diagonal Gaussian over latents, and a decoder.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, GroupNormConfig};
+use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::path::Path;
+
+use crate::diffusers_json::{parse, require_default};
+use crate::error::ModelError;
+use crate::layers::blocks::{AttentionKind, BlockConfig, DownBlock, MidBlock, UpBlock};
+use crate::layers::conv2d;
+
+#[derive(Config, Debug, PartialEq)]
+pub struct AutoencoderKLConfig {
+    #[config(default = 3)]
+    pub in_channels: usize,
+    #[config(default = 3)]
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    #[config(default = 1)]
+    pub layers_per_block: usize,
+    #[config(default = 4)]
+    pub latent_channels: usize,
+    #[config(default = 32)]
+    pub norm_num_groups: usize,
+    #[config(default = 0.18215)]
+    pub scaling_factor: f64,
+}
+
+#[derive(Deserialize)]
+struct Json {
+    #[serde(default = "three")]
+    in_channels: usize,
+    #[serde(default = "three")]
+    out_channels: usize,
+    block_out_channels: Vec<usize>,
+    #[serde(default = "one")]
+    layers_per_block: usize,
+    #[serde(default = "four")]
+    latent_channels: usize,
+    #[serde(default = "groups")]
+    norm_num_groups: usize,
+    #[serde(default = "scale")]
+    scaling_factor: f64,
+    down_block_types: Option<Vec<String>>,
+    up_block_types: Option<Vec<String>>,
+}
+fn three() -> usize {
+    3
+}
+fn one() -> usize {
+    1
+}
+fn four() -> usize {
+    4
+}
+fn groups() -> usize {
+    32
+}
+fn scale() -> f64 {
+    0.18215
+}
+
+impl AutoencoderKLConfig {
+    pub fn from_diffusers(value: &Value, file: &Path) -> Result<Self, ModelError> {
+        require_default(value, file, "act_fn", &[json!("silu")])?;
+        require_default(value, file, "shift_factor", &[json!(0.0)])?;
+        require_default(value, file, "latents_mean", &[])?;
+        require_default(value, file, "use_quant_conv", &[json!(true)])?;
+        require_default(value, file, "use_post_quant_conv", &[json!(true)])?;
+        require_default(value, file, "mid_block_add_attention", &[json!(true)])?;
+        let j: Json = parse(value, file)?;
+        let n = j.block_out_channels.len();
+        let blocks_ok = |types: &Option<Vec<String>>, name: &str| {
+            types
+                .as_ref()
+                .is_none_or(|t| t.len() == n && t.iter().all(|s| s == name))
+        };
+        if n == 0
+            || !blocks_ok(&j.down_block_types, "DownEncoderBlock2D")
+            || !blocks_ok(&j.up_block_types, "UpDecoderBlock2D")
+        {
+            return Err(ModelError::Unsupported {
+                file: file.to_path_buf(),
+                what: "block types other than one DownEncoderBlock2D / UpDecoderBlock2D per block_out_channels entry".into(),
+            });
+        }
+        Ok(Self {
+            in_channels: j.in_channels,
+            out_channels: j.out_channels,
+            block_out_channels: j.block_out_channels,
+            layers_per_block: j.layers_per_block,
+            latent_channels: j.latent_channels,
+            norm_num_groups: j.norm_num_groups,
+            scaling_factor: j.scaling_factor,
+        })
+    }
+
+    /// Stable Diffusion 1.5's VAE.
+    pub fn sd15() -> Self {
+        Self::new(vec![128, 256, 512, 512]).with_layers_per_block(2)
+    }
+
+    fn block(&self, i: usize, o: usize, layers: usize) -> BlockConfig {
+        BlockConfig::new(i, o, layers, self.norm_num_groups, 1e-6)
+    }
+
+    fn mid(&self) -> BlockConfig {
+        let c = *self.block_out_channels.last().expect("at least one block");
+        BlockConfig::new(c, c, 1, self.norm_num_groups, 1e-6)
+            .with_attention(Some(AttentionKind::Spatial { dim_head: c }))
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> AutoencoderKL<B> {
+        let ch = &self.block_out_channels;
+        let n = ch.len();
+        let l = self.latent_channels;
+        let norm = |c| {
+            GroupNormConfig::new(self.norm_num_groups, c)
+                .with_epsilon(1e-6)
+                .init(device)
+        };
+        let encoder = Encoder {
+            conv_in: conv2d(self.in_channels, ch[0], 3, 1, device),
+            down_blocks: (0..n)
+                .map(|i| {
+                    self.block(
+                        if i == 0 { ch[0] } else { ch[i - 1] },
+                        ch[i],
+                        self.layers_per_block,
+                    )
+                    .with_resample(i + 1 < n)
+                    .with_downsample_padding(0)
+                    .init_down(device)
+                })
+                .collect(),
+            mid_block: self.mid().init_mid(device),
+            conv_norm_out: norm(ch[n - 1]),
+            conv_out: conv2d(ch[n - 1], 2 * l, 3, 1, device),
+        };
+        let rev: Vec<usize> = ch.iter().rev().copied().collect();
+        let decoder = Decoder {
+            conv_in: conv2d(l, rev[0], 3, 1, device),
+            mid_block: self.mid().init_mid(device),
+            up_blocks: (0..n)
+                .map(|i| {
+                    self.block(0, rev[i], self.layers_per_block + 1)
+                        .with_prev_output_channels(if i == 0 { rev[0] } else { rev[i - 1] })
+                        .with_with_skips(false)
+                        .with_resample(i + 1 < n)
+                        .init_up(device)
+                })
+                .collect(),
+            conv_norm_out: norm(ch[0]),
+            conv_out: conv2d(ch[0], self.out_channels, 3, 1, device),
+        };
+        AutoencoderKL {
+            encoder,
+            decoder,
+            quant_conv: conv2d(2 * l, 2 * l, 1, 1, device),
+            post_quant_conv: conv2d(l, l, 1, 1, device),
+            scaling_factor: self.scaling_factor,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Encoder<B: Backend> {
+    pub conv_in: Conv2d<B>,
+    pub down_blocks: Vec<DownBlock<B>>,
+    pub mid_block: MidBlock<B>,
+    pub conv_norm_out: GroupNorm<B>,
+    pub conv_out: Conv2d<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct Decoder<B: Backend> {
+    pub conv_in: Conv2d<B>,
+    pub mid_block: MidBlock<B>,
+    pub up_blocks: Vec<UpBlock<B>>,
+    pub conv_norm_out: GroupNorm<B>,
+    pub conv_out: Conv2d<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct AutoencoderKL<B: Backend> {
+    pub encoder: Encoder<B>,
+    pub decoder: Decoder<B>,
+    pub quant_conv: Conv2d<B>,
+    pub post_quant_conv: Conv2d<B>,
+    pub scaling_factor: f64,
+}
+
+/// A diagonal Gaussian over latents.
+#[derive(Debug, Clone)]
+pub struct DiagonalGaussian<B: Backend> {
+    /// [batch, latent, h, w]
+    pub mean: Tensor<B, 4>,
+    /// log σ², clamped to [−30, 20] as in diffusers. [batch, latent, h, w]
+    pub logvar: Tensor<B, 4>,
+}
+
+impl<B: Backend> DiagonalGaussian<B> {
+    pub fn mode(&self) -> Tensor<B, 4> {
+        self.mean.clone()
+    }
+
+    pub fn std(&self) -> Tensor<B, 4> {
+        self.logvar.clone().mul_scalar(0.5).exp()
+    }
+
+    /// mean + std·noise. noise: [batch, latent, h, w] ~ N(0, I)
+    pub fn sample(&self, noise: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.mean.clone() + self.std() * noise
+    }
+
+    /// KL(q ‖ N(0, I)) summed over latent dimensions, per sample. → [batch]
+    pub fn kl(&self) -> Tensor<B, 1> {
+        let var = self.logvar.clone().exp();
+        let kl = (self.mean.clone().powi_scalar(2) + var - self.logvar.clone())
+            .sub_scalar(1.0)
+            .mul_scalar(0.5);
+        let b = kl.dims()[0];
+        kl.reshape([b as i32, -1]).sum_dim(1).squeeze_dim(1)
+    }
+}
+
+impl<B: Backend> AutoencoderKL<B> {
+    /// The raw moments (mean ‖ logvar). x: [batch, in, H, W] → [batch, 2·latent, H/f, W/f]
+    pub fn moments(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let e = &self.encoder;
+        let mut h = e.conv_in.forward(x);
+        for block in &e.down_blocks {
+            h = block.forward(h, None, None).0;
+        }
+        let h = e.mid_block.forward(h, None, None);
+        let h = e.conv_out.forward(silu(e.conv_norm_out.forward(h)));
+        self.quant_conv.forward(h)
+    }
+
+    /// x: [batch, in, H, W] in [−1, 1] → the posterior over latents.
+    pub fn encode(&self, x: Tensor<B, 4>) -> DiagonalGaussian<B> {
+        let m = self.moments(x);
+        let l = m.dims()[1] / 2;
+        let mut parts = m.split(l, 1);
+        let logvar = parts.pop().expect("two halves").clamp(-30.0, 20.0);
+        let mean = parts.pop().expect("two halves");
+        DiagonalGaussian { mean, logvar }
+    }
+
+    /// z: [batch, latent, h, w] (unscaled) → [batch, out, h·f, w·f]
+    pub fn decode(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        let d = &self.decoder;
+        let h = d.conv_in.forward(self.post_quant_conv.forward(z));
+        let mut h = d.mid_block.forward(h, None, None);
+        for block in &d.up_blocks {
+            h = block.forward(h, None, None, None);
+        }
+        d.conv_out.forward(silu(d.conv_norm_out.forward(h)))
+    }
+
+    /// The diffusion latent of an image: mode × scaling factor (no sampling, for frozen-VAE training targets).
+    pub fn encode_scaled(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.encode(x).mode().mul_scalar(self.scaling_factor)
+    }
+
+    /// Decodes a diffusion latent (divides by the scaling factor first).
+    pub fn decode_scaled(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.decode(z.div_scalar(self.scaling_factor))
+    }
+
+    pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
+        let file = dir.join("config.json");
+        let json = crate::diffusers_json::read_json(&file)?;
+        let config = AutoencoderKLConfig::from_diffusers(&json, &file)?;
+        crate::io::load_safetensors(config.init(device), &crate::io::weight_files(dir)?)
+    }
+}

@@ -1,0 +1,62 @@
+//! Helpers for the workspace-level tests: where the fixtures are and how to read them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+/// `tests/fixtures/<rel>` in this repository.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// Every tensor of a safetensors file as (shape, f32 values); f64 and f16 are converted.
+pub fn read_safetensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+                Dtype::F64 => data
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect(),
+                Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32())
+                    .collect(),
+                Dtype::I64 => data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect(),
+                other => panic!(
+                    "{}: tensor {name} has unsupported dtype {other:?}",
+                    path.display()
+                ),
+            };
+            (name, (view.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+/// A named fixture tensor on the device.
+pub fn tensor<B: Backend, const D: usize>(
+    all: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+    name: &str,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let (shape, values) = all
+        .get(name)
+        .unwrap_or_else(|| panic!("fixture has no tensor '{name}'"));
+    Tensor::from_data(TensorData::new(values.clone(), shape.clone()), device)
+}
