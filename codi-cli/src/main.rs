@@ -13,7 +13,7 @@ use codi_core::device::DeviceSpec;
     about = "Conditional diffusion distillation (CoDi) on Burn"
 )]
 struct Cli {
-    /// Where to compute: cpu, wgpu[:N] or cuda[:N] (wgpu and cuda need those cargo features).
+    /// Where to compute: cpu (burn-flex), ndarray, wgpu[:N] or cuda[:N] (all but cpu need their cargo feature).
     #[arg(long, global = true, default_value = "cpu")]
     device: DeviceSpec,
     #[command(subcommand)]
@@ -24,11 +24,15 @@ struct Cli {
 enum Command {
     /// Print a sampler's timestep grid with α and σ at each step.
     Schedule(commands::schedule::Args),
+    /// Measure speed.
+    #[command(subcommand)]
+    Bench(commands::bench::Bench),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Schedule(args) => commands::schedule::run(args, cli.device),
+        Command::Bench(cmd) => commands::bench::run(cmd, cli.device),
     }
 }

@@ -19,6 +19,8 @@ pub type CpuAutodiff = burn::backend::Autodiff<CpuBackend>;
 pub enum DeviceSpec {
     #[default]
     Cpu,
+    /// The burn-ndarray CPU backend (cargo feature `ndarray`), for comparison with burn-flex.
+    NdArray,
     Wgpu(usize),
     Cuda(usize),
 }
@@ -38,12 +40,13 @@ impl FromStr for DeviceSpec {
         };
         match name {
             "cpu" if index == 0 => Ok(Self::Cpu),
+            "ndarray" if index == 0 => Ok(Self::NdArray),
             "wgpu" => Ok(Self::Wgpu(index)),
             "cuda" => Ok(Self::Cuda(index)),
             _ => Err(CoreError::UnknownName {
                 what: "device",
                 value: s.to_string(),
-                expected: "cpu, wgpu[:N], cuda[:N]",
+                expected: "cpu, ndarray, wgpu[:N], cuda[:N]",
             }),
         }
     }
@@ -53,6 +56,7 @@ impl fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cpu => write!(f, "cpu"),
+            Self::NdArray => write!(f, "ndarray"),
             Self::Wgpu(i) => write!(f, "wgpu:{i}"),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
         }
@@ -77,6 +81,12 @@ fn not_compiled(spec: DeviceSpec, feature: &str) -> CoreError {
 pub fn with_backend<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Output, CoreError> {
     match spec {
         DeviceSpec::Cpu => Ok(task.run::<CpuAutodiff>(Default::default())),
+        #[cfg(feature = "ndarray")]
+        DeviceSpec::NdArray => {
+            Ok(task.run::<burn::backend::Autodiff<burn::backend::NdArray>>(Default::default()))
+        }
+        #[cfg(not(feature = "ndarray"))]
+        DeviceSpec::NdArray => Err(not_compiled(spec, "ndarray")),
         #[cfg(feature = "wgpu")]
         DeviceSpec::Wgpu(i) => Ok(task.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(
             if i == 0 {
@@ -99,6 +109,9 @@ pub fn with_backend<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Outp
 /// The backends this build has, for `--help` and error messages.
 pub fn compiled_backends() -> Vec<&'static str> {
     let mut v = vec!["cpu (burn-flex)"];
+    if cfg!(feature = "ndarray") {
+        v.push("ndarray");
+    }
     if cfg!(feature = "wgpu") {
         v.push("wgpu");
     }

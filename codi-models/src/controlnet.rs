@@ -217,3 +217,79 @@ impl<B: Backend> ControlNetModel<B> {
         crate::io::load_safetensors(config.init(device), &crate::io::weight_files(dir)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unet::{DownBlockType, UpBlockType};
+    use burn::backend::Flex;
+    use burn::module::Module;
+    use burn::tensor::Distribution;
+    use codi_core::tensor_ops::{max_abs_diff, to_vec};
+
+    type B = Flex;
+
+    fn unet_config() -> UNet2DConditionModelConfig {
+        UNet2DConditionModelConfig::new(
+            vec![
+                DownBlockType::CrossAttnDownBlock2D,
+                DownBlockType::DownBlock2D,
+            ],
+            vec![UpBlockType::UpBlock2D, UpBlockType::CrossAttnUpBlock2D],
+            vec![16, 32],
+            vec![1, 1],
+            32,
+            vec![1, 1],
+            vec![2, 2],
+        )
+        .with_norm_num_groups(8)
+    }
+
+    #[test]
+    fn from_unet_starts_as_the_identity_for_both_fusions() {
+        let device = Default::default();
+        let unet = unet_config().init::<B>(&device);
+        let x = Tensor::<B, 4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<B, 1>::from_floats([20.0, 700.0], &device);
+        let ctx = Tensor::<B, 3>::random([2, 5, 32], Distribution::Normal(0.0, 1.0), &device);
+        let cond = Tensor::<B, 4>::random([2, 3, 16, 16], Distribution::Default, &device);
+        let plain = unet.forward(x.clone(), t.clone(), ctx.clone());
+        for fusion in [FusionKind::Add, FusionKind::Mix] {
+            let cn = ControlNetConfig::new(unet_config())
+                .with_conditioning_embedding_out_channels(vec![8, 16])
+                .with_fusion(fusion)
+                .init_from_unet(&unet, &device);
+            let r = cn.forward(x.clone(), t.clone(), ctx.clone(), cond.clone(), 1.0);
+            let adapted = unet.forward_with_residuals(x.clone(), t.clone(), ctx.clone(), Some(r));
+            assert!(max_abs_diff(adapted, plain.clone()) < 1e-6, "{fusion:?}");
+        }
+    }
+
+    #[test]
+    fn from_unet_copies_values_under_new_parameter_ids() {
+        let device = Default::default();
+        let unet = unet_config().init::<B>(&device);
+        let cn = ControlNetConfig::new(unet_config()).init_from_unet(&unet, &device);
+        assert_eq!(
+            to_vec(cn.conv_in.weight.val()),
+            to_vec(unet.conv_in.weight.val())
+        );
+        assert_ne!(cn.conv_in.weight.id, unet.conv_in.weight.id);
+        // A nonzero zero-conv makes the adapter change the output.
+        let mut cn = cn;
+        cn.controlnet_mid_block.weight = cn.controlnet_mid_block.weight.map(|w| w.ones_like());
+        let x = Tensor::<B, 4>::ones([1, 4, 8, 8], &device);
+        let t = Tensor::<B, 1>::from_floats([500.0], &device);
+        let ctx = Tensor::<B, 3>::ones([1, 3, 32], &device);
+        let r = cn.forward(
+            x.clone(),
+            t.clone(),
+            ctx.clone(),
+            Tensor::ones([1, 3, 8, 8], &device),
+            1.0,
+        );
+        let plain = unet.forward(x.clone(), t.clone(), ctx.clone());
+        assert!(max_abs_diff(unet.forward_with_residuals(x, t, ctx, Some(r)), plain) > 1e-4);
+        assert!(cn.num_params() > 0);
+    }
+}

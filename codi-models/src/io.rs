@@ -129,7 +129,9 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
             .with_from_adapter(ToF32::default())
             .skip_enum_variants(true)
             .remap(remapper(true))
-            .allow_partial(true);
+            .allow_partial(true)
+            // Shape errors come back in the result, to be reported with the missing and unused keys.
+            .validate(false);
         let result = model.load_from(&mut store).map_err(|e| ModelError::Io {
             file: file.clone(),
             reason: e.to_string(),

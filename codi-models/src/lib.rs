@@ -1,6 +1,7 @@
 //! The networks of codi, backend-generic and configured like diffusers: every module mirrors diffusers'
 //! module tree, so real checkpoints load by their `config.json` and save back in the same layout.
 
+pub mod clip;
 pub mod controlnet;
 pub mod diffusers_json;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod unet;
 pub mod unet2d;
 pub mod vae;
 
+pub use clip::{CLIPTextConfig, CLIPTextModel};
 pub use controlnet::{ControlNetConfig, ControlNetModel, FusionKind};
 pub use error::ModelError;
 pub use unet::{UNet2DConditionModel, UNet2DConditionModelConfig};

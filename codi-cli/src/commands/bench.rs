@@ -1,0 +1,141 @@
+//! `codi bench ops`: the backend's speed on the two operations that dominate a diffusion UNet, a matmul and
+//! a 3×3 convolution, forward and backward — to choose a CPU backend and to see what a UNet can hope for.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::module::AutodiffModule;
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::PaddingConfig2d;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Tensor};
+use clap::{Args as ClapArgs, Subcommand};
+use codi_core::device::{with_backend, BackendTask, DeviceSpec};
+use serde::Serialize;
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Matmul and 3×3 conv, forward and backward, on the chosen --device.
+    Ops(OpsArgs),
+}
+
+#[derive(ClapArgs, Clone)]
+pub struct OpsArgs {
+    /// Timed repetitions per measurement (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    op: String,
+    pass: &'static str,
+    ms: f64,
+    gflops: f64,
+}
+
+/// Median wall time of `f` in ms, after one warm-up; `f` must force its result.
+fn time_ms(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut v: Vec<f64> = (0..iters.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
+    let _ = t.sum().into_data();
+}
+
+struct Ops(OpsArgs);
+
+impl BackendTask for Ops {
+    type Output = Vec<Row>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Vec<Row> {
+        let iters = self.0.iters;
+        let mut rows = Vec::new();
+        let n = 512;
+        let a = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+        let flops = 2.0 * (n * n * n) as f64;
+        let ms = time_ms(iters, || sync(a.clone().inner().matmul(b.clone().inner())));
+        rows.push(Row {
+            op: format!("matmul {n}x{n}"),
+            pass: "forward",
+            ms,
+            gflops: flops / ms / 1e6,
+        });
+        let ms = time_ms(iters, || {
+            let w = b.clone().require_grad();
+            let g = a.clone().matmul(w.clone()).sum().backward();
+            sync(w.grad(&g).expect("gradient"));
+        });
+        rows.push(Row {
+            op: format!("matmul {n}x{n}"),
+            pass: "forward+backward",
+            ms,
+            gflops: 3.0 * flops / ms / 1e6,
+        });
+
+        let (batch, c, hw) = (16, 128, 32);
+        let conv = Conv2dConfig::new([c, c], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init::<B>(&device);
+        let x = Tensor::<B, 4>::random([batch, c, hw, hw], Distribution::Normal(0.0, 1.0), &device);
+        let flops = 2.0 * (batch * c * c * 9 * hw * hw) as f64;
+        let inner = conv.valid();
+        let xi = x.clone().inner();
+        let ms = time_ms(iters, || sync(inner.forward(xi.clone())));
+        let op = format!("conv3x3 {c}->{c} {hw}x{hw} batch {batch}");
+        rows.push(Row {
+            op: op.clone(),
+            pass: "forward",
+            ms,
+            gflops: flops / ms / 1e6,
+        });
+        let ms = time_ms(iters, || {
+            let g = conv.forward(x.clone().require_grad()).sum().backward();
+            sync(conv.weight.grad(&g).expect("gradient"));
+        });
+        rows.push(Row {
+            op,
+            pass: "forward+backward",
+            ms,
+            gflops: 3.0 * flops / ms / 1e6,
+        });
+        rows
+    }
+}
+
+pub fn run(cmd: Bench, device: DeviceSpec) -> Result<()> {
+    match cmd {
+        Bench::Ops(args) => {
+            let json = args.json;
+            let rows = with_backend(device, Ops(args))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "backend: {device} ({} threads available)",
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                );
+                println!("{:<34} {:<17} {:>10} {:>9}", "op", "pass", "ms", "GFLOP/s");
+                for r in rows {
+                    println!(
+                        "{:<34} {:<17} {:>10.2} {:>9.1}",
+                        r.op, r.pass, r.ms, r.gflops
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
