@@ -283,6 +283,18 @@ impl<B: Backend> CLIPTextModel<B> {
         let file = dir.join("config.json");
         let json = crate::diffusers_json::read_json(&file)?;
         let config = CLIPTextConfig::from_json(&json, &file)?;
-        crate::io::load_safetensors(config.init(device), &crate::io::weight_files(dir)?)
+        // transformers ≥ 5 saves CLIPTextModel without the `text_model.` prefix older files (and SD 1.x) have.
+        let options = crate::io::LoadOptions {
+            remap: vec![(
+                r"^(embeddings|encoder|final_layer_norm)\.".into(),
+                "text_model.$1.".into(),
+            )],
+            ignore_unused_suffixes: vec!["position_ids".into()],
+        };
+        crate::io::load_safetensors_with(
+            config.init(device),
+            &crate::io::weight_files(dir)?,
+            &options,
+        )
     }
 }

@@ -17,12 +17,24 @@ use crate::error::ModelError;
 /// diffusers key ↔ codi field, for the one place where diffusers' tree has a gap (`ff.net.1` is dropout).
 const RULES: &[(&str, &str)] = &[("ff.net.0.proj.", "ff.proj."), ("ff.net.2.", "ff.out.")];
 
-fn remapper(load: bool) -> KeyRemapper {
-    let pairs = RULES.iter().map(|(d, c)| {
-        let (from, to) = if load { (d, c) } else { (c, d) };
-        (format!(r"\.{}", regex_escape(from)), format!(".{to}"))
-    });
+fn remapper(load: bool, extra: &[(String, String)]) -> KeyRemapper {
+    let pairs = RULES
+        .iter()
+        .map(|(d, c)| {
+            let (from, to) = if load { (d, c) } else { (c, d) };
+            (format!(r"\.{}", regex_escape(from)), format!(".{to}"))
+        })
+        .chain(extra.iter().cloned());
     KeyRemapper::from_pattern_iter(pairs).expect("the remapping rules are valid regexes")
+}
+
+/// Model-specific loading rules.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Extra (regex, replacement) rules applied to the file's keys.
+    pub remap: Vec<(String, String)>,
+    /// Keys ending like this may be in the file without being used (buffers such as `position_ids`).
+    pub ignore_unused_suffixes: Vec<String>,
 }
 
 fn regex_escape(s: &str) -> String {
@@ -110,8 +122,17 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 /// Loads weights from safetensors files in diffusers layout into `model`. Every parameter of the model must
 /// be found in exactly the files given, and every tensor in the files must be used.
 pub fn load_safetensors<B: Backend, M: Module<B>>(
+    model: M,
+    files: &[PathBuf],
+) -> Result<M, ModelError> {
+    load_safetensors_with(model, files, &LoadOptions::default())
+}
+
+/// [`load_safetensors`] with model-specific rules.
+pub fn load_safetensors_with<B: Backend, M: Module<B>>(
     mut model: M,
     files: &[PathBuf],
+    options: &LoadOptions,
 ) -> Result<M, ModelError> {
     let first = files.first().cloned().unwrap_or_default();
     let mut applied = BTreeSet::new();
@@ -128,7 +149,7 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
         let mut store = SafetensorsStore::from_file(file)
             .with_from_adapter(ToF32::default())
             .skip_enum_variants(true)
-            .remap(remapper(true))
+            .remap(remapper(true, &options.remap))
             .allow_partial(true)
             // Shape errors come back in the result, to be reported with the missing and unused keys.
             .validate(false);
@@ -163,7 +184,13 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
     // `gamma`/`beta` name; only keys that were applied under no name are really unused.
     let unused: Vec<String> = unused
         .into_iter()
-        .filter(|(k, _)| !applied.contains(k))
+        .filter(|(k, _)| {
+            !applied.contains(k)
+                && !options
+                    .ignore_unused_suffixes
+                    .iter()
+                    .any(|s| k.ends_with(s.as_str()))
+        })
         .map(|(k, f)| format!("{k} (in {})", f.display()))
         .collect();
     if missing.is_empty() && unused.is_empty() && errors.is_empty() {
@@ -209,7 +236,7 @@ pub fn save_safetensors<B: Backend, M: Module<B>>(
     let mut store = SafetensorsStore::from_file(&tmp)
         .with_to_adapter(BurnToPyTorchAdapter)
         .skip_enum_variants(true)
-        .remap(remapper(false))
+        .remap(remapper(false, &[]))
         .metadata("format", "pt")
         .overwrite(true);
     model.save_into(&mut store).map_err(|e| io(e.to_string()))?;

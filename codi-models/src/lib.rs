@@ -8,6 +8,7 @@ pub mod error;
 pub mod fresh;
 pub mod io;
 pub mod layers;
+pub mod tokenizer;
 pub mod unet;
 pub mod unet2d;
 pub mod vae;
