@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Print a sampler's timestep grid with α and σ at each step.
     Schedule(commands::schedule::Args),
+    /// Describe a diffusers model folder and check that every weight loads.
+    Inspect(commands::inspect::Args),
     /// Measure speed.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
@@ -33,6 +35,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Schedule(args) => commands::schedule::run(args, cli.device),
+        Command::Inspect(args) => commands::inspect::run(args, cli.device),
         Command::Bench(cmd) => commands::bench::run(cmd, cli.device),
     }
 }

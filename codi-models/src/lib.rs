@@ -6,6 +6,7 @@ pub mod controlnet;
 pub mod diffusers_json;
 pub mod error;
 pub mod fresh;
+pub mod inspect;
 pub mod io;
 pub mod layers;
 pub mod tokenizer;

@@ -1,0 +1,118 @@
+//! The `codi schedule` command end to end.
+
+use std::process::Command;
+
+fn codi(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_codi"))
+        .args(args)
+        .output()
+        .expect("codi runs")
+}
+
+#[test]
+fn codi_grid_as_json() {
+    let out = codi(&["schedule", "--sampler", "codi", "--steps", "4", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["timesteps"], serde_json::json!([980, 720, 460, 200]));
+    let plan = v["plan"].as_array().unwrap();
+    assert_eq!(plan.len(), 4);
+    // α² + σ² = 1 at every step, and the last step ends on the clean sample.
+    for s in plan {
+        let (a, sg) = (s["alpha"].as_f64().unwrap(), s["sigma"].as_f64().unwrap());
+        assert!((a * a + sg * sg - 1.0).abs() < 1e-9);
+    }
+    assert!(plan[3]["t_next"].is_null());
+}
+
+#[test]
+fn every_sampler_prints_a_table() {
+    for sampler in ["ddim", "dpmpp", "codi", "lcm"] {
+        let out = codi(&["schedule", "--sampler", sampler, "--steps", "8"]);
+        assert!(
+            out.status.success(),
+            "{sampler}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text.lines().count(), 2 + 8, "{sampler}:\n{text}");
+    }
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let out = codi(&["schedule", "--sampler", "euler"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown sampler 'euler'"), "{err}");
+    let out = codi(&["schedule", "--sampler", "codi", "--steps", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("number of sampling steps"));
+    let out = codi(&["--device", "tpu", "schedule"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device 'tpu'"));
+}
+
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+#[test]
+fn inspect_reports_class_parameters_and_loading() {
+    let cases = [
+        (
+            "diffusers-small/models/unet2d_condition",
+            "UNet2DConditionModel",
+            203_204,
+        ),
+        (
+            "diffusers-small/models/controlnet",
+            "ControlNetModel",
+            114_632,
+        ),
+        ("diffusers-small/models/vae", "AutoencoderKL", 167_959),
+        ("diffusers-small/models/unet2d", "UNet2DModel", 177_427),
+        ("clip-tiny", "CLIPTextModel", 0),
+    ];
+    for (dir, class, params) in cases {
+        let out = codi(&["inspect", fixtures().join(dir).to_str().unwrap(), "--json"]);
+        assert!(
+            out.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["class"], class);
+        if params > 0 {
+            assert_eq!(v["parameters"], params, "{dir}");
+        }
+        assert!(v["load_error"].is_null());
+    }
+    // A folder whose weights do not match says so and exits non-zero.
+    let dir = std::env::temp_dir().join(format!("codi-inspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixtures().join("diffusers-small/models/vae/config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("diffusers-small/models/unet2d/diffusion_pytorch_model.safetensors"),
+        dir.join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    let out = codi(&["inspect", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("DO NOT LOAD") && text.contains("missing keys"),
+        "{text}"
+    );
+    let out = codi(&["inspect", "/no/such/dir"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/dir/config.json"));
+}
