@@ -63,6 +63,9 @@ impl ControlNetConfig {
         unet_json["up_block_types"] = Value::Array(ups);
         let unet = UNet2DConditionModelConfig::from_diffusers(&unet_json, file)?;
         let mut c = Self::new(unet);
+        if value.get("codi_fusion").and_then(Value::as_str) == Some("mix") {
+            c.fusion = FusionKind::Mix;
+        }
         if let Some(v) = value.get("conditioning_channels") {
             c.conditioning_channels = parse(v, file)?;
         }
@@ -76,6 +79,29 @@ impl ControlNetConfig {
             });
         }
         Ok(c)
+    }
+
+    /// diffusers' `config.json` for this adapter (μ-fusion is codi's own and stored as `codi_fusion`).
+    pub fn to_diffusers(&self) -> Value {
+        let mut v = self.unet.to_diffusers();
+        let obj = v.as_object_mut().expect("an object");
+        obj.insert("_class_name".into(), json!("ControlNetModel"));
+        obj.remove("up_block_types");
+        obj.remove("out_channels");
+        obj.insert(
+            "conditioning_channels".into(),
+            json!(self.conditioning_channels),
+        );
+        obj.insert(
+            "conditioning_embedding_out_channels".into(),
+            json!(self.conditioning_embedding_out_channels),
+        );
+        obj.insert("controlnet_conditioning_channel_order".into(), json!("rgb"));
+        obj.insert("global_pool_conditions".into(), json!(false));
+        if self.fusion == FusionKind::Mix {
+            obj.insert("codi_fusion".into(), json!("mix"));
+        }
+        v
     }
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> ControlNetModel<B> {

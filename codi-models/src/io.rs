@@ -256,3 +256,21 @@ pub fn diffusers_keys<B: Backend, M: Module<B>>(model: &M) -> HashMap<String, Ve
         .map(|s| (diffusers_name(&s.full_path()), s.shape.to_vec()))
         .collect()
 }
+
+/// Writes a diffusers model folder: `config.json` and `diffusion_pytorch_model.safetensors`.
+pub fn save_diffusers_dir<B: Backend, M: Module<B>>(
+    model: &M,
+    config: &serde_json::Value,
+    dir: &Path,
+) -> Result<(), ModelError> {
+    let file = dir.join("config.json");
+    let io = |e: std::io::Error| ModelError::Io {
+        file: file.clone(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join("config.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(config).expect("JSON")).map_err(io)?;
+    std::fs::rename(&tmp, &file).map_err(io)?;
+    save_safetensors(model, &dir.join("diffusion_pytorch_model.safetensors"))
+}

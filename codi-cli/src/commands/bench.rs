@@ -17,6 +17,8 @@ use serde::Serialize;
 pub enum Bench {
     /// Matmul and 3×3 conv, forward and backward, on the chosen --device.
     Ops(OpsArgs),
+    /// UNet and UNet + ControlNet forward at a named config, optionally against PyTorch.
+    Models(super::bench_models::Args),
 }
 
 #[derive(ClapArgs, Clone)]
@@ -117,6 +119,7 @@ impl BackendTask for Ops {
 
 pub fn run(cmd: Bench, device: DeviceSpec) -> Result<()> {
     match cmd {
+        Bench::Models(args) => super::bench_models::run(args, device),
         Bench::Ops(args) => {
             let json = args.json;
             let rows = with_backend(device, Ops(args))?;

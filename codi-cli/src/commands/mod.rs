@@ -1,3 +1,4 @@
 pub mod bench;
+pub mod bench_models;
 pub mod inspect;
 pub mod schedule;

@@ -326,3 +326,38 @@ impl UNet2DConditionModelConfig {
         }
     }
 }
+
+impl UNet2DConditionModelConfig {
+    /// diffusers' `config.json` for this model (the keys `from_diffusers` reads, plus the class name).
+    pub fn to_diffusers(&self) -> Value {
+        json!({
+            "_class_name": "UNet2DConditionModel",
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "flip_sin_to_cos": self.flip_sin_to_cos,
+            "freq_shift": self.freq_shift,
+            "down_block_types": self.down_block_types,
+            "up_block_types": self.up_block_types,
+            "mid_block_type": "UNetMidBlock2DCrossAttn",
+            "block_out_channels": self.block_out_channels,
+            "layers_per_block": compact(&self.layers_per_block),
+            "downsample_padding": self.downsample_padding,
+            "mid_block_scale_factor": self.mid_block_scale_factor,
+            "act_fn": "silu",
+            "norm_num_groups": self.norm_num_groups,
+            "norm_eps": self.norm_eps,
+            "cross_attention_dim": self.cross_attention_dim,
+            "transformer_layers_per_block": compact(&self.transformer_layers_per_block),
+            "attention_head_dim": compact(&self.num_attention_heads),
+            "use_linear_projection": self.use_linear_projection,
+        })
+    }
+}
+
+/// One number when every block has the same (diffusers' ControlNetModel accepts only that), else the list.
+fn compact(v: &[usize]) -> Value {
+    match v.first() {
+        Some(&x) if v.iter().all(|&y| y == x) => json!(x),
+        _ => json!(v),
+    }
+}
