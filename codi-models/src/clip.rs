@@ -84,7 +84,7 @@ impl CLIPTextConfig {
                 })
             }
         };
-        if j.num_attention_heads == 0 || j.hidden_size % j.num_attention_heads != 0 {
+        if j.num_attention_heads == 0 || !j.hidden_size.is_multiple_of(j.num_attention_heads) {
             return Err(ModelError::Config {
                 file: file.to_path_buf(),
                 reason: format!(

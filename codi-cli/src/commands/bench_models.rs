@@ -35,6 +35,9 @@ pub struct Args {
     /// Run bench/pytorch_bench.py with this Python on the saved folder and print the codi/PyTorch ratio.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Where bench/pytorch_bench.py is (default: the source tree's).
+    #[arg(long)]
+    script: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -125,11 +128,14 @@ fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
     v[v.len() / 2]
 }
 
-fn raw<B: Backend, const D: usize>(t: &Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
+/// A tensor's shape and values on the host.
+type HostTensor = (Vec<usize>, Vec<f32>);
+
+fn raw<B: Backend, const D: usize>(t: &Tensor<B, D>) -> HostTensor {
     (t.dims().to_vec(), to_vec(t.clone()))
 }
 
-fn write_tensors(path: &Path, tensors: &[(&str, (Vec<usize>, Vec<f32>))]) -> Result<()> {
+fn write_tensors(path: &Path, tensors: &[(&str, HostTensor)]) -> Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(k, (s, v))| {
@@ -247,7 +253,9 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut torch: HashMap<String, f64> = HashMap::new();
     if let (Some(py), Some(dir)) = (&args.python, &args.save) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_bench.py");
+        let script = args.script.clone().unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_bench.py")
+        });
         let out = Command::new(py)
             .arg(&script)
             .arg(dir)

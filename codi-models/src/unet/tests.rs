@@ -72,3 +72,32 @@ fn mix_fusion_at_mu_zero_and_zero_residuals_are_the_identity() {
     );
     assert!(max_abs_diff(plain, added) < 1e-6);
 }
+
+#[test]
+fn config_round_trips_through_diffusers_json() {
+    let path = std::path::Path::new("config.json");
+    let mut uneven = small();
+    uneven.layers_per_block = vec![1, 2];
+    uneven.num_attention_heads = vec![2, 4];
+    for c in [small(), UNet2DConditionModelConfig::sd15(), uneven] {
+        assert_eq!(
+            UNet2DConditionModelConfig::from_diffusers(&c.to_diffusers(), path).unwrap(),
+            c
+        );
+    }
+    let cn = crate::ControlNetConfig::new(small()).with_fusion(crate::FusionKind::Mix);
+    assert_eq!(
+        crate::ControlNetConfig::from_diffusers(&cn.to_diffusers(), path).unwrap(),
+        cn
+    );
+    // A per-block list with the wrong length names the key.
+    let mut j = small().to_diffusers();
+    j["layers_per_block"] = serde_json::json!([1, 1, 1]);
+    let e = UNet2DConditionModelConfig::from_diffusers(&j, path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layers_per_block") && e.contains("config.json"),
+        "{e}"
+    );
+}
