@@ -247,7 +247,7 @@ impl<B: Backend> ControlNetModel<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unet::{DownBlockType, UpBlockType};
+    use crate::unet::small_test_config;
     use burn::backend::Flex;
     use burn::module::Module;
     use burn::tensor::Distribution;
@@ -255,33 +255,17 @@ mod tests {
 
     type B = Flex;
 
-    fn unet_config() -> UNet2DConditionModelConfig {
-        UNet2DConditionModelConfig::new(
-            vec![
-                DownBlockType::CrossAttnDownBlock2D,
-                DownBlockType::DownBlock2D,
-            ],
-            vec![UpBlockType::UpBlock2D, UpBlockType::CrossAttnUpBlock2D],
-            vec![16, 32],
-            vec![1, 1],
-            32,
-            vec![1, 1],
-            vec![2, 2],
-        )
-        .with_norm_num_groups(8)
-    }
-
     #[test]
     fn from_unet_starts_as_the_identity_for_both_fusions() {
         let device = Default::default();
-        let unet = unet_config().init::<B>(&device);
+        let unet = small_test_config().init::<B>(&device);
         let x = Tensor::<B, 4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
         let t = Tensor::<B, 1>::from_floats([20.0, 700.0], &device);
         let ctx = Tensor::<B, 3>::random([2, 5, 32], Distribution::Normal(0.0, 1.0), &device);
         let cond = Tensor::<B, 4>::random([2, 3, 16, 16], Distribution::Default, &device);
         let plain = unet.forward(x.clone(), t.clone(), ctx.clone());
         for fusion in [FusionKind::Add, FusionKind::Mix] {
-            let cn = ControlNetConfig::new(unet_config())
+            let cn = ControlNetConfig::new(small_test_config())
                 .with_conditioning_embedding_out_channels(vec![8, 16])
                 .with_fusion(fusion)
                 .init_from_unet(&unet, &device);
@@ -294,8 +278,8 @@ mod tests {
     #[test]
     fn from_unet_copies_values_under_new_parameter_ids() {
         let device = Default::default();
-        let unet = unet_config().init::<B>(&device);
-        let cn = ControlNetConfig::new(unet_config()).init_from_unet(&unet, &device);
+        let unet = small_test_config().init::<B>(&device);
+        let cn = ControlNetConfig::new(small_test_config()).init_from_unet(&unet, &device);
         assert_eq!(
             to_vec(cn.conv_in.weight.val()),
             to_vec(unet.conv_in.weight.val())

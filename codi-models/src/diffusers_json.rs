@@ -73,3 +73,34 @@ pub fn require_default(
 pub fn class_name(value: &Value) -> Option<&str> {
     value.get("_class_name").and_then(Value::as_str)
 }
+
+/// serde defaults shared by the config readers (diffusers' own default values).
+pub mod defaults {
+    pub fn one() -> usize {
+        1
+    }
+    pub fn two() -> usize {
+        2
+    }
+    pub fn three() -> usize {
+        3
+    }
+    pub fn four() -> usize {
+        4
+    }
+    pub fn eight() -> usize {
+        8
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn onef() -> f64 {
+        1.0
+    }
+    pub fn groups() -> usize {
+        32
+    }
+    pub fn eps() -> f64 {
+        1e-5
+    }
+}

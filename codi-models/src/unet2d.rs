@@ -1,5 +1,6 @@
 //! diffusers' `UNet2DModel`: the unconditional (pixel-space) UNet with spatial self-attention blocks.
 
+use crate::diffusers_json::defaults::{eight, eps, groups, one, onef, three, two, yes};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -76,30 +77,6 @@ struct Json {
     norm_num_groups: usize,
     #[serde(default = "eps")]
     norm_eps: f64,
-}
-fn three() -> usize {
-    3
-}
-fn two() -> usize {
-    2
-}
-fn one() -> usize {
-    1
-}
-fn eight() -> usize {
-    8
-}
-fn yes() -> bool {
-    true
-}
-fn onef() -> f64 {
-    1.0
-}
-fn groups() -> usize {
-    32
-}
-fn eps() -> f64 {
-    1e-5
 }
 
 impl UNet2DModelConfig {

@@ -1,5 +1,6 @@
 //! diffusers' `AutoencoderKL`: an encoder to a diagonal Gaussian over latents, and a decoder.
 
+use crate::diffusers_json::defaults::{four, groups, one, three};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -48,18 +49,6 @@ struct Json {
     scaling_factor: f64,
     down_block_types: Option<Vec<String>>,
     up_block_types: Option<Vec<String>>,
-}
-fn three() -> usize {
-    3
-}
-fn one() -> usize {
-    1
-}
-fn four() -> usize {
-    4
-}
-fn groups() -> usize {
-    32
 }
 fn scale() -> f64 {
     0.18215

@@ -40,7 +40,7 @@ struct Row {
 }
 
 /// Median wall time of `f` in ms, after one warm-up; `f` must force its result.
-fn time_ms(iters: usize, mut f: impl FnMut()) -> f64 {
+pub(super) fn time_ms(iters: usize, mut f: impl FnMut()) -> f64 {
     f();
     let mut v: Vec<f64> = (0..iters.max(1))
         .map(|_| {

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -14,6 +13,8 @@ use codi_core::device::{with_backend, BackendTask, DeviceSpec};
 use codi_core::tensor_ops::to_vec;
 use codi_core::{NoiseSource, SeededNoise};
 use codi_models::io::save_diffusers_dir;
+
+use super::bench::time_ms;
 use codi_models::unet::{DownBlockType, UpBlockType};
 use codi_models::{ControlNetConfig, UNet2DConditionModelConfig};
 use serde::Serialize;
@@ -115,19 +116,6 @@ struct Run {
     args: Args,
 }
 
-fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut v: Vec<f64> = (0..iters.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// A tensor's shape and values on the host.
 type HostTensor = (Vec<usize>, Vec<f32>);
 
@@ -197,14 +185,14 @@ impl BackendTask for Run {
         let cond = noise.sample::<B<AB>, 4>([s.batch, 3, h * f, w * f], &device);
         let it = self.args.iters;
         let mut out = vec![];
-        let ms = median_ms(it, || {
+        let ms = time_ms(it, || {
             let _ = to_vec(unet.forward(sample.clone(), t.clone(), ctx.clone()).sum());
         });
         out.push(Timing {
             workload: "unet_forward".into(),
             ms,
         });
-        let ms = median_ms(it, || {
+        let ms = time_ms(it, || {
             let r = controlnet.forward(sample.clone(), t.clone(), ctx.clone(), cond.clone(), 1.0);
             let _ = to_vec(
                 unet.forward_with_residuals(sample.clone(), t.clone(), ctx.clone(), Some(r))

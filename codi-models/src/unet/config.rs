@@ -1,3 +1,4 @@
+use crate::diffusers_json::defaults::{eps, four, groups, one, onef, three, yes};
 use burn::config::Config;
 use burn::nn::GroupNormConfig;
 use burn::tensor::backend::Backend;
@@ -95,29 +96,8 @@ struct Json {
     #[serde(default = "three")]
     conv_out_kernel: usize,
 }
-fn four() -> usize {
-    4
-}
-fn one() -> usize {
-    1
-}
 fn two() -> PerBlock<usize> {
     PerBlock::One(2)
-}
-fn three() -> usize {
-    3
-}
-fn yes() -> bool {
-    true
-}
-fn onef() -> f64 {
-    1.0
-}
-fn groups() -> usize {
-    32
-}
-fn eps() -> f64 {
-    1e-5
 }
 fn one_per() -> PerBlock<usize> {
     PerBlock::One(1)
@@ -360,4 +340,22 @@ fn compact(v: &[usize]) -> Value {
         Some(&x) if v.iter().all(|&y| y == x) => json!(x),
         _ => json!(v),
     }
+}
+
+/// A two-level UNet the size of the diffusers fixture (tests).
+#[cfg(test)]
+pub(crate) fn small_test_config() -> UNet2DConditionModelConfig {
+    UNet2DConditionModelConfig::new(
+        vec![
+            DownBlockType::CrossAttnDownBlock2D,
+            DownBlockType::DownBlock2D,
+        ],
+        vec![UpBlockType::UpBlock2D, UpBlockType::CrossAttnUpBlock2D],
+        vec![16, 32],
+        vec![1, 1],
+        32,
+        vec![1, 1],
+        vec![2, 2],
+    )
+    .with_norm_num_groups(8)
 }

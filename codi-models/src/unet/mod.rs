@@ -2,6 +2,8 @@
 
 mod config;
 
+#[cfg(test)]
+pub(crate) use config::small_test_config;
 pub use config::{DownBlockType, UNet2DConditionModelConfig, UpBlockType};
 
 use burn::module::Module;

@@ -3,29 +3,14 @@ use burn::tensor::Tensor;
 use codi_core::tensor_ops::max_abs_diff;
 
 use super::*;
+use crate::unet::small_test_config;
 
 type B = Flex;
-
-fn small() -> UNet2DConditionModelConfig {
-    UNet2DConditionModelConfig::new(
-        vec![
-            DownBlockType::CrossAttnDownBlock2D,
-            DownBlockType::DownBlock2D,
-        ],
-        vec![UpBlockType::UpBlock2D, UpBlockType::CrossAttnUpBlock2D],
-        vec![16, 32],
-        vec![1, 1],
-        32,
-        vec![1, 1],
-        vec![2, 2],
-    )
-    .with_norm_num_groups(8)
-}
 
 #[test]
 fn forward_keeps_the_latent_shape_for_odd_sizes() {
     let device = Default::default();
-    let unet = small().init::<B>(&device);
+    let unet = small_test_config().init::<B>(&device);
     for (h, w) in [(8, 12), (7, 5)] {
         let x = Tensor::<B, 4>::ones([2, 4, h, w], &device);
         let t = Tensor::<B, 1>::from_floats([10.0, 900.0], &device);
@@ -37,7 +22,7 @@ fn forward_keeps_the_latent_shape_for_odd_sizes() {
 #[test]
 fn mix_fusion_at_mu_zero_and_zero_residuals_are_the_identity() {
     let device = Default::default();
-    let unet = small().init::<B>(&device);
+    let unet = small_test_config().init::<B>(&device);
     let x = Tensor::<B, 4>::random(
         [1, 4, 8, 8],
         burn::tensor::Distribution::Normal(0.0, 1.0),
@@ -76,22 +61,26 @@ fn mix_fusion_at_mu_zero_and_zero_residuals_are_the_identity() {
 #[test]
 fn config_round_trips_through_diffusers_json() {
     let path = std::path::Path::new("config.json");
-    let mut uneven = small();
+    let mut uneven = small_test_config();
     uneven.layers_per_block = vec![1, 2];
     uneven.num_attention_heads = vec![2, 4];
-    for c in [small(), UNet2DConditionModelConfig::sd15(), uneven] {
+    for c in [
+        small_test_config(),
+        UNet2DConditionModelConfig::sd15(),
+        uneven,
+    ] {
         assert_eq!(
             UNet2DConditionModelConfig::from_diffusers(&c.to_diffusers(), path).unwrap(),
             c
         );
     }
-    let cn = crate::ControlNetConfig::new(small()).with_fusion(crate::FusionKind::Mix);
+    let cn = crate::ControlNetConfig::new(small_test_config()).with_fusion(crate::FusionKind::Mix);
     assert_eq!(
         crate::ControlNetConfig::from_diffusers(&cn.to_diffusers(), path).unwrap(),
         cn
     );
     // A per-block list with the wrong length names the key.
-    let mut j = small().to_diffusers();
+    let mut j = small_test_config().to_diffusers();
     j["layers_per_block"] = serde_json::json!([1, 1, 1]);
     let e = UNet2DConditionModelConfig::from_diffusers(&j, path)
         .unwrap_err()

@@ -1,0 +1,9 @@
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Errors of the training crate; each names the file it concerns and, for missing data, how to get it.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error("{}: {reason}", file.display())]
+    Data { file: PathBuf, reason: String },
+}
