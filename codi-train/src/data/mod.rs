@@ -2,6 +2,7 @@
 
 pub mod fashion_mnist;
 pub mod idx;
+pub mod scenes;
 
 /// One training item.
 #[derive(Debug, Clone, PartialEq)]
