@@ -90,3 +90,17 @@ fn config_round_trips_through_diffusers_json() {
         "{e}"
     );
 }
+
+#[test]
+fn nine_channel_inputs_work_like_sd_inpainting() {
+    let device = Default::default();
+    let unet = small_test_config().with_in_channels(9).init::<B>(&device);
+    let x = Tensor::<B, 4>::ones([1, 9, 8, 8], &device);
+    let out = unet.forward(
+        x,
+        Tensor::from_floats([1.0], &device),
+        Tensor::ones([1, 2, 32], &device),
+    );
+    assert_eq!(out.dims(), [1, 4, 8, 8]);
+    assert_eq!(unet.conv_in.weight.dims(), [16, 9, 3, 3]);
+}
