@@ -106,21 +106,6 @@ pub fn with_backend<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Outp
     }
 }
 
-/// The backends this build has, for `--help` and error messages.
-pub fn compiled_backends() -> Vec<&'static str> {
-    let mut v = vec!["cpu (burn-flex)"];
-    if cfg!(feature = "ndarray") {
-        v.push("ndarray");
-    }
-    if cfg!(feature = "wgpu") {
-        v.push("wgpu");
-    }
-    if cfg!(feature = "cuda") {
-        v.push("cuda");
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

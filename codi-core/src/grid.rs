@@ -149,11 +149,6 @@ pub fn codi_timesteps(
         .collect())
 }
 
-/// Δt of the CoDi grid in training steps.
-pub fn codi_interval(num_train: usize, intervals: usize) -> i64 {
-    (num_train / intervals) as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

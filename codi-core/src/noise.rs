@@ -54,11 +54,6 @@ impl SeededNoise {
         out
     }
 
-    /// Uniform integers in `[lo, hi)` (timestep draws in training).
-    pub fn uniform_ints(&mut self, n: usize, lo: i64, hi: i64) -> Vec<i64> {
-        (0..n).map(|_| self.rng.random_range(lo..hi)).collect()
-    }
-
     /// Uniform floats in `[0, 1)`.
     pub fn uniform(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.rng.random::<f32>()).collect()

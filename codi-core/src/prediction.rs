@@ -128,11 +128,6 @@ impl<B: Backend, const D: usize> Prediction<B, D> {
         self.x0.clone() * per_sample::<B, D>(alpha) + self.eps.clone() * per_sample::<B, D>(sigma)
     }
 
-    /// [`Self::renoise`] with one α, σ for the whole batch.
-    pub fn renoise_scalar(&self, alpha: f64, sigma: f64) -> Tensor<B, D> {
-        self.x0.clone().mul_scalar(alpha) + self.eps.clone().mul_scalar(sigma)
-    }
-
     /// Drops the autodiff graph (stop-gradient, `sg(·)` in the paper).
     pub fn detach(self) -> Self {
         Self {

@@ -210,12 +210,6 @@ impl NoiseSchedule {
         let max = self.alphas_cumprod.len() as i64 - 1;
         table.gather(0, timesteps.clamp(0, max))
     }
-
-    /// Signal-to-noise ratio ᾱ/(1 − ᾱ) at t.
-    pub fn snr(&self, t: i64) -> f64 {
-        let a = self.alpha_bar(t);
-        a / (1.0 - a)
-    }
 }
 
 #[cfg(test)]
@@ -241,6 +235,27 @@ mod tests {
             }
             // ᾱ falls monotonically.
             assert!(s.alphas_cumprod().windows(2).all(|w| w[1] < w[0]));
+        }
+    }
+
+    #[test]
+    fn per_sample_gathers_agree_with_the_table() {
+        use burn::backend::Flex;
+        let s = NoiseScheduleConfig::sd15().init().unwrap();
+        let device = Default::default();
+        let ts = [0i64, 1, 499, 999];
+        let t = Tensor::<Flex, 1, burn::tensor::Int>::from_data(
+            TensorData::new(ts.to_vec(), [4]),
+            &device,
+        );
+        let gathered = crate::tensor_ops::to_vec(s.gather_alpha_bar(t));
+        let (a, sg) = s.alpha_sigma::<Flex>(&ts, &device);
+        let (a, sg) = (crate::tensor_ops::to_vec(a), crate::tensor_ops::to_vec(sg));
+        for (i, &t) in ts.iter().enumerate() {
+            assert_eq!(gathered[i], s.alphas_cumprod()[t as usize]);
+            assert!(
+                (a[i] as f64 - s.alpha(t)).abs() < 1e-7 && (sg[i] as f64 - s.sigma(t)).abs() < 1e-7
+            );
         }
     }
 

@@ -280,21 +280,23 @@ impl<B: Backend> CLIPTextModel<B> {
 
     /// Builds the model from a transformers folder (`config.json` + `model.safetensors`).
     pub fn from_pretrained_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
-        let file = dir.join("config.json");
-        let json = crate::diffusers_json::read_json(&file)?;
-        let config = CLIPTextConfig::from_json(&json, &file)?;
-        // transformers ≥ 5 saves CLIPTextModel without the `text_model.` prefix older files (and SD 1.x) have.
-        let options = crate::io::LoadOptions {
-            remap: vec![(
-                r"^(embeddings|encoder|final_layer_norm)\.".into(),
-                "text_model.$1.".into(),
-            )],
-            ignore_unused_suffixes: vec!["position_ids".into()],
-        };
-        crate::io::load_safetensors_with(
-            config.init(device),
-            &crate::io::weight_files(dir)?,
-            &options,
+        crate::io::load_dir(
+            dir,
+            CLIPTextConfig::from_json,
+            |c| c.init(device),
+            &load_options(),
         )
+    }
+}
+
+/// How transformers' CLIP files map onto this module: transformers ≥ 5 saves CLIPTextModel without the
+/// `text_model.` prefix that older files (and SD 1.x) have, and older files carry a `position_ids` buffer.
+pub fn load_options() -> crate::io::LoadOptions {
+    crate::io::LoadOptions {
+        remap: vec![(
+            r"^(embeddings|encoder|final_layer_norm)\.".into(),
+            "text_model.$1.".into(),
+        )],
+        ignore_unused_suffixes: vec!["position_ids".into()],
     }
 }

@@ -237,10 +237,12 @@ impl<B: Backend> ControlNetModel<B> {
     }
 
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
-        let file = dir.join("config.json");
-        let json = crate::diffusers_json::read_json(&file)?;
-        let config = ControlNetConfig::from_diffusers(&json, &file)?;
-        crate::io::load_safetensors(config.init(device), &crate::io::weight_files(dir)?)
+        crate::io::load_dir(
+            dir,
+            ControlNetConfig::from_diffusers,
+            |c| c.init(device),
+            &Default::default(),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::diffusers_json::{class_name, read_json};
 use crate::error::ModelError;
+use crate::io::LoadOptions;
 use crate::{
     AutoencoderKLConfig, CLIPTextConfig, ControlNetConfig, UNet2DConditionModelConfig,
     UNet2DModelConfig,
@@ -66,44 +67,48 @@ pub fn inspect<B: Backend>(dir: &Path, device: &B::Device) -> Result<Inspection,
             file: file.clone(),
             reason: "no `_class_name` or `architectures` entry: which model is this?".into(),
         })?;
+    // Counted before loading, so a checkpoint that does not load still gets its count.
     fn finish<B: Backend, M: Module<B>>(
         model: M,
         dir: &Path,
+        options: &LoadOptions,
     ) -> Result<(usize, Option<String>), ModelError> {
         let parameters = model.num_params();
         let load_error = match crate::io::weight_files(dir) {
-            Ok(files) => crate::io::load_safetensors(model, &files)
+            Ok(files) => crate::io::load_safetensors_with(model, &files, options)
                 .err()
                 .map(|e| e.to_string()),
             Err(e) => Some(e.to_string()),
         };
         Ok((parameters, load_error))
     }
+    let plain = LoadOptions::default();
     let (parameters, load_error) = match class.as_str() {
         "UNet2DConditionModel" => finish(
             UNet2DConditionModelConfig::from_diffusers(&json, &file)?.init::<B>(device),
             dir,
+            &plain,
         )?,
         "UNet2DModel" => finish(
             UNet2DModelConfig::from_diffusers(&json, &file)?.init::<B>(device),
             dir,
+            &plain,
         )?,
         "AutoencoderKL" => finish(
             AutoencoderKLConfig::from_diffusers(&json, &file)?.init::<B>(device),
             dir,
+            &plain,
         )?,
         "ControlNetModel" => finish(
             ControlNetConfig::from_diffusers(&json, &file)?.init::<B>(device),
             dir,
+            &plain,
         )?,
-        "CLIPTextModel" => {
-            let config = CLIPTextConfig::from_json(&json, &file)?;
-            let parameters = config.init::<B>(device).num_params();
-            let load_error = crate::CLIPTextModel::<B>::from_pretrained_dir(dir, device)
-                .err()
-                .map(|e| e.to_string());
-            (parameters, load_error)
-        }
+        "CLIPTextModel" => finish(
+            CLIPTextConfig::from_json(&json, &file)?.init::<B>(device),
+            dir,
+            &crate::clip::load_options(),
+        )?,
         other => {
             return Err(ModelError::Unsupported {
                 file,

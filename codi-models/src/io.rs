@@ -1,7 +1,7 @@
 //! diffusers weight files through burn-store: safetensors (fp32 or fp16, single or sharded) in, safetensors
 //! out, in diffusers' key layout. Missing or unused keys and shape mismatches are errors that list them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -243,18 +243,16 @@ pub fn save_safetensors<B: Backend, M: Module<B>>(
     std::fs::rename(&tmp, file).map_err(|e| io(e.to_string()))
 }
 
-/// Parameter count of a module.
-pub fn param_count<B: Backend, M: Module<B>>(model: &M) -> usize {
-    model.num_params()
-}
-
-/// Every tensor name and shape the model would save, in diffusers' naming (for `codi inspect`).
-pub fn diffusers_keys<B: Backend, M: Module<B>>(model: &M) -> HashMap<String, Vec<usize>> {
-    model
-        .collect(None, None, true)
-        .into_iter()
-        .map(|s| (diffusers_name(&s.full_path()), s.shape.to_vec()))
-        .collect()
+/// Builds a model from a folder: `config.json` parsed by `parse`, built by `init`, weights loaded with `options`.
+pub fn load_dir<B: Backend, C, M: Module<B>>(
+    dir: &Path,
+    parse: impl FnOnce(&serde_json::Value, &Path) -> Result<C, ModelError>,
+    init: impl FnOnce(&C) -> M,
+    options: &LoadOptions,
+) -> Result<M, ModelError> {
+    let file = dir.join("config.json");
+    let config = parse(&crate::diffusers_json::read_json(&file)?, &file)?;
+    load_safetensors_with(init(&config), &weight_files(dir)?, options)
 }
 
 /// Writes a diffusers model folder: `config.json` and `diffusion_pytorch_model.safetensors`.

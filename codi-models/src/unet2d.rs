@@ -217,9 +217,11 @@ impl<B: Backend> UNet2DModel<B> {
     }
 
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
-        let file = dir.join("config.json");
-        let json = crate::diffusers_json::read_json(&file)?;
-        let config = UNet2DModelConfig::from_diffusers(&json, &file)?;
-        crate::io::load_safetensors(config.init(device), &crate::io::weight_files(dir)?)
+        crate::io::load_dir(
+            dir,
+            UNet2DModelConfig::from_diffusers,
+            |c| c.init(device),
+            &Default::default(),
+        )
     }
 }

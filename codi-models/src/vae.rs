@@ -252,20 +252,12 @@ impl<B: Backend> AutoencoderKL<B> {
         d.conv_out.forward(silu(d.conv_norm_out.forward(h)))
     }
 
-    /// The diffusion latent of an image: mode × scaling factor (no sampling, for frozen-VAE training targets).
-    pub fn encode_scaled(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.encode(x).mode().mul_scalar(self.scaling_factor)
-    }
-
-    /// Decodes a diffusion latent (divides by the scaling factor first).
-    pub fn decode_scaled(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.decode(z.div_scalar(self.scaling_factor))
-    }
-
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
-        let file = dir.join("config.json");
-        let json = crate::diffusers_json::read_json(&file)?;
-        let config = AutoencoderKLConfig::from_diffusers(&json, &file)?;
-        crate::io::load_safetensors(config.init(device), &crate::io::weight_files(dir)?)
+        crate::io::load_dir(
+            dir,
+            AutoencoderKLConfig::from_diffusers,
+            |c| c.init(device),
+            &Default::default(),
+        )
     }
 }

@@ -128,10 +128,12 @@ impl<B: Backend> UNet2DConditionModel<B> {
         dir: &std::path::Path,
         device: &B::Device,
     ) -> Result<Self, crate::ModelError> {
-        let file = dir.join("config.json");
-        let json = crate::diffusers_json::read_json(&file)?;
-        let config = UNet2DConditionModelConfig::from_diffusers(&json, &file)?;
-        crate::io::load_safetensors(config.init(device), &crate::io::weight_files(dir)?)
+        crate::io::load_dir(
+            dir,
+            UNet2DConditionModelConfig::from_diffusers,
+            |c| c.init(device),
+            &Default::default(),
+        )
     }
 }
 
