@@ -26,6 +26,12 @@ enum Command {
     Schedule(commands::schedule::Args),
     /// Describe a diffusers model folder and check that every weight loads.
     Inspect(commands::inspect::Args),
+    /// Pretrain a part of the embedded default (VAE, text-to-image teacher, evaluation classifier).
+    Pretrain(commands::pretrain::Args),
+    /// Text-to-image samples from a pretrained pipeline, as a PNG grid.
+    Sample(commands::sample::Args),
+    /// Evaluate a model with the evaluation classifier (class agreement, FD).
+    Eval(commands::eval::Args),
     /// Measure speed.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
@@ -36,6 +42,9 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Schedule(args) => commands::schedule::run(args, cli.device),
         Command::Inspect(args) => commands::inspect::run(args, cli.device),
+        Command::Pretrain(args) => commands::pretrain::run(args, cli.device),
+        Command::Sample(args) => commands::sample::run(args, cli.device),
+        Command::Eval(args) => commands::eval::run(args, cli.device),
         Command::Bench(cmd) => commands::bench::run(cmd, cli.device),
     }
 }

@@ -9,7 +9,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Int, Tensor};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::Path;
 
 use crate::diffusers_json::parse;
@@ -103,6 +103,26 @@ impl CLIPTextConfig {
             hidden_act,
             layer_norm_eps: j.layer_norm_eps,
             eos_token_id: j.eos_token_id,
+        })
+    }
+
+    /// transformers' `config.json` for this model.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "architectures": ["CLIPTextModel"],
+            "model_type": "clip_text_model",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "max_position_embeddings": self.max_position_embeddings,
+            "hidden_act": match self.hidden_act {
+                HiddenAct::QuickGelu => "quick_gelu",
+                HiddenAct::Gelu => "gelu",
+            },
+            "layer_norm_eps": self.layer_norm_eps,
+            "eos_token_id": self.eos_token_id,
         })
     }
 

@@ -261,6 +261,17 @@ pub fn save_diffusers_dir<B: Backend, M: Module<B>>(
     config: &serde_json::Value,
     dir: &Path,
 ) -> Result<(), ModelError> {
+    save_dir(model, config, dir, "diffusion_pytorch_model.safetensors")
+}
+
+/// Writes a model folder: `config.json` and the weights as `weights_name` (transformers uses
+/// `model.safetensors`).
+pub fn save_dir<B: Backend, M: Module<B>>(
+    model: &M,
+    config: &serde_json::Value,
+    dir: &Path,
+    weights_name: &str,
+) -> Result<(), ModelError> {
     let file = dir.join("config.json");
     let io = |e: std::io::Error| ModelError::Io {
         file: file.clone(),
@@ -270,5 +281,5 @@ pub fn save_diffusers_dir<B: Backend, M: Module<B>>(
     let tmp = dir.join("config.json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(config).expect("JSON")).map_err(io)?;
     std::fs::rename(&tmp, &file).map_err(io)?;
-    save_safetensors(model, &dir.join("diffusion_pytorch_model.safetensors"))
+    save_safetensors(model, &dir.join(weights_name))
 }

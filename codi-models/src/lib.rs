@@ -1,6 +1,7 @@
 //! The networks of codi, backend-generic and configured like diffusers: every module mirrors diffusers'
 //! module tree, so real checkpoints load by their `config.json` and save back in the same layout.
 
+pub mod classifier;
 pub mod clip;
 pub mod controlnet;
 pub mod diffusers_json;

@@ -89,6 +89,29 @@ impl AutoencoderKLConfig {
         })
     }
 
+    /// diffusers' `config.json` for this model.
+    pub fn to_diffusers(&self) -> Value {
+        let n = self.block_out_channels.len();
+        json!({
+            "_class_name": "AutoencoderKL",
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "down_block_types": vec!["DownEncoderBlock2D"; n],
+            "up_block_types": vec!["UpDecoderBlock2D"; n],
+            "block_out_channels": self.block_out_channels,
+            "layers_per_block": self.layers_per_block,
+            "act_fn": "silu",
+            "latent_channels": self.latent_channels,
+            "norm_num_groups": self.norm_num_groups,
+            "scaling_factor": self.scaling_factor,
+        })
+    }
+
+    /// Downsampling factor between pixels and latents.
+    pub fn factor(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+
     /// Stable Diffusion 1.5's VAE.
     pub fn sd15() -> Self {
         Self::new(vec![128, 256, 512, 512]).with_layers_per_block(2)
@@ -219,6 +242,16 @@ impl<B: Backend> DiagonalGaussian<B> {
 }
 
 impl<B: Backend> AutoencoderKL<B> {
+    /// Channels of the latent space.
+    pub fn latent_channels(&self) -> usize {
+        self.post_quant_conv.weight.dims()[0]
+    }
+
+    /// Pixels per latent along each side.
+    pub fn factor(&self) -> usize {
+        1 << (self.encoder.down_blocks.len() - 1)
+    }
+
     /// The raw moments (mean ‖ logvar). x: [batch, in, H, W] → [batch, 2·latent, H/f, W/f]
     pub fn moments(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let e = &self.encoder;

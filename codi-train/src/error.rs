@@ -6,4 +6,8 @@ use thiserror::Error;
 pub enum TrainError {
     #[error("{}: {reason}", file.display())]
     Data { file: PathBuf, reason: String },
+    #[error(transparent)]
+    Model(#[from] codi_models::ModelError),
+    #[error(transparent)]
+    Core(#[from] codi_core::CoreError),
 }

@@ -2,5 +2,10 @@
 
 pub mod data;
 pub mod error;
+pub mod evaluate;
+pub mod image_io;
+pub mod pipeline;
+pub mod pretrain;
+pub mod text;
 
 pub use error::TrainError;

@@ -1,4 +1,7 @@
 pub mod bench;
 pub mod bench_models;
+pub mod eval;
 pub mod inspect;
+pub mod pretrain;
+pub mod sample;
 pub mod schedule;

@@ -36,7 +36,7 @@ pub const COLOURS: [(&str, [f32; 3]); 6] = [
     ("purple", [0.6, 0.2, 0.75]),
     ("white", [0.92, 0.92, 0.92]),
 ];
-const FLOORS: [(&str, [f32; 3]); 3] = [
+pub const FLOORS: [(&str, [f32; 3]); 3] = [
     ("grey", [0.5, 0.5, 0.5]),
     ("brown", [0.45, 0.32, 0.2]),
     ("dark", [0.2, 0.2, 0.22]),

@@ -1,0 +1,159 @@
+//! Evaluation of a text-to-image model with the evaluation classifier: class agreement of samples with their
+//! prompt's class, and the Fréchet distance (FD) of the classifier's features to the test set, next to the
+//! floor (the FD of as many real test images).
+
+use burn::data::dataset::Dataset;
+use burn::tensor::{backend::Backend, Tensor};
+use codi_core::metrics::{frechet_distance, FeatureStats};
+use codi_core::{Sampler, SeededNoise};
+use codi_models::classifier::Classifier;
+use serde::Serialize;
+
+use crate::data::batch::images_tensor;
+use crate::data::fashion_mnist::{caption, CLASSES};
+use crate::data::ImageItem;
+use crate::error::TrainError;
+use crate::pipeline::TextToImage;
+
+/// Classifier features and predicted labels of images in [0, 1]. images: [n, 3, H, W] → (n × dim, labels)
+pub fn features_and_labels<B: Backend>(
+    classifier: &Classifier<B>,
+    images01: Tensor<B, 4>,
+) -> (Vec<f32>, usize, Vec<usize>) {
+    let (f, logits) = classifier.features_and_logits(images01.mul_scalar(2.0).sub_scalar(1.0));
+    let dim = f.dims()[1];
+    let labels = logits
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .iter::<i64>()
+        .map(|l| l as usize)
+        .collect();
+    (codi_core::tensor_ops::to_vec(f), dim, labels)
+}
+
+/// Features of dataset items `indices`, in batches. → (n × dim, dim)
+pub fn dataset_features<B: Backend>(
+    classifier: &Classifier<B>,
+    data: &impl Dataset<ImageItem>,
+    indices: &[usize],
+    device: &B::Device,
+) -> (Vec<f32>, usize) {
+    let mut out = Vec::new();
+    let mut dim = 0;
+    for chunk in indices.chunks(256) {
+        let items: Vec<ImageItem> = chunk.iter().filter_map(|&i| data.get(i)).collect();
+        let (f, d, _) = features_and_labels(
+            classifier,
+            images_tensor::<B>(&items, device)
+                .add_scalar(1.0)
+                .div_scalar(2.0),
+        );
+        out.extend(f);
+        dim = d;
+    }
+    (out, dim)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TeacherEval {
+    pub samples: usize,
+    pub sampler: String,
+    pub steps: usize,
+    pub guidance: f64,
+    pub seed: u64,
+    /// Fraction of samples the classifier labels as their prompt's class.
+    pub class_agreement: f64,
+    pub per_class_agreement: Vec<(String, f64)>,
+    /// FD (classifier features) of the samples to the reference half of the test set.
+    pub fd: f64,
+    /// FD of as many real test images (the other half) to the same reference.
+    pub fd_floor: f64,
+    pub reference_images: usize,
+    pub wall_time_s: f64,
+}
+
+/// Samples `n` images (prompts cycling over the Fashion-MNIST classes) and scores them. `test` is
+/// Fashion-MNIST's test split. Also returns the first `grid_per_class` samples of every class, class-major,
+/// for a grid. → (report, grid images [classes·grid_per_class, 3, H, W])
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_teacher<B: Backend>(
+    pipe: &TextToImage<B>,
+    classifier: &Classifier<B>,
+    test: &impl Dataset<ImageItem>,
+    n: usize,
+    sampler: &Sampler,
+    guidance: f64,
+    seed: u64,
+    batch: usize,
+    grid_per_class: usize,
+    device: &B::Device,
+) -> Result<(TeacherEval, Tensor<B, 4>), TrainError> {
+    let start = std::time::Instant::now();
+    let k = CLASSES.len();
+    let mut noise = SeededNoise::new(seed);
+    let mut feats = Vec::new();
+    let mut dim = 0;
+    let mut hits = vec![(0usize, 0usize); k];
+    let mut grid: Vec<Vec<Tensor<B, 4>>> = vec![Vec::new(); k];
+    let mut done = 0;
+    while done < n {
+        let m = batch.min(n - done);
+        let labels: Vec<usize> = (done..done + m).map(|i| i % k).collect();
+        let captions: Vec<String> = labels.iter().map(|&l| caption(l)).collect();
+        let prompts: Vec<&str> = captions.iter().map(|s| s.as_str()).collect();
+        let images = pipe.generate(
+            &prompts,
+            sampler,
+            guidance,
+            32,
+            &mut noise,
+            device,
+            |_, _| {},
+        )?;
+        let (f, d, pred) = features_and_labels(classifier, images.clone());
+        feats.extend(f);
+        dim = d;
+        for (i, (&want, got)) in labels.iter().zip(pred).enumerate() {
+            hits[want].0 += usize::from(want == got);
+            hits[want].1 += 1;
+            if grid[want].len() < grid_per_class {
+                grid[want].push(images.clone().slice([i..i + 1]));
+            }
+        }
+        done += m;
+        println!(
+            "[eval] {done}/{n} samples, agreement so far {:.3} ({:.0} s)",
+            hits.iter().map(|h| h.0).sum::<usize>() as f64 / done as f64,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    // Reference: even test indices; floor: n odd test indices.
+    let reference: Vec<usize> = (0..test.len()).step_by(2).collect();
+    let floor_idx: Vec<usize> = (1..test.len()).step_by(2).take(n).collect();
+    let (rf, _) = dataset_features(classifier, test, &reference, device);
+    let (ff, _) = dataset_features(classifier, test, &floor_idx, device);
+    let reference_stats = FeatureStats::from_features(&rf, dim);
+    let fd = frechet_distance(&FeatureStats::from_features(&feats, dim), &reference_stats);
+    let fd_floor = frechet_distance(&FeatureStats::from_features(&ff, dim), &reference_stats);
+    let total_hits: usize = hits.iter().map(|h| h.0).sum();
+    let report = TeacherEval {
+        samples: n,
+        sampler: sampler.kind.name().to_string(),
+        steps: sampler.steps,
+        guidance,
+        seed,
+        class_agreement: total_hits as f64 / n.max(1) as f64,
+        per_class_agreement: hits
+            .iter()
+            .enumerate()
+            .map(|(c, (h, t))| (CLASSES[c].to_string(), *h as f64 / (*t).max(1) as f64))
+            .collect(),
+        fd,
+        fd_floor,
+        reference_images: reference.len(),
+        wall_time_s: start.elapsed().as_secs_f64(),
+    };
+    let grid = Tensor::cat(grid.into_iter().flatten().collect(), 0);
+    Ok((report, grid))
+}
