@@ -136,17 +136,13 @@ where
             run.dir.display()
         );
     }
-    if let Some(e) = checkpoint {
-        if e >= loop_cfg.num_epochs {
-            return Err(TrainError::Data {
-                file: run.dir.join("checkpoint"),
-                reason: format!(
-                    "the run already finished its {} epochs (latest checkpoint: epoch {e}); raise num_epochs to go on",
-                    loop_cfg.num_epochs
-                ),
-            });
-        }
-        println!("[{name}] resuming after epoch {e}");
+    match checkpoint {
+        Some(e) if e >= loop_cfg.num_epochs => println!(
+            "[{name}] the checkpoint of epoch {e} completes the run's {} epochs: exporting it",
+            loop_cfg.num_epochs
+        ),
+        Some(e) => println!("[{name}] resuming after epoch {e}"),
+        None => {}
     }
     let history = Arc::new(Mutex::new(History::default()));
     let renderer = LogRenderer::new(

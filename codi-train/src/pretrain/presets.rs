@@ -50,12 +50,13 @@ pub fn teacher() -> TeacherPretrainConfig {
             UpBlockType::CrossAttnUpBlock2D,
             UpBlockType::CrossAttnUpBlock2D,
         ],
-        vec![64, 128],
+        vec![48, 96],
         vec![1, 1],
         64,
         vec![1, 1],
         vec![2, 4],
-    );
+    )
+    .with_norm_num_groups(16);
     let text = CLIPTextConfig::new()
         .with_vocab_size(crate::text::vocabulary().len())
         .with_hidden_size(64)
@@ -70,8 +71,8 @@ pub fn teacher() -> TeacherPretrainConfig {
         text,
         TrainLoopConfig::new()
             .with_batch_size(64)
-            .with_num_epochs(20)
-            .with_steps_per_epoch(500)
+            .with_num_epochs(12)
+            .with_steps_per_epoch(250)
             .with_learning_rate(1e-3)
             .with_weight_decay(1e-4),
         DataConfig::new(),
