@@ -1,6 +1,7 @@
 //! diffusers' `UNet2DModel`: the unconditional (pixel-space) UNet with spatial self-attention blocks.
 
 use crate::diffusers_json::defaults::{eight, eps, groups, one, onef, three, two, yes};
+use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -213,7 +214,8 @@ impl<B: Backend> UNet2DModel<B> {
         for block in &self.up_blocks {
             x = block.forward(x, Some(&mut skips), Some(&emb), None);
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out
+            .forward(silu(group_norm(&self.conv_norm_out, x)))
     }
 
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {

@@ -119,9 +119,14 @@ fn vae_loss_falls_and_a_killed_run_resumes_from_its_checkpoint() {
         "the resumed run did not start from the checkpoint's weights"
     );
     // Resuming a finished run trains nothing and exports its last checkpoint.
-    let (_, again) =
-        pretrain_vae::<B>(&vae_config(3), &fashion, &run(&root.join("run"), true), &root.join("vae"), &dev)
-            .unwrap();
+    let (_, again) = pretrain_vae::<B>(
+        &vae_config(3),
+        &fashion,
+        &run(&root.join("run"), true),
+        &root.join("vae"),
+        &dev,
+    )
+    .unwrap();
     assert_eq!((again.start_epoch, again.history.steps), (4, 0));
     std::fs::remove_dir_all(&root).ok();
 }

@@ -2,6 +2,7 @@
 //! token attention inside transformer blocks, and the spatial self-attention block of the VAE and UNet2DModel
 //! (GroupNorm first, residual connection).
 
+use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
@@ -78,7 +79,7 @@ impl<B: Backend> Attention<B> {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
         let x = match &self.group_norm {
-            Some(n) => n.forward(x),
+            Some(n) => group_norm(n, x),
             None => x,
         };
         let tokens = x.reshape([b, c, h * w]).swap_dims(1, 2);

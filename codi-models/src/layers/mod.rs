@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod blocks;
 pub mod embeddings;
+pub mod norm;
 pub mod resnet;
 pub mod sampling;
 pub mod transformer;

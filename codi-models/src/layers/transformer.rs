@@ -1,6 +1,7 @@
 //! diffusers `Transformer2DModel` with `BasicTransformerBlock`s (self-attention, cross-attention to the text,
 //! GEGLU feed-forward), as used in SD's cross-attention UNet blocks.
 
+use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -145,7 +146,7 @@ impl<B: Backend> Transformer2DModel<B> {
     pub fn forward(&self, x: Tensor<B, 4>, context: Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
-        let x = self.norm.forward(x);
+        let x = group_norm(&self.norm, x);
         let to_tokens = |x: Tensor<B, 4>| {
             let ch = x.dims()[1];
             x.reshape([b, ch, h * w]).swap_dims(1, 2)

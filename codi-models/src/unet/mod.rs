@@ -6,6 +6,7 @@ mod config;
 pub(crate) use config::small_test_config;
 pub use config::{DownBlockType, UNet2DConditionModelConfig, UpBlockType};
 
+use crate::layers::norm::group_norm;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
@@ -118,7 +119,8 @@ impl<B: Backend> UNet2DConditionModel<B> {
         for block in &self.up_blocks {
             x = block.forward(x, Some(&mut skips), Some(&emb), ctx);
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out
+            .forward(silu(group_norm(&self.conv_norm_out, x)))
     }
 }
 

@@ -30,7 +30,7 @@ pub fn classifier() -> ClassifierPretrainConfig {
         ClassifierConfig::new(NUM_LABELS).with_block_out_channels(vec![16, 32, 64]),
         TrainLoopConfig::new()
             .with_batch_size(64)
-            .with_num_epochs(4)
+            .with_num_epochs(8)
             .with_steps_per_epoch(400)
             .with_valid_items(2048)
             .with_learning_rate(2e-3)
