@@ -6,6 +6,7 @@ pub mod boundary;
 pub mod device;
 pub mod error;
 pub mod grid;
+pub mod loss;
 pub mod metrics;
 pub mod noise;
 pub mod prediction;
