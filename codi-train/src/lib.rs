@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod image_io;
 pub mod pipeline;
 pub mod pretrain;
+pub mod tasks;
 pub mod text;
 
 pub use error::TrainError;

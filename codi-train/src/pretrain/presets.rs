@@ -83,7 +83,6 @@ pub fn teacher() -> TeacherPretrainConfig {
 
 #[cfg(test)]
 mod tests {
-    use burn::config::Config;
 
     fn same(file: &str, preset: String) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -29,6 +29,10 @@ pub struct VaePretrainConfig {
     /// Weight of KL(q(z|x) ‖ N(0, I)) (summed over latent elements) against the per-pixel MSE.
     #[config(default = 1e-6)]
     pub kl_weight: f64,
+    /// Train the decoder only (the encoder gets no gradient): sharpens reconstructions without moving the
+    /// latent space a teacher was trained on. Used to continue a finished run (`--resume` with more epochs).
+    #[config(default = false)]
+    pub decoder_only: bool,
 }
 
 /// The VAE with its loss, as burn-train trains it.
@@ -36,6 +40,7 @@ pub struct VaePretrainConfig {
 pub struct VaeTraining<B: Backend> {
     pub vae: AutoencoderKL<B>,
     pub kl_weight: f64,
+    pub decoder_only: bool,
 }
 
 /// PSNR (dB) of images in [−1, 1] from their mean squared error.
@@ -52,7 +57,11 @@ impl<B: Backend> VaeTraining<B> {
     fn losses(&self, batch: ImageBatch<B>, sample: bool) -> StepOutput<B> {
         let x = batch.images;
         let n = x.dims()[0];
-        let posterior = self.vae.encode(x.clone());
+        let mut posterior = self.vae.encode(x.clone());
+        if self.decoder_only {
+            posterior.mean = posterior.mean.detach();
+            posterior.logvar = posterior.logvar.detach();
+        }
         let z = if sample {
             let noise = Tensor::random(
                 posterior.mean.shape(),
@@ -177,6 +186,7 @@ pub fn pretrain_vae<B: AutodiffBackend>(
     let model = VaeTraining {
         vae: config.model.init::<B>(device),
         kl_weight: config.kl_weight,
+        decoder_only: config.decoder_only,
     };
     let (trained, fit_report) = fit(
         "vae",

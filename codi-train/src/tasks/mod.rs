@@ -1,0 +1,245 @@
+//! The conditional tasks: each turns a dataset item into (condition image, target image, text), the same
+//! function in training and evaluation. Conditions are channel-major images in [0, 1].
+//! - super-resolution ×4: blur → area downsample → noise → bicubic back to full size (3 channels);
+//! - inpainting: random boxes removed; the masked image (holes grey) and the mask (4 channels);
+//! - instructed editing: a source image and an instruction with an exact ground-truth edit (3 channels);
+//! - depth-to-image: the scene's exact depth map (1 channel), text = the caption.
+
+pub mod edits;
+pub mod resize;
+
+use burn::config::Config;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::scenes::SceneItem;
+use crate::data::ImageItem;
+use resize::{downsample_area, gaussian_blur, resize_bicubic};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    #[serde(rename = "sr")]
+    SuperResolution,
+    #[serde(rename = "inpaint")]
+    Inpainting,
+    Edit,
+    Depth,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 4] = [
+        TaskKind::SuperResolution,
+        TaskKind::Inpainting,
+        TaskKind::Edit,
+        TaskKind::Depth,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::SuperResolution => "sr",
+            TaskKind::Inpainting => "inpaint",
+            TaskKind::Edit => "edit",
+            TaskKind::Depth => "depth",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    /// Channels of the condition image (the adapter's `conditioning_channels`).
+    pub fn condition_channels(self) -> usize {
+        match self {
+            TaskKind::SuperResolution | TaskKind::Edit => 3,
+            TaskKind::Inpainting => 4,
+            TaskKind::Depth => 1,
+        }
+    }
+}
+
+/// The degradation of the super-resolution task.
+#[derive(Config, Debug, PartialEq)]
+pub struct SrConfig {
+    #[config(default = 4)]
+    pub factor: usize,
+    /// Gaussian blur before downsampling, in high-resolution pixels (0 = none).
+    #[config(default = 0.8)]
+    pub blur_sigma: f32,
+    /// Standard deviation of Gaussian noise added to the low-resolution image ([0, 1] range).
+    #[config(default = 0.02)]
+    pub noise_std: f32,
+}
+
+/// The holes of the inpainting task: 1 or 2 axis-aligned boxes with sides in [min_side, max_side].
+#[derive(Config, Debug, PartialEq)]
+pub struct InpaintConfig {
+    #[config(default = 8)]
+    pub min_side: usize,
+    #[config(default = 20)]
+    pub max_side: usize,
+    #[config(default = 2)]
+    pub max_boxes: usize,
+}
+
+/// One training or evaluation pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPair {
+    /// condition_channels × size × size, in [0, 1].
+    pub condition: Vec<f32>,
+    /// 3 × size × size, in [0, 1].
+    pub target: Vec<f32>,
+    /// The prompt (caption) or the editing instruction.
+    pub text: String,
+    pub size: usize,
+}
+
+/// A per-item random stream, so a pair depends only on (seed, index).
+pub fn item_rng(seed: u64, index: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407))
+}
+
+fn normal(rng: &mut impl Rng) -> f32 {
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+/// The low-resolution image of the super-resolution task. → 3 × (size/f) × (size/f)
+pub fn degrade(cfg: &SrConfig, image: &[f32], size: usize, rng: &mut impl Rng) -> Vec<f32> {
+    let blurred = gaussian_blur(image, 3, size, size, cfg.blur_sigma);
+    let mut low = downsample_area(&blurred, 3, size, size, cfg.factor);
+    for v in &mut low {
+        *v = (*v + cfg.noise_std * normal(rng)).clamp(0.0, 1.0);
+    }
+    low
+}
+
+/// Super-resolution: the condition is the degraded image resized back (bicubic) — also the bicubic baseline.
+pub fn super_resolution(cfg: &SrConfig, item: &ImageItem, rng: &mut impl Rng) -> TaskPair {
+    let s = item.size;
+    let low = degrade(cfg, &item.pixels, s, rng);
+    let l = s / cfg.factor;
+    let up: Vec<f32> = resize_bicubic(&low, 3, l, l, s, s)
+        .into_iter()
+        .map(|v| v.clamp(0.0, 1.0))
+        .collect();
+    TaskPair {
+        condition: up,
+        target: item.pixels.clone(),
+        text: item.caption.clone(),
+        size: s,
+    }
+}
+
+/// Inpainting: the mask (1 = missing) of random boxes; the condition is the image with holes set to 0.5,
+/// then the mask.
+pub fn inpainting(cfg: &InpaintConfig, item: &ImageItem, rng: &mut impl Rng) -> TaskPair {
+    let s = item.size;
+    let mut mask = vec![0f32; s * s];
+    let boxes = rng.random_range(1..=cfg.max_boxes.max(1));
+    for _ in 0..boxes {
+        let bh = rng.random_range(cfg.min_side..=cfg.max_side.min(s));
+        let bw = rng.random_range(cfg.min_side..=cfg.max_side.min(s));
+        let y0 = rng.random_range(0..=s - bh);
+        let x0 = rng.random_range(0..=s - bw);
+        for y in y0..y0 + bh {
+            for x in x0..x0 + bw {
+                mask[y * s + x] = 1.0;
+            }
+        }
+    }
+    let mut condition: Vec<f32> = item
+        .pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if mask[i % (s * s)] > 0.5 { 0.5 } else { v })
+        .collect();
+    condition.extend(&mask);
+    TaskPair {
+        condition,
+        target: item.pixels.clone(),
+        text: item.caption.clone(),
+        size: s,
+    }
+}
+
+/// Instructed editing with instruction `which` of [`crate::text::EDIT_INSTRUCTIONS`].
+pub fn edit(item: &ImageItem, which: usize) -> TaskPair {
+    let instruction = crate::text::EDIT_INSTRUCTIONS[which % crate::text::EDIT_INSTRUCTIONS.len()];
+    TaskPair {
+        condition: item.pixels.clone(),
+        target: edits::apply(instruction, &item.pixels, item.size),
+        text: instruction.to_string(),
+        size: item.size,
+    }
+}
+
+/// Depth-to-image: the condition is the scene's depth map.
+pub fn depth(scene: &SceneItem) -> TaskPair {
+    TaskPair {
+        condition: scene.depth.clone(),
+        target: scene.image.pixels.clone(),
+        text: scene.image.caption.clone(),
+        size: scene.image.size,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::scenes::Scenes;
+    use burn::data::dataset::Dataset;
+
+    fn item() -> ImageItem {
+        Scenes::test(1).get(0).unwrap().image
+    }
+
+    #[test]
+    fn super_resolution_condition_is_a_blurry_version_of_the_target() {
+        let it = item();
+        let pair = super_resolution(&SrConfig::new(), &it, &mut item_rng(0, 0));
+        assert_eq!(pair.condition.len(), 3 * 32 * 32);
+        let err = codi_core::metrics::psnr(&pair.condition, &pair.target, 1.0);
+        assert!(err > 15.0 && err < 40.0, "bicubic PSNR {err}");
+        // Deterministic in (seed, index); other indices draw other noise.
+        assert_eq!(
+            pair,
+            super_resolution(&SrConfig::new(), &it, &mut item_rng(0, 0))
+        );
+        assert_ne!(
+            pair,
+            super_resolution(&SrConfig::new(), &it, &mut item_rng(0, 1))
+        );
+    }
+
+    #[test]
+    fn inpainting_masks_holes_and_keeps_the_rest() {
+        let it = item();
+        let pair = inpainting(&InpaintConfig::new(), &it, &mut item_rng(3, 7));
+        let s = 32;
+        let mask = &pair.condition[3 * s * s..];
+        let holes = mask.iter().filter(|&&m| m == 1.0).count();
+        assert!(holes >= 64, "{holes}");
+        for c in 0..3 {
+            for i in 0..s * s {
+                let v = pair.condition[c * s * s + i];
+                if mask[i] == 1.0 {
+                    assert_eq!(v, 0.5);
+                } else {
+                    assert_eq!(v, it.pixels[c * s * s + i]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn depth_condition_is_one_channel() {
+        let scene = Scenes::test(1).get(0).unwrap();
+        let pair = depth(&scene);
+        assert_eq!(pair.condition.len(), 32 * 32);
+        assert_eq!(TaskKind::Depth.condition_channels(), 1);
+        assert!(pair.text.ends_with("floor"));
+    }
+}
