@@ -1,6 +1,7 @@
 //! Training for codi: datasets and (to come) task pipelines, pretraining and distillation with burn-train.
 
 pub mod data;
+pub mod distill;
 pub mod error;
 pub mod evaluate;
 pub mod image_io;

@@ -160,6 +160,7 @@ pub fn pretrain_classifier<B: AutodiffBackend>(
         "classifier",
         model,
         &config.train,
+        None,
         train_loader::<B, _, _, _, _>(ImageBatcher, train, &config.train, device),
         valid_loader::<B::InnerBackend, _, _, _, _>(
             ImageBatcher,

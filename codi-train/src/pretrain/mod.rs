@@ -111,6 +111,7 @@ pub fn fit<B, M>(
     name: &str,
     model: M,
     loop_cfg: &TrainLoopConfig,
+    optimizer: Option<AdamWConfig>,
     train: Arc<dyn DataLoader<B, M::Input>>,
     valid: Arc<dyn DataLoader<B::InnerBackend, <M::InnerModule as InferenceStep>::Input>>,
     terms: &[(&str, bool)],
@@ -165,7 +166,9 @@ where
     if let Some(e) = checkpoint {
         training = training.checkpoint(e);
     }
-    let optim = loop_cfg.optimizer().init::<B, M>();
+    let optim = optimizer
+        .unwrap_or_else(|| loop_cfg.optimizer())
+        .init::<B, M>();
     let result = training.launch(Learner::new(model, optim, loop_cfg.learning_rate));
     let history = history.lock().unwrap().clone();
     Ok((
@@ -230,4 +233,24 @@ where
         .batch_size(cfg.batch_size)
         .set_device(device.clone())
         .build(subset)
+}
+
+/// A loader that reads `dataset` in order (its items already carry their randomness).
+pub fn ordered_loader<B, I, O, D, Bt>(
+    batcher: Bt,
+    dataset: D,
+    batch_size: usize,
+    device: &B::Device,
+) -> Arc<dyn DataLoader<B, O>>
+where
+    B: burn::tensor::backend::Backend,
+    I: Send + Sync + Clone + std::fmt::Debug + 'static,
+    O: Send + Clone + std::fmt::Debug + 'static,
+    D: burn::data::dataset::Dataset<I> + 'static,
+    Bt: burn::data::dataloader::batcher::Batcher<B, I, O> + 'static,
+{
+    burn::data::dataloader::DataLoaderBuilder::new(batcher)
+        .batch_size(batch_size)
+        .set_device(device.clone())
+        .build(dataset)
 }

@@ -273,6 +273,7 @@ pub fn pretrain_teacher<B: AutodiffBackend>(
         "teacher",
         model,
         &config.train,
+        None,
         train_loader::<B, _, _, _, _>(
             batcher(train_rng),
             InMemDataset::new(train_latents),

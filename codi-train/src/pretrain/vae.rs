@@ -192,6 +192,7 @@ pub fn pretrain_vae<B: AutodiffBackend>(
         "vae",
         model,
         &config.train,
+        None,
         train_loader::<B, _, _, _, _>(ImageBatcher, train.clone(), &config.train, device),
         valid_loader::<B::InnerBackend, _, _, _, _>(
             ImageBatcher,

@@ -1,0 +1,283 @@
+//! Distillation data: task pairs made on the fly from the datasets, in an order and with randomness that are
+//! functions of (seed, epoch, position) only — so a run resumed from an epoch checkpoint sees exactly the
+//! batches the uninterrupted run saw. Text embeddings (frozen text encoder) and target latents (frozen VAE)
+//! are computed in the batcher on the inner backend.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use codi_models::tokenizer::TextTokenizer;
+use codi_models::{AutoencoderKL, CLIPTextModel};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::mixed::Mixed;
+use crate::data::scenes::Scenes;
+use crate::tasks::{self, InpaintConfig, SrConfig, TaskKind, TaskPair};
+
+/// Where a task's pairs come from.
+#[derive(Debug, Clone)]
+pub enum TaskSource {
+    /// Fashion-MNIST + scenes images (super-resolution, inpainting, editing).
+    Images(Mixed),
+    /// Scenes with depth (depth-to-image).
+    Scenes(Scenes),
+}
+
+impl TaskSource {
+    pub fn len(&self) -> usize {
+        match self {
+            TaskSource::Images(m) => m.len(),
+            TaskSource::Scenes(s) => s.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How to make pairs.
+#[derive(Debug, Clone)]
+pub struct PairMaker {
+    pub task: TaskKind,
+    pub sr: SrConfig,
+    pub inpaint: InpaintConfig,
+}
+
+impl PairMaker {
+    /// The pair of source item `index`, its randomness drawn from `key`.
+    pub fn make(&self, source: &TaskSource, index: usize, key: u64) -> Option<TaskPair> {
+        let mut rng = ChaCha8Rng::seed_from_u64(key);
+        Some(match (self.task, source) {
+            (TaskKind::Depth, TaskSource::Scenes(s)) => tasks::depth(&s.get(index)?),
+            (TaskKind::Depth, TaskSource::Images(_)) => return None,
+            (task, src) => {
+                let item = match src {
+                    TaskSource::Images(m) => m.get(index)?,
+                    TaskSource::Scenes(s) => s.get(index)?.image,
+                };
+                match task {
+                    TaskKind::SuperResolution => tasks::super_resolution(&self.sr, &item, &mut rng),
+                    TaskKind::Inpainting => tasks::inpainting(&self.inpaint, &item, &mut rng),
+                    TaskKind::Edit => {
+                        let which = rng.random_range(0..crate::text::EDIT_INSTRUCTIONS.len());
+                        tasks::edit(&item, which)
+                    }
+                    TaskKind::Depth => unreachable!(),
+                }
+            }
+        })
+    }
+}
+
+/// One pair and the key of its diffusion noise.
+#[derive(Debug, Clone)]
+pub struct TaskItem {
+    pub pair: TaskPair,
+    pub key: u64,
+}
+
+fn mix(a: u64, b: u64, c: u64) -> u64 {
+    // SplitMix64 over the three words.
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Training pairs: `len` per epoch, drawn with replacement; reading position 0 starts the next epoch.
+/// `epoch` is shared so a resumed run can set it to the checkpoint's epoch.
+#[derive(Debug, Clone)]
+pub struct EpochPairs {
+    pub source: TaskSource,
+    pub maker: PairMaker,
+    pub seed: u64,
+    pub len: usize,
+    pub epoch: Arc<AtomicUsize>,
+}
+
+impl Dataset<TaskItem> for EpochPairs {
+    fn get(&self, index: usize) -> Option<TaskItem> {
+        if index >= self.len || self.source.is_empty() {
+            return None;
+        }
+        if index == 0 {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        let e = self.epoch.load(Ordering::SeqCst) as u64;
+        let key = mix(self.seed, e, index as u64);
+        let src = (key % self.source.len() as u64) as usize;
+        Some(TaskItem {
+            pair: self.maker.make(&self.source, src, mix(key, 1, 0))?,
+            key: mix(key, 2, 0),
+        })
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Evaluation pairs: `len` items spread through the source, the same every time.
+#[derive(Debug, Clone)]
+pub struct FixedPairs {
+    pub source: TaskSource,
+    pub maker: PairMaker,
+    pub seed: u64,
+    pub len: usize,
+}
+
+impl Dataset<TaskItem> for FixedPairs {
+    fn get(&self, index: usize) -> Option<TaskItem> {
+        if index >= self.len {
+            return None;
+        }
+        let src = index * self.source.len() / self.len;
+        let key = mix(self.seed, u64::MAX, index as u64);
+        Some(TaskItem {
+            pair: self.maker.make(&self.source, src, mix(key, 1, 0))?,
+            key: mix(key, 2, 0),
+        })
+    }
+    fn len(&self) -> usize {
+        self.len.min(self.source.len())
+    }
+}
+
+/// Frozen text encoder with a cache (captions and instructions repeat).
+pub trait TextEmbedder: Send + Sync {
+    /// → (values, [tokens, hidden]) per text
+    fn embed(&self, text: &str) -> (Arc<Vec<f32>>, [usize; 2]);
+}
+
+/// Frozen VAE encoder: images in [0, 1] (n × 3 × s × s) → scaled latents (n × c × h × w).
+pub trait LatentEncoder: Send + Sync {
+    fn encode(&self, images: Vec<f32>, n: usize, size: usize) -> (Vec<f32>, [usize; 3]);
+}
+
+pub struct FrozenText<BI: Backend> {
+    pub encoder: CLIPTextModel<BI>,
+    pub tokenizer: TextTokenizer,
+    pub device: BI::Device,
+    cache: Mutex<HashMap<String, (Arc<Vec<f32>>, [usize; 2])>>,
+}
+
+impl<BI: Backend> FrozenText<BI> {
+    pub fn new(encoder: CLIPTextModel<BI>, tokenizer: TextTokenizer, device: BI::Device) -> Self {
+        Self {
+            encoder,
+            tokenizer,
+            device,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<BI: Backend> TextEmbedder for FrozenText<BI>
+where
+    BI::Device: Send + Sync,
+{
+    fn embed(&self, text: &str) -> (Arc<Vec<f32>>, [usize; 2]) {
+        if let Some(hit) = self.cache.lock().unwrap().get(text) {
+            return hit.clone();
+        }
+        let ids = self
+            .tokenizer
+            .encode_batch::<BI>(&[text], &self.device)
+            .expect("task texts tokenize");
+        let h = self.encoder.forward(ids).last_hidden_state;
+        let [_, n, d] = h.dims();
+        let v = (Arc::new(codi_core::tensor_ops::to_vec(h)), [n, d]);
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(text.to_string(), v.clone());
+        v
+    }
+}
+
+pub struct FrozenVae<BI: Backend> {
+    pub vae: AutoencoderKL<BI>,
+    pub device: BI::Device,
+}
+
+impl<BI: Backend> LatentEncoder for FrozenVae<BI>
+where
+    BI::Device: Send + Sync,
+{
+    fn encode(&self, images: Vec<f32>, n: usize, size: usize) -> (Vec<f32>, [usize; 3]) {
+        let x =
+            Tensor::<BI, 4>::from_data(TensorData::new(images, [n, 3, size, size]), &self.device)
+                .mul_scalar(2.0)
+                .sub_scalar(1.0);
+        let z = self
+            .vae
+            .encode(x)
+            .mode()
+            .mul_scalar(self.vae.scaling_factor);
+        let [_, c, h, w] = z.dims();
+        (codi_core::tensor_ops::to_vec(z), [c, h, w])
+    }
+}
+
+/// x: [b, c, h, w] target latents; cond: [b, cc, H, W] in [0, 1]; text: [b, tokens, hidden];
+/// noise: [b, c, h, w]; uniform: draws in [0, 1) for the timesteps (one per sample).
+#[derive(Debug, Clone)]
+pub struct DistillBatch<B: Backend> {
+    pub x: Tensor<B, 4>,
+    pub cond: Tensor<B, 4>,
+    pub text: Tensor<B, 3>,
+    pub noise: Tensor<B, 4>,
+    pub uniform: Vec<f32>,
+}
+
+#[derive(Clone)]
+pub struct DistillBatcher {
+    pub text: Arc<dyn TextEmbedder>,
+    pub vae: Arc<dyn LatentEncoder>,
+    pub condition_channels: usize,
+}
+
+impl<B: Backend> Batcher<B, TaskItem, DistillBatch<B>> for DistillBatcher {
+    fn batch(&self, items: Vec<TaskItem>, device: &B::Device) -> DistillBatch<B> {
+        let n = items.len();
+        let s = items[0].pair.size;
+        let targets: Vec<f32> = items
+            .iter()
+            .flat_map(|i| i.pair.target.iter().copied())
+            .collect();
+        let (x, [c, h, w]) = self.vae.encode(targets, n, s);
+        let cond: Vec<f32> = items
+            .iter()
+            .flat_map(|i| i.pair.condition.iter().copied())
+            .collect();
+        let mut text = Vec::new();
+        let mut td = [0, 0];
+        for i in &items {
+            let (v, d) = self.text.embed(&i.pair.text);
+            text.extend(v.iter().copied());
+            td = d;
+        }
+        let mut noise = Vec::with_capacity(n * c * h * w);
+        let mut uniform = Vec::with_capacity(n);
+        for i in &items {
+            let mut r = codi_core::SeededNoise::new(i.key);
+            uniform.push(r.uniform(1)[0]);
+            noise.extend(r.normals(c * h * w));
+        }
+        DistillBatch {
+            x: Tensor::from_data(TensorData::new(x, [n, c, h, w]), device),
+            cond: Tensor::from_data(
+                TensorData::new(cond, [n, self.condition_channels, s, s]),
+                device,
+            ),
+            text: Tensor::from_data(TensorData::new(text, [n, td[0], td[1]]), device),
+            noise: Tensor::from_data(TensorData::new(noise, [n, c, h, w]), device),
+            uniform,
+        }
+    }
+}

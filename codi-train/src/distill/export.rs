@@ -1,0 +1,136 @@
+//! Saving a distilled model: the adapter in diffusers' ControlNet layout (`controlnet/`), the backbone for
+//! full CoDi (`unet/`), and `codi_adapter.json` naming the task and the backbone by the hash of its weights —
+//! loading an adapter onto another backbone is refused.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use codi_core::loss::CodiLossConfig;
+use codi_models::{ControlNetConfig, ControlNetModel};
+use serde::{Deserialize, Serialize};
+
+use super::model::Distillation;
+use super::{DistillConfig, DistillMode};
+use crate::error::TrainError;
+use crate::tasks::TaskKind;
+
+/// `codi_adapter.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdapterInfo {
+    pub task: TaskKind,
+    pub mode: DistillMode,
+    /// FNV-1a 64 of the backbone's weight files, hex.
+    pub backbone_hash: String,
+    /// Where the backbone was when the adapter was saved (`unet/` beside it for full CoDi).
+    pub backbone: PathBuf,
+    pub condition_channels: usize,
+    pub loss: CodiLossConfig,
+    pub ema: bool,
+}
+
+fn fnv1a(hash: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *hash ^= *b as u64;
+        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+/// The hash of a diffusers model folder's weights.
+pub fn backbone_hash(unet_dir: &Path) -> Result<String, TrainError> {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for f in codi_models::io::weight_files(unet_dir)? {
+        let bytes = std::fs::read(&f).map_err(|e| TrainError::Data {
+            file: f.clone(),
+            reason: e.to_string(),
+        })?;
+        fnv1a(&mut h, &bytes);
+    }
+    Ok(format!("{h:016x}"))
+}
+
+fn write_json(file: &Path, v: &impl Serialize) -> Result<(), TrainError> {
+    let err = |e: String| TrainError::Data {
+        file: file.to_path_buf(),
+        reason: e,
+    };
+    let tmp = file.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_string_pretty(v).map_err(|e| err(e.to_string()))?,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    std::fs::rename(&tmp, file).map_err(|e| err(e.to_string()))
+}
+
+/// Writes `out/controlnet/`, `out/unet/` (CoDi) and `out/codi_adapter.json`.
+pub fn save<B: Backend>(
+    trained: &Distillation<B>,
+    config: &DistillConfig,
+    adapter_cfg: &ControlNetConfig,
+    teacher_dir: &Path,
+    out: &Path,
+) -> Result<AdapterInfo, TrainError> {
+    let adapter = if config.export_ema {
+        &trained.ema_adapter
+    } else {
+        &trained.online.adapter
+    };
+    let backbone = match config.mode {
+        DistillMode::PeCodi => teacher_dir.join("unet"),
+        DistillMode::Codi => {
+            let unet = match (&trained.ema_unet, config.export_ema) {
+                (Some(u), true) => u,
+                _ => &trained.online.unet,
+            };
+            let dir = out.join("unet");
+            codi_models::io::save_diffusers_dir(unet, &adapter_cfg.unet.to_diffusers(), &dir)?;
+            dir
+        }
+    };
+    codi_models::io::save_diffusers_dir(
+        adapter,
+        &adapter_cfg.to_diffusers(),
+        &out.join("controlnet"),
+    )?;
+    let info = AdapterInfo {
+        task: config.task,
+        mode: config.mode,
+        backbone_hash: backbone_hash(&backbone)?,
+        backbone,
+        condition_channels: adapter_cfg.conditioning_channels,
+        loss: config.loss,
+        ema: config.export_ema,
+    };
+    write_json(&out.join("codi_adapter.json"), &info)?;
+    Ok(info)
+}
+
+/// Loads a distilled adapter for the backbone in `unet_dir`, refusing a backbone other than the one it was
+/// distilled for.
+pub fn load_adapter<B: Backend>(
+    dir: &Path,
+    unet_dir: &Path,
+    device: &B::Device,
+) -> Result<(ControlNetModel<B>, AdapterInfo), TrainError> {
+    let file = dir.join("codi_adapter.json");
+    let info: AdapterInfo = serde_json::from_value(codi_models::diffusers_json::read_json(&file)?)
+        .map_err(|e| TrainError::Data {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+    let found = backbone_hash(unet_dir)?;
+    if found != info.backbone_hash {
+        return Err(TrainError::Data {
+            file,
+            reason: format!(
+                "this {} adapter was distilled for the backbone with weights hash {} ({}), but {} has hash {found}",
+                info.task.name(),
+                info.backbone_hash,
+                info.backbone.display(),
+                unet_dir.display()
+            ),
+        });
+    }
+    let adapter = ControlNetModel::from_diffusers_dir(&dir.join("controlnet"), device)?;
+    Ok((adapter, info))
+}

@@ -1,0 +1,235 @@
+//! CoDi and PE-CoDi distillation on burn-train (method.md §3): the adapted model trains on one task's pairs
+//! with the CoDi loss; the EMA target, the frozen text encoder and VAE run without gradient. PE-CoDi freezes the
+//! backbone and saves only the adapter, tagged with the hash of the backbone it belongs to.
+
+pub mod data;
+pub mod ema;
+pub mod export;
+pub mod model;
+
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::optim::AdamWConfig;
+use burn::tensor::backend::AutodiffBackend;
+use codi_core::loss::{CodiLossConfig, GuidanceDistance, OdeStepModel};
+use codi_models::fresh::copy_with_fresh_ids;
+use codi_models::{
+    AutoencoderKL, CLIPTextModel, ControlNetConfig, FusionKind, UNet2DConditionModel,
+    UNet2DConditionModelConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::data::fashion_mnist::Split;
+use crate::data::mixed::{DataConfig, Mixed};
+use crate::data::scenes::Scenes;
+use crate::error::TrainError;
+use crate::pipeline::SchedulerFile;
+use crate::pretrain::{fit, ordered_loader, FitReport, RunOptions, TrainLoopConfig};
+use crate::tasks::{InpaintConfig, SrConfig, TaskKind};
+use data::{DistillBatcher, EpochPairs, FixedPairs, FrozenText, FrozenVae, PairMaker, TaskSource};
+use model::{CodiNet, Distillation, StepSettings, TERMS};
+
+/// CoDi trains backbone and adapter; PE-CoDi only the adapter (and μ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DistillMode {
+    Codi,
+    PeCodi,
+}
+
+impl DistillMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DistillMode::Codi => "codi",
+            DistillMode::PeCodi => "pe-codi",
+        }
+    }
+}
+
+#[derive(Config, Debug)]
+pub struct DistillConfig {
+    pub task: TaskKind,
+    pub mode: DistillMode,
+    #[config(default = "CodiLossConfig::default()")]
+    pub loss: CodiLossConfig,
+    /// γ of θ⁻ ← γθ⁻ + (1 − γ)θ.
+    #[config(default = 0.999)]
+    pub ema_decay: f64,
+    /// The adapter's condition-embedding CNN: one entry per level, each level after the first halves the
+    /// resolution (pixels → latents).
+    #[config(default = "vec![16, 32, 32]")]
+    pub conditioning_embedding_out_channels: Vec<usize>,
+    #[config(default = "FusionKind::Mix")]
+    pub fusion: FusionKind,
+    #[config(default = "SrConfig::new()")]
+    pub sr: SrConfig,
+    #[config(default = "InpaintConfig::new()")]
+    pub inpaint: InpaintConfig,
+    pub train: TrainLoopConfig,
+    pub data: DataConfig,
+    /// Export the EMA weights (else the online ones).
+    #[config(default = true)]
+    pub export_ema: bool,
+}
+
+/// The task's source of pairs for a split.
+pub fn task_source(
+    task: TaskKind,
+    data: &DataConfig,
+    fashion_dir: &Path,
+    split: Split,
+) -> Result<TaskSource, TrainError> {
+    Ok(match task {
+        TaskKind::Depth => TaskSource::Scenes(match split {
+            Split::Train => Scenes::train(data.scenes_train),
+            Split::Test => Scenes::test(data.scenes_test),
+        }),
+        _ => TaskSource::Images(Mixed::load(data, fashion_dir, split)?),
+    })
+}
+
+/// Distils the text-to-image pipeline in `teacher_dir` for `config.task` and writes the result to `out`.
+pub fn distill<B: AutodiffBackend>(
+    config: &DistillConfig,
+    teacher_dir: &Path,
+    fashion_dir: &Path,
+    run: &RunOptions,
+    out: &Path,
+    device: &B::Device,
+) -> Result<Distilled<B::InnerBackend>, TrainError> {
+    B::seed(device, config.train.seed);
+    codi_core::loss::timestep_pairs(&config.loss, 1000, 1, &[0.5])?;
+    let unet_dir = teacher_dir.join("unet");
+    let unet_file = unet_dir.join("config.json");
+    let unet_cfg = UNet2DConditionModelConfig::from_diffusers(
+        &codi_models::diffusers_json::read_json(&unet_file)?,
+        &unet_file,
+    )?;
+    let scheduler =
+        SchedulerFile::read(&teacher_dir.join("scheduler").join("scheduler_config.json"))?;
+    let schedule = scheduler.schedule.init()?;
+    if config.loss.intervals > schedule.num_train_timesteps() {
+        return Err(TrainError::Data {
+            file: teacher_dir.join("scheduler/scheduler_config.json"),
+            reason: format!(
+                "{} intervals exceed the schedule's timesteps",
+                config.loss.intervals
+            ),
+        });
+    }
+
+    let unet = UNet2DConditionModel::<B>::from_diffusers_dir(&unet_dir, device)?;
+    let adapter_cfg = ControlNetConfig::new(unet_cfg)
+        .with_conditioning_channels(config.task.condition_channels())
+        .with_conditioning_embedding_out_channels(
+            config.conditioning_embedding_out_channels.clone(),
+        )
+        .with_fusion(config.fusion);
+    let adapter = adapter_cfg.init_from_unet(&unet, device);
+    let teacher = (config.loss.step_model == OdeStepModel::Teacher)
+        .then(|| copy_with_fresh_ids(&unet).no_grad());
+    let (online_unet, ema_unet) = match config.mode {
+        DistillMode::PeCodi => (unet.no_grad(), None),
+        DistillMode::Codi => {
+            let ema = copy_with_fresh_ids(&unet).no_grad();
+            (unet, Some(ema))
+        }
+    };
+    let vae_dir = teacher_dir.join("vae");
+    let guidance_vae = match config.loss.guidance {
+        GuidanceDistance::Latent => None,
+        _ => Some(AutoencoderKL::<B>::from_diffusers_dir(&vae_dir, device)?.no_grad()),
+    };
+    let model = Distillation {
+        ema_adapter: copy_with_fresh_ids(&adapter).no_grad(),
+        online: CodiNet {
+            unet: online_unet,
+            adapter,
+        },
+        ema_unet,
+        teacher,
+        vae: guidance_vae,
+        schedule,
+        settings: StepSettings {
+            loss: config.loss,
+            prediction_type: scheduler.prediction_type,
+            ema_decay: config.ema_decay,
+            grad_clip: config.train.grad_clip,
+        },
+    };
+
+    let text = FrozenText::new(
+        CLIPTextModel::<B::InnerBackend>::from_pretrained_dir(
+            &teacher_dir.join("text_encoder"),
+            device,
+        )?,
+        crate::text::load_tokenizer(&teacher_dir.join("tokenizer"))?,
+        device.clone(),
+    );
+    let vae = FrozenVae {
+        vae: AutoencoderKL::<B::InnerBackend>::from_diffusers_dir(&vae_dir, device)?,
+        device: device.clone(),
+    };
+    let batcher = DistillBatcher {
+        text: Arc::new(text),
+        vae: Arc::new(vae),
+        condition_channels: config.task.condition_channels(),
+    };
+    let maker = PairMaker {
+        task: config.task,
+        sr: config.sr.clone(),
+        inpaint: config.inpaint.clone(),
+    };
+    // The data order continues from the checkpoint's epoch, so a resumed run sees the same batches.
+    let start_epoch = if run.resume {
+        crate::pretrain::checkpoint::latest_epoch(&run.dir.join("checkpoint")).unwrap_or(0)
+    } else {
+        0
+    };
+    let train = EpochPairs {
+        source: task_source(config.task, &config.data, fashion_dir, Split::Train)?,
+        maker: maker.clone(),
+        seed: config.train.seed,
+        len: config.train.steps_per_epoch * config.train.batch_size,
+        epoch: Arc::new(AtomicUsize::new(start_epoch)),
+    };
+    let valid = FixedPairs {
+        source: task_source(config.task, &config.data, fashion_dir, Split::Test)?,
+        maker,
+        seed: config.train.seed,
+        len: config.train.valid_items,
+    };
+    let mut loop_cfg = config.train.clone();
+    loop_cfg.num_workers = 0; // the epoch counter needs items read in order
+    let optim = AdamWConfig::new()
+        .with_weight_decay(config.train.weight_decay as f32)
+        .with_epsilon(1e-8);
+    let name = format!("{}-{}", config.mode.name(), config.task.name());
+    let (trained, report) = fit(
+        &name,
+        model,
+        &loop_cfg,
+        Some(optim),
+        ordered_loader::<B, _, _, _, _>(batcher.clone(), train, loop_cfg.batch_size, device),
+        ordered_loader::<B::InnerBackend, _, _, _, _>(batcher, valid, loop_cfg.batch_size, device),
+        &TERMS,
+        run,
+    )?;
+    let info = export::save(&trained, config, &adapter_cfg, teacher_dir, out)?;
+    Ok(Distilled {
+        model: trained,
+        report,
+        info,
+    })
+}
+
+/// What [`distill`] returns: the trained model (online, EMA), its history and what was saved.
+pub struct Distilled<B: burn::tensor::backend::Backend> {
+    pub model: Distillation<B>,
+    pub report: FitReport,
+    pub info: export::AdapterInfo,
+}

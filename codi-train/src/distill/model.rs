@@ -1,0 +1,291 @@
+//! The model being distilled and its training step: the online network (backbone + adapter) with gradient;
+//! the EMA target, the optional frozen teacher and the optional guidance VAE without.
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use codi_core::loss::{
+    codi_loss, pf_ode_step, timestep_pairs, CodiLossConfig, CodiPoints, GuidanceDistance,
+    OdeStepModel, StepNoise,
+};
+use codi_core::tensor_ops::per_sample;
+use codi_core::{NoiseSchedule, Prediction, PredictionType};
+use codi_models::{AutoencoderKL, ControlNetModel, UNet2DConditionModel};
+
+use super::data::DistillBatch;
+use super::ema::ema_update;
+use crate::pretrain::output::StepOutput;
+
+/// The adapted model ŵ(z, c, t): backbone with the adapter's residuals.
+#[derive(Module, Debug)]
+pub struct CodiNet<B: Backend> {
+    pub unet: UNet2DConditionModel<B>,
+    pub adapter: ControlNetModel<B>,
+}
+
+impl<B: Backend> CodiNet<B> {
+    /// z: [b, c, h, w], t: [b], text: [b, tokens, hidden], cond: [b, cc, H, W] in [0, 1] → [b, c, h, w]
+    pub fn forward(
+        &self,
+        z: Tensor<B, 4>,
+        t: Tensor<B, 1>,
+        text: Tensor<B, 3>,
+        cond: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
+        let r = self
+            .adapter
+            .forward(z.clone(), t.clone(), text.clone(), cond, 1.0);
+        self.unet.forward_with_residuals(z, t, text, Some(r))
+    }
+}
+
+/// Settings the step needs besides the networks.
+#[derive(Debug, Clone)]
+pub struct StepSettings {
+    pub loss: CodiLossConfig,
+    pub prediction_type: PredictionType,
+    pub ema_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub grad_clip: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct Distillation<B: Backend> {
+    pub online: CodiNet<B>,
+    /// EMA of the adapter; in PE-CoDi the target shares the frozen backbone.
+    pub ema_adapter: ControlNetModel<B>,
+    /// EMA of the backbone (CoDi only).
+    pub ema_unet: Option<UNet2DConditionModel<B>>,
+    /// The frozen pre-trained UNet, when it takes the PF-ODE step.
+    pub teacher: Option<UNet2DConditionModel<B>>,
+    /// The frozen VAE, when the guidance distance is measured after decoding.
+    pub vae: Option<AutoencoderKL<B>>,
+    #[module(skip)]
+    pub schedule: NoiseSchedule,
+    #[module(skip)]
+    pub settings: StepSettings,
+}
+
+fn timesteps_tensor<B: Backend>(t: &[i64], device: &B::Device) -> Tensor<B, 1> {
+    let v: Vec<f32> = t.iter().map(|&x| x as f32).collect();
+    Tensor::from_data(TensorData::new(v, [t.len()]), device)
+}
+
+/// The loss of one batch. `target_net(z_s, s, text, cond)` is the EMA model's output, `step_net` the output of
+/// the model that takes the PF-ODE step when that is not the online model.
+#[allow(clippy::type_complexity)]
+fn losses<B: Backend>(
+    settings: &StepSettings,
+    schedule: &NoiseSchedule,
+    online: &CodiNet<B>,
+    batch: DistillBatch<B>,
+    target_net: &dyn Fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 3>, Tensor<B, 4>) -> Tensor<B, 4>,
+    step_net: Option<
+        &dyn Fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 3>, Tensor<B, 4>) -> Tensor<B, 4>,
+    >,
+    guidance_map: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>,
+) -> StepOutput<B> {
+    let cfg = &settings.loss;
+    let pt = settings.prediction_type;
+    let n = batch.x.dims()[0];
+    let dev = batch.x.device();
+    let (t, s) = timestep_pairs(cfg, schedule.num_train_timesteps(), n, &batch.uniform)
+        .expect("the config was validated");
+    let (a_t, s_t) = schedule.alpha_sigma::<B>(&t, &dev);
+    let (a_s, s_s) = schedule.alpha_sigma::<B>(&s, &dev);
+    let z_t = batch.x.clone() * per_sample::<B, 4>(a_t.clone())
+        + batch.noise.clone() * per_sample::<B, 4>(s_t.clone());
+    let (tt, st) = (
+        timesteps_tensor::<B>(&t, &dev),
+        timesteps_tensor::<B>(&s, &dev),
+    );
+    let out = online.forward(
+        z_t.clone(),
+        tt.clone(),
+        batch.text.clone(),
+        batch.cond.clone(),
+    );
+    let online_pred = Prediction::from_output(pt, out, z_t.clone(), a_t.clone(), s_t.clone());
+    let step_pred = match step_net {
+        None => online_pred.clone().detach(),
+        Some(f) => {
+            let o = f(z_t.clone(), tt, batch.text.clone(), batch.cond.clone()).detach();
+            Prediction::from_output(pt, o, z_t.clone(), a_t.clone(), s_t.clone())
+        }
+    };
+    let true_noise = (cfg.step_noise == StepNoise::True).then(|| batch.noise.clone());
+    let z_s = pf_ode_step(&step_pred, true_noise, a_s.clone(), s_s.clone());
+    let target_out = target_net(z_s.clone(), st, batch.text, batch.cond).detach();
+    let target = Prediction::from_output(pt, target_out, z_s.clone(), a_s, s_s);
+    let points = CodiPoints { t, s, z_t, z_s };
+    let terms = codi_loss(cfg, &online_pred, &target, batch.x, &points, guidance_map);
+    StepOutput::new(
+        terms.total,
+        vec![terms.consistency.detach(), terms.guidance.detach()],
+        n,
+    )
+}
+
+/// (name, higher is better) of [`StepOutput::terms`].
+pub const TERMS: [(&str, bool); 2] = [("consistency", false), ("guidance", false)];
+
+impl<B: Backend> Distillation<B> {
+    fn guidance_map(&self) -> Box<dyn Fn(Tensor<B, 4>) -> Tensor<B, 4> + '_> {
+        match (self.settings.loss.guidance, &self.vae) {
+            (GuidanceDistance::Latent, _) | (_, None) => Box::new(|v| v),
+            (GuidanceDistance::Decoded, Some(vae)) => {
+                Box::new(move |z: Tensor<B, 4>| vae.decode(z.div_scalar(vae.scaling_factor)))
+            }
+            (GuidanceDistance::Reencoded, Some(vae)) => Box::new(move |z: Tensor<B, 4>| {
+                vae.encode(vae.decode(z.div_scalar(vae.scaling_factor)))
+                    .mode()
+                    .mul_scalar(vae.scaling_factor)
+            }),
+        }
+    }
+
+    /// The EMA target network on this backend.
+    pub fn target_net(&self) -> CodiNet<B> {
+        CodiNet {
+            unet: self
+                .ema_unet
+                .clone()
+                .unwrap_or_else(|| self.online.unet.clone()),
+            adapter: self.ema_adapter.clone(),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for Distillation<B> {
+    type Input = DistillBatch<B>;
+    type Output = StepOutput<B>;
+
+    fn step(&self, batch: DistillBatch<B>) -> TrainOutput<StepOutput<B>> {
+        // Frozen networks run on the inner backend: no graph is recorded for them.
+        let target = self.target_net().valid();
+        let teacher = self.teacher.as_ref().map(|u| u.valid());
+        let target_fn =
+            |z: Tensor<B, 4>, t: Tensor<B, 1>, text: Tensor<B, 3>, cond: Tensor<B, 4>| {
+                Tensor::from_inner(target.forward(z.inner(), t.inner(), text.inner(), cond.inner()))
+            };
+        let teacher_fn = teacher.as_ref().map(|u| {
+            move |z: Tensor<B, 4>, t: Tensor<B, 1>, text: Tensor<B, 3>, _cond: Tensor<B, 4>| {
+                Tensor::from_inner(u.forward(z.inner(), t.inner(), text.inner()))
+            }
+        });
+        let step_net: Option<
+            &dyn Fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 3>, Tensor<B, 4>) -> Tensor<B, 4>,
+        > = match self.settings.loss.step_model {
+            OdeStepModel::Online => None,
+            OdeStepModel::Ema => Some(&target_fn),
+            OdeStepModel::Teacher => teacher_fn.as_ref().map(|f| f as &dyn Fn(_, _, _, _) -> _),
+        };
+        let map = self.guidance_map();
+        let out = losses(
+            &self.settings,
+            &self.schedule,
+            &self.online,
+            batch,
+            &target_fn,
+            step_net,
+            map.as_ref(),
+        );
+        let grads = out.loss.backward();
+        TrainOutput::new(self, grads, out)
+    }
+
+    fn optimize<BB, O>(self, optim: &mut O, lr: f64, grads: GradientsParams) -> Self
+    where
+        BB: AutodiffBackend,
+        O: Optimizer<Self, BB>,
+        Self: AutodiffModule<BB>,
+    {
+        let decay = self.settings.ema_decay;
+        let clip = self.settings.grad_clip;
+        let grads = if clip > 0.0 {
+            clip_global_norm::<BB, _>(&self, grads, clip).0
+        } else {
+            grads
+        };
+        let mut m = optim.step(lr, self, grads);
+        m.ema_adapter = ema_update(m.ema_adapter, &m.online.adapter, decay);
+        if let Some(e) = m.ema_unet.take() {
+            m.ema_unet = Some(ema_update(e, &m.online.unet, decay));
+        }
+        m
+    }
+}
+
+impl<B: Backend> InferenceStep for Distillation<B> {
+    type Input = DistillBatch<B>;
+    type Output = StepOutput<B>;
+
+    fn step(&self, batch: DistillBatch<B>) -> StepOutput<B> {
+        let target = self.target_net();
+        let target_fn = |z, t, text, cond| target.forward(z, t, text, cond);
+        let map = self.guidance_map();
+        losses(
+            &self.settings,
+            &self.schedule,
+            &self.online,
+            batch,
+            &target_fn,
+            None,
+            map.as_ref(),
+        )
+    }
+}
+
+struct SquaredNorm<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    total: f64,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            self.total += codi_core::tensor_ops::to_vec(g.square().sum())[0] as f64;
+        }
+    }
+}
+
+struct Scale<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// Scales all gradients so their global ℓ2 norm is at most `max_norm`. → (gradients, norm before clipping)
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    mut grads: GradientsParams,
+    max_norm: f64,
+) -> (GradientsParams, f64) {
+    let mut sq = SquaredNorm::<B> {
+        grads: &grads,
+        total: 0.0,
+        _b: Default::default(),
+    };
+    module.visit(&mut sq);
+    let norm = sq.total.sqrt();
+    if norm > max_norm {
+        let mut scale = Scale::<B> {
+            grads: &mut grads,
+            factor: max_norm / (norm + 1e-6),
+            _b: Default::default(),
+        };
+        module.visit(&mut scale);
+    }
+    (grads, norm)
+}

@@ -1,0 +1,313 @@
+//! End-to-end distillation on a tiny pipeline pretrained here: the adapted model equals the backbone at step 0,
+//! a few CoDi steps reduce the loss, PE-CoDi leaves every backbone weight bit-identical and its adapter refuses
+//! another backbone, and a run resumed from a checkpoint matches the uninterrupted run step for step.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::Autodiff;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{backend::Backend, Tensor};
+use codi_core::device::CpuBackend;
+use codi_models::clip::HiddenAct;
+use codi_models::unet::{DownBlockType, UpBlockType};
+use codi_models::{
+    AutoencoderKLConfig, CLIPTextConfig, UNet2DConditionModel, UNet2DConditionModelConfig,
+};
+use codi_tests::fixture;
+use codi_train::data::mixed::DataConfig;
+use codi_train::distill::{distill, DistillConfig, DistillMode};
+use codi_train::pretrain::teacher::{pretrain_teacher, TeacherPretrainConfig};
+use codi_train::pretrain::vae::{pretrain_vae, VaePretrainConfig};
+use codi_train::pretrain::{RunOptions, TrainLoopConfig};
+use codi_train::tasks::TaskKind;
+
+type B = Autodiff<CpuBackend>;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("codi-distill-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn data() -> DataConfig {
+    DataConfig::new().with_scenes_train(24).with_scenes_test(8)
+}
+
+fn quick(epochs: usize) -> TrainLoopConfig {
+    TrainLoopConfig::new()
+        .with_batch_size(4)
+        .with_num_epochs(epochs)
+        .with_steps_per_epoch(4)
+        .with_valid_items(8)
+        .with_learning_rate(2e-3)
+}
+
+fn run(dir: &Path, resume: bool) -> RunOptions {
+    let mut r = RunOptions::new(dir);
+    r.resume = resume;
+    r
+}
+
+/// A tiny pipeline: VAE f = 4 and a small teacher, one short epoch each.
+fn pipeline(root: &Path) -> PathBuf {
+    let fashion = fixture("fashion-mnist-subset");
+    let dev = Default::default();
+    let pipe = root.join("pipe");
+    let vae = VaePretrainConfig::new(
+        AutoencoderKLConfig::new(vec![8, 16, 16]).with_norm_num_groups(4),
+        quick(1),
+        data(),
+    );
+    pretrain_vae::<B>(
+        &vae,
+        &fashion,
+        &run(&root.join("vae-run"), false),
+        &pipe.join("vae"),
+        &dev,
+    )
+    .unwrap();
+    let unet = UNet2DConditionModelConfig::new(
+        vec![
+            DownBlockType::CrossAttnDownBlock2D,
+            DownBlockType::DownBlock2D,
+        ],
+        vec![UpBlockType::UpBlock2D, UpBlockType::CrossAttnUpBlock2D],
+        vec![16, 32],
+        vec![1, 1],
+        16,
+        vec![1, 1],
+        vec![2, 2],
+    )
+    .with_norm_num_groups(8);
+    let text = CLIPTextConfig::new()
+        .with_vocab_size(codi_train::text::vocabulary().len())
+        .with_hidden_size(16)
+        .with_intermediate_size(32)
+        .with_num_hidden_layers(1)
+        .with_num_attention_heads(2)
+        .with_max_position_embeddings(codi_train::text::MAX_LENGTH)
+        .with_hidden_act(HiddenAct::Gelu)
+        .with_eos_token_id(3);
+    let teacher = TeacherPretrainConfig::new(unet, text, quick(1), data());
+    pretrain_teacher::<B>(
+        &teacher,
+        &fashion,
+        &pipe.join("vae"),
+        &run(&root.join("t-run"), false),
+        &pipe,
+        &dev,
+    )
+    .unwrap();
+    pipe
+}
+
+struct Values(Vec<f32>);
+impl<Bk: Backend> ModuleVisitor<Bk> for Values {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Bk, D>>) {
+        self.0.extend(codi_core::tensor_ops::to_vec(p.val()));
+    }
+}
+fn values<Bk: Backend, M: Module<Bk>>(m: &M) -> Vec<f32> {
+    let mut v = Values(Vec::new());
+    m.visit(&mut v);
+    v.0
+}
+
+fn config(task: TaskKind, mode: DistillMode, epochs: usize) -> DistillConfig {
+    DistillConfig::new(task, mode, quick(epochs), data())
+        .with_conditioning_embedding_out_channels(vec![8, 8, 16])
+}
+
+#[test]
+fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
+    let root = tmp("pe");
+    let pipe = pipeline(&root);
+    let fashion = fixture("fashion-mnist-subset");
+    let dev = Default::default();
+    let backbone = values(
+        &UNet2DConditionModel::<CpuBackend>::from_diffusers_dir(&pipe.join("unet"), &dev).unwrap(),
+    );
+
+    // Uninterrupted: 3 epochs.
+    let full = distill::<B>(
+        &config(TaskKind::SuperResolution, DistillMode::PeCodi, 3),
+        &pipe,
+        &fashion,
+        &run(&root.join("full"), false),
+        &root.join("out-full"),
+        &dev,
+    )
+    .unwrap();
+    assert_eq!(full.report.history.steps, 12);
+    assert_eq!(
+        values(&full.model.online.unet),
+        backbone,
+        "PE-CoDi changed the backbone"
+    );
+    let loss = |r: &codi_train::pretrain::FitReport, e: usize| {
+        r.history.valid.iter().find(|x| x.0 == e).unwrap().1["Loss"]
+    };
+    assert!(
+        loss(&full.report, 3) < loss(&full.report, 1),
+        "{:?}",
+        full.report.history.valid
+    );
+    let adapter = values(&full.model.online.adapter);
+
+    // Interrupted after epoch 1, then resumed to 3: the same adapter, bit for bit.
+    let cut = root.join("cut");
+    distill::<B>(
+        &config(TaskKind::SuperResolution, DistillMode::PeCodi, 1),
+        &pipe,
+        &fashion,
+        &run(&cut, false),
+        &root.join("out-cut"),
+        &dev,
+    )
+    .unwrap();
+    let resumed = distill::<B>(
+        &config(TaskKind::SuperResolution, DistillMode::PeCodi, 3),
+        &pipe,
+        &fashion,
+        &run(&cut, true),
+        &root.join("out-cut"),
+        &dev,
+    )
+    .unwrap();
+    assert_eq!(resumed.report.start_epoch, 2);
+    assert_eq!(
+        values(&resumed.model.online.adapter),
+        adapter,
+        "resumed run differs"
+    );
+    assert_eq!(
+        values(&resumed.model.ema_adapter),
+        values(&full.model.ema_adapter)
+    );
+    assert_eq!(loss(&resumed.report, 3), loss(&full.report, 3));
+
+    // The adapter loads on its backbone and is refused on another.
+    assert!(codi_train::distill::export::load_adapter::<CpuBackend>(
+        &root.join("out-full"),
+        &pipe.join("unet"),
+        &dev
+    )
+    .is_ok());
+    let other = root.join("other-unet");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(pipe.join("unet/config.json"), other.join("config.json")).unwrap();
+    let mut bytes = std::fs::read(pipe.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(other.join("diffusion_pytorch_model.safetensors"), bytes).unwrap();
+    let err = codi_train::distill::export::load_adapter::<CpuBackend>(
+        &root.join("out-full"),
+        &other,
+        &dev,
+    )
+    .err()
+    .expect("a different backbone is refused")
+    .to_string();
+    assert!(
+        err.contains("codi_adapter.json") && err.contains("hash"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn the_adapted_model_equals_the_backbone_at_step_zero() {
+    use codi_models::{ControlNetConfig, FusionKind};
+    use codi_train::distill::model::CodiNet;
+    let root = tmp("zero");
+    let pipe = pipeline(&root);
+    let dev = Default::default();
+    let unet =
+        UNet2DConditionModel::<CpuBackend>::from_diffusers_dir(&pipe.join("unet"), &dev).unwrap();
+    let file = pipe.join("unet/config.json");
+    let cfg = UNet2DConditionModelConfig::from_diffusers(
+        &codi_models::diffusers_json::read_json(&file).unwrap(),
+        &file,
+    )
+    .unwrap();
+    let z = Tensor::<CpuBackend, 4>::random(
+        [2, 4, 8, 8],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &dev,
+    );
+    let t = Tensor::<CpuBackend, 1>::from_floats([500.0, 20.0], &dev);
+    let text = Tensor::<CpuBackend, 3>::random(
+        [2, 16, 16],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &dev,
+    );
+    let want = unet.forward(z.clone(), t.clone(), text.clone());
+    for (fusion, channels) in [
+        (FusionKind::Mix, 3),
+        (FusionKind::Add, 4),
+        (FusionKind::Mix, 1),
+    ] {
+        let adapter = ControlNetConfig::new(cfg.clone())
+            .with_conditioning_channels(channels)
+            .with_conditioning_embedding_out_channels(vec![8, 8, 16])
+            .with_fusion(fusion)
+            .init_from_unet(&unet, &dev);
+        let net = CodiNet {
+            unet: unet.clone(),
+            adapter,
+        };
+        let cond = Tensor::<CpuBackend, 4>::random(
+            [2, channels, 32, 32],
+            burn::tensor::Distribution::Default,
+            &dev,
+        );
+        let got = net.forward(z.clone(), t.clone(), text.clone(), cond);
+        assert_eq!(
+            codi_core::tensor_ops::max_abs_diff(want.clone(), got),
+            0.0,
+            "{fusion:?}"
+        );
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn codi_trains_backbone_and_adapter_for_every_task() {
+    let root = tmp("codi");
+    let pipe = pipeline(&root);
+    let fashion = fixture("fashion-mnist-subset");
+    let dev = Default::default();
+    let backbone = values(
+        &UNet2DConditionModel::<CpuBackend>::from_diffusers_dir(&pipe.join("unet"), &dev).unwrap(),
+    );
+    for task in TaskKind::ALL {
+        let mode = if task == TaskKind::Inpainting {
+            DistillMode::Codi
+        } else {
+            DistillMode::PeCodi
+        };
+        let out = root.join(format!("out-{}", task.name()));
+        let d = distill::<B>(
+            &config(task, mode, 1),
+            &pipe,
+            &fashion,
+            &run(&root.join(task.name()), false),
+            &out,
+            &dev,
+        )
+        .unwrap();
+        assert_eq!(d.report.history.steps, 4, "{task:?}");
+        assert!(
+            out.join("controlnet/config.json").exists() && out.join("codi_adapter.json").exists()
+        );
+        if mode == DistillMode::Codi {
+            assert_ne!(
+                values(&d.model.online.unet),
+                backbone,
+                "CoDi should train the backbone"
+            );
+            assert!(out.join("unet/config.json").exists());
+        }
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
