@@ -28,6 +28,8 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Pretrain a part of the embedded default (VAE, text-to-image teacher, evaluation classifier).
     Pretrain(commands::pretrain::Args),
+    /// Distil the pretrained pipeline into a few-step conditional model (CoDi / PE-CoDi).
+    Distill(commands::distill::Args),
     /// Text-to-image samples from a pretrained pipeline, as a PNG grid.
     Sample(commands::sample::Args),
     /// Evaluate a model with the evaluation classifier (class agreement, FD).
@@ -43,6 +45,7 @@ fn main() -> Result<()> {
         Command::Schedule(args) => commands::schedule::run(args, cli.device),
         Command::Inspect(args) => commands::inspect::run(args, cli.device),
         Command::Pretrain(args) => commands::pretrain::run(args, cli.device),
+        Command::Distill(args) => commands::distill::run(args, cli.device),
         Command::Sample(args) => commands::sample::run(args, cli.device),
         Command::Eval(args) => commands::eval::run(args, cli.device),
         Command::Bench(cmd) => commands::bench::run(cmd, cli.device),

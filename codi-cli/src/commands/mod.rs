@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod bench_models;
+pub mod distill;
 pub mod eval;
 pub mod inspect;
 pub mod pretrain;

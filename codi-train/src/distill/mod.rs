@@ -233,3 +233,23 @@ pub struct Distilled<B: burn::tensor::backend::Backend> {
     pub report: FitReport,
     pub info: export::AdapterInfo,
 }
+
+/// The embedded default's distillation config for a task and mode.
+pub fn preset(task: TaskKind, mode: DistillMode) -> DistillConfig {
+    DistillConfig::new(
+        task,
+        mode,
+        TrainLoopConfig::new()
+            .with_batch_size(32)
+            .with_num_epochs(10)
+            .with_steps_per_epoch(200)
+            .with_valid_items(256)
+            .with_learning_rate(if mode == DistillMode::Codi {
+                1e-4
+            } else {
+                3e-4
+            })
+            .with_weight_decay(1e-2),
+        DataConfig::new(),
+    )
+}

@@ -18,7 +18,7 @@ pub fn vae() -> VaePretrainConfig {
         AutoencoderKLConfig::new(vec![16, 32, 64]).with_norm_num_groups(8),
         TrainLoopConfig::new()
             .with_batch_size(16)
-            .with_num_epochs(10)
+            .with_num_epochs(8)
             .with_steps_per_epoch(250)
             .with_learning_rate(1e-3),
         DataConfig::new(),

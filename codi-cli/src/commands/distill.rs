@@ -1,0 +1,138 @@
+//! `codi distill --task sr|inpaint|edit|depth --mode codi|pe-codi`: CoDi / PE-CoDi on the embedded default (or
+//! any pipeline folder).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use clap::Args as ClapArgs;
+use codi_core::device::{with_backend, BackendTask, DeviceSpec};
+use codi_train::data::fashion_mnist::DEFAULT_DIR;
+use codi_train::distill::{distill, preset, DistillConfig, DistillMode};
+use codi_train::pretrain::{load_config, RunOptions};
+use codi_train::tasks::TaskKind;
+
+#[derive(ClapArgs, Clone)]
+pub struct Args {
+    /// sr | inpaint | edit | depth
+    #[arg(long)]
+    task: String,
+    /// codi (backbone + adapter) | pe-codi (adapter only)
+    #[arg(long, default_value = "pe-codi")]
+    mode: String,
+    /// Distillation config (JSON). Default: the preset for the task and mode.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    print_config: bool,
+    #[arg(long)]
+    resume: bool,
+    /// The pretrained text-to-image pipeline.
+    #[arg(long, default_value = "assets/tiny")]
+    teacher: PathBuf,
+    #[arg(long, default_value = DEFAULT_DIR)]
+    data: PathBuf,
+    /// Run folder. Default: runs/<mode>-<task>.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Output folder. Default: assets/tiny/adapters/<task> (PE-CoDi) or assets/tiny/codi-<task> (CoDi).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    steps_per_epoch: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long, default_value_t = 10.0)]
+    log_every: f64,
+}
+
+fn parse(args: &Args) -> Result<(TaskKind, DistillMode)> {
+    let task = TaskKind::from_name(&args.task).ok_or_else(|| {
+        anyhow!(
+            "unknown task '{}' (expected sr, inpaint, edit, depth)",
+            args.task
+        )
+    })?;
+    let mode = match args.mode.as_str() {
+        "codi" => DistillMode::Codi,
+        "pe-codi" | "pecodi" => DistillMode::PeCodi,
+        m => return Err(anyhow!("unknown mode '{m}' (expected codi, pe-codi)")),
+    };
+    Ok((task, mode))
+}
+
+struct Task(Args, DistillConfig);
+
+impl BackendTask for Task {
+    type Output = Result<serde_json::Value>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let (a, c) = (self.0, self.1);
+        let name = format!("{}-{}", c.mode.name(), c.task.name());
+        let mut run = RunOptions::new(
+            a.run
+                .clone()
+                .unwrap_or_else(|| Path::new("runs").join(&name)),
+        );
+        run.resume = a.resume;
+        run.log_every = std::time::Duration::from_secs_f64(a.log_every.max(0.0));
+        let out = a.out.clone().unwrap_or_else(|| match c.mode {
+            DistillMode::PeCodi => a.teacher.join("adapters").join(c.task.name()),
+            DistillMode::Codi => a.teacher.join(format!("codi-{}", c.task.name())),
+        });
+        let d = distill::<B>(&c, &a.teacher, &a.data, &run, &out, &device)?;
+        Ok(serde_json::json!({
+            "out": out,
+            "adapter": d.info,
+            "started_at_epoch": d.report.start_epoch,
+            "optimizer_steps_this_run": d.report.history.steps,
+            "train_epoch_means": d.report.history.train,
+            "valid_epoch_means": d.report.history.valid,
+        }))
+    }
+}
+
+pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
+    let (task, mode) = parse(&args)?;
+    let mut c = match &args.config {
+        Some(f) => load_config::<DistillConfig>(f)?,
+        None => preset(task, mode),
+    };
+    if args.config.is_some() && (c.task != task || c.mode != mode) {
+        return Err(anyhow!(
+            "{} is a {} {} config, not {} {}",
+            args.config.as_ref().unwrap().display(),
+            c.mode.name(),
+            c.task.name(),
+            mode.name(),
+            task.name()
+        ));
+    }
+    if let Some(v) = args.epochs {
+        c.train.num_epochs = v;
+    }
+    if let Some(v) = args.steps_per_epoch {
+        c.train.steps_per_epoch = v;
+    }
+    if let Some(v) = args.batch_size {
+        c.train.batch_size = v;
+    }
+    if args.print_config {
+        println!("{c}");
+        return Ok(());
+    }
+    let start = Instant::now();
+    let mut summary = with_backend(device, Task(args.clone(), c.clone()))??;
+    let wall = start.elapsed().as_secs_f64();
+    summary["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
+    summary["wall_time_s"] = wall.into();
+    summary["config"] = serde_json::from_str(&c.to_string())?;
+    let out = PathBuf::from(summary["out"].as_str().unwrap_or("."));
+    let file = out.join("distill.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", file.display()))?;
+    println!("distilled in {wall:.0} s → {}", out.display());
+    Ok(())
+}
