@@ -1,5 +1,6 @@
 //! Training for codi: datasets and (to come) task pipelines, pretraining and distillation with burn-train.
 
+pub mod conditional;
 pub mod data;
 pub mod distill;
 pub mod error;
