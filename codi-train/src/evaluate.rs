@@ -118,7 +118,7 @@ pub fn evaluate_teacher<B: Backend>(
             hits[want].0 += usize::from(want == got);
             hits[want].1 += 1;
             if grid[want].len() < grid_per_class {
-                grid[want].push(images.clone().slice([i..i + 1]));
+                grid[want].push(images.clone().narrow(0, i, 1));
             }
         }
         done += m;

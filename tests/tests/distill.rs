@@ -205,8 +205,7 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
         &other,
         &dev,
     )
-    .err()
-    .expect("a different backbone is refused")
+    .expect_err("a different backbone is refused")
     .to_string();
     assert!(
         err.contains("codi_adapter.json") && err.contains("hash"),

@@ -159,11 +159,14 @@ pub trait LatentEncoder: Send + Sync {
     fn encode(&self, images: Vec<f32>, n: usize, size: usize) -> (Vec<f32>, [usize; 3]);
 }
 
+/// A text's embedding and its [tokens, hidden] shape.
+type Embedding = (Arc<Vec<f32>>, [usize; 2]);
+
 pub struct FrozenText<BI: Backend> {
     pub encoder: CLIPTextModel<BI>,
     pub tokenizer: TextTokenizer,
     pub device: BI::Device,
-    cache: Mutex<HashMap<String, (Arc<Vec<f32>>, [usize; 2])>>,
+    cache: Mutex<HashMap<String, Embedding>>,
 }
 
 impl<BI: Backend> FrozenText<BI> {

@@ -73,18 +73,19 @@ fn timesteps_tensor<B: Backend>(t: &[i64], device: &B::Device) -> Tensor<B, 1> {
     Tensor::from_data(TensorData::new(v, [t.len()]), device)
 }
 
+/// A network call (z, t, text, cond) → output.
+type NetFn<'a, B> =
+    &'a dyn Fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 3>, Tensor<B, 4>) -> Tensor<B, 4>;
+
 /// The loss of one batch. `target_net(z_s, s, text, cond)` is the EMA model's output, `step_net` the output of
 /// the model that takes the PF-ODE step when that is not the online model.
-#[allow(clippy::type_complexity)]
 fn losses<B: Backend>(
     settings: &StepSettings,
     schedule: &NoiseSchedule,
     online: &CodiNet<B>,
     batch: DistillBatch<B>,
-    target_net: &dyn Fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 3>, Tensor<B, 4>) -> Tensor<B, 4>,
-    step_net: Option<
-        &dyn Fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 3>, Tensor<B, 4>) -> Tensor<B, 4>,
-    >,
+    target_net: NetFn<'_, B>,
+    step_net: Option<NetFn<'_, B>>,
     guidance_map: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>,
 ) -> StepOutput<B> {
     let cfg = &settings.loss;
@@ -175,9 +176,7 @@ impl<B: AutodiffBackend> TrainStep for Distillation<B> {
                 Tensor::from_inner(u.forward(z.inner(), t.inner(), text.inner()))
             }
         });
-        let step_net: Option<
-            &dyn Fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 3>, Tensor<B, 4>) -> Tensor<B, 4>,
-        > = match self.settings.loss.step_model {
+        let step_net: Option<NetFn<'_, B>> = match self.settings.loss.step_model {
             OdeStepModel::Online => None,
             OdeStepModel::Ema => Some(&target_fn),
             OdeStepModel::Teacher => teacher_fn.as_ref().map(|f| f as &dyn Fn(_, _, _, _) -> _),

@@ -223,9 +223,9 @@ mod tests {
         let holes = mask.iter().filter(|&&m| m == 1.0).count();
         assert!(holes >= 64, "{holes}");
         for c in 0..3 {
-            for i in 0..s * s {
+            for (i, &m) in mask.iter().enumerate() {
                 let v = pair.condition[c * s * s + i];
-                if mask[i] == 1.0 {
+                if m == 1.0 {
                     assert_eq!(v, 0.5);
                 } else {
                     assert_eq!(v, it.pixels[c * s * s + i]);
