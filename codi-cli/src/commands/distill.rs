@@ -100,15 +100,17 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
         Some(f) => load_config::<DistillConfig>(f)?,
         None => preset(task, mode),
     };
-    if args.config.is_some() && (c.task != task || c.mode != mode) {
-        return Err(anyhow!(
-            "{} is a {} {} config, not {} {}",
-            args.config.as_ref().unwrap().display(),
-            c.mode.name(),
-            c.task.name(),
-            mode.name(),
-            task.name()
-        ));
+    if let Some(f) = &args.config {
+        if c.task != task || c.mode != mode {
+            return Err(anyhow!(
+                "{} is a {} {} config, not {} {}",
+                f.display(),
+                c.mode.name(),
+                c.task.name(),
+                mode.name(),
+                task.name()
+            ));
+        }
     }
     if let Some(v) = args.epochs {
         c.train.num_epochs = v;
