@@ -60,3 +60,35 @@ pub fn tensor<B: Backend, const D: usize>(
         .unwrap_or_else(|| panic!("fixture has no tensor '{name}'"));
     Tensor::from_data(TensorData::new(values.clone(), shape.clone()), device)
 }
+
+/// The tiny text-to-image teacher of the end-to-end tests: a two-level UNet (cross-attention on the first
+/// level) and a one-layer CLIP text encoder over the embedded default's word vocabulary.
+pub fn tiny_teacher_configs() -> (
+    codi_models::UNet2DConditionModelConfig,
+    codi_models::CLIPTextConfig,
+) {
+    use codi_models::unet::{DownBlockType, UpBlockType};
+    let unet = codi_models::UNet2DConditionModelConfig::new(
+        vec![
+            DownBlockType::CrossAttnDownBlock2D,
+            DownBlockType::DownBlock2D,
+        ],
+        vec![UpBlockType::UpBlock2D, UpBlockType::CrossAttnUpBlock2D],
+        vec![16, 32],
+        vec![1, 1],
+        16,
+        vec![1, 1],
+        vec![2, 2],
+    )
+    .with_norm_num_groups(8);
+    let text = codi_models::CLIPTextConfig::new()
+        .with_vocab_size(codi_train::text::vocabulary().len())
+        .with_hidden_size(16)
+        .with_intermediate_size(32)
+        .with_num_hidden_layers(1)
+        .with_num_attention_heads(2)
+        .with_max_position_embeddings(codi_train::text::MAX_LENGTH)
+        .with_hidden_act(codi_models::clip::HiddenAct::Gelu)
+        .with_eos_token_id(3);
+    (unet, text)
+}

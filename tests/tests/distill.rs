@@ -8,11 +8,7 @@ use burn::backend::Autodiff;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{backend::Backend, Tensor};
 use codi_core::device::CpuBackend;
-use codi_models::clip::HiddenAct;
-use codi_models::unet::{DownBlockType, UpBlockType};
-use codi_models::{
-    AutoencoderKLConfig, CLIPTextConfig, UNet2DConditionModel, UNet2DConditionModelConfig,
-};
+use codi_models::{AutoencoderKLConfig, UNet2DConditionModel, UNet2DConditionModelConfig};
 use codi_tests::fixture;
 use codi_train::data::mixed::DataConfig;
 use codi_train::distill::{distill, DistillConfig, DistillMode};
@@ -66,28 +62,7 @@ fn pipeline(root: &Path) -> PathBuf {
         &dev,
     )
     .unwrap();
-    let unet = UNet2DConditionModelConfig::new(
-        vec![
-            DownBlockType::CrossAttnDownBlock2D,
-            DownBlockType::DownBlock2D,
-        ],
-        vec![UpBlockType::UpBlock2D, UpBlockType::CrossAttnUpBlock2D],
-        vec![16, 32],
-        vec![1, 1],
-        16,
-        vec![1, 1],
-        vec![2, 2],
-    )
-    .with_norm_num_groups(8);
-    let text = CLIPTextConfig::new()
-        .with_vocab_size(codi_train::text::vocabulary().len())
-        .with_hidden_size(16)
-        .with_intermediate_size(32)
-        .with_num_hidden_layers(1)
-        .with_num_attention_heads(2)
-        .with_max_position_embeddings(codi_train::text::MAX_LENGTH)
-        .with_hidden_act(HiddenAct::Gelu)
-        .with_eos_token_id(3);
+    let (unet, text) = codi_tests::tiny_teacher_configs();
     let teacher = TeacherPretrainConfig::new(unet, text, quick(1), data());
     pretrain_teacher::<B>(
         &teacher,

@@ -8,9 +8,7 @@ use burn::backend::Autodiff;
 use codi_core::device::CpuBackend;
 use codi_core::{Sampler, SamplerKind, SeededNoise};
 use codi_models::classifier::ClassifierConfig;
-use codi_models::clip::HiddenAct;
-use codi_models::unet::{DownBlockType, UpBlockType};
-use codi_models::{AutoencoderKLConfig, CLIPTextConfig, UNet2DConditionModelConfig};
+use codi_models::AutoencoderKLConfig;
 use codi_tests::fixture;
 use codi_train::data::mixed::{DataConfig, NUM_LABELS};
 use codi_train::pipeline::TextToImage;
@@ -174,28 +172,7 @@ fn teacher_trains_on_vae_latents_and_its_pipeline_samples() {
         &dev,
     )
     .unwrap();
-    let unet = UNet2DConditionModelConfig::new(
-        vec![
-            DownBlockType::CrossAttnDownBlock2D,
-            DownBlockType::DownBlock2D,
-        ],
-        vec![UpBlockType::UpBlock2D, UpBlockType::CrossAttnUpBlock2D],
-        vec![16, 32],
-        vec![1, 1],
-        16,
-        vec![1, 1],
-        vec![2, 2],
-    )
-    .with_norm_num_groups(8);
-    let text = CLIPTextConfig::new()
-        .with_vocab_size(codi_train::text::vocabulary().len())
-        .with_hidden_size(16)
-        .with_intermediate_size(32)
-        .with_num_hidden_layers(1)
-        .with_num_attention_heads(2)
-        .with_max_position_embeddings(codi_train::text::MAX_LENGTH)
-        .with_hidden_act(HiddenAct::Gelu)
-        .with_eos_token_id(3);
+    let (unet, text) = codi_tests::tiny_teacher_configs();
     let config = TeacherPretrainConfig::new(unet, text, quick_loop(3, 3e-3), data());
     let fit = pretrain_teacher::<B>(
         &config,

@@ -228,11 +228,12 @@ where
     D: burn::data::dataset::Dataset<I> + 'static,
     Bt: burn::data::dataloader::batcher::Batcher<B, I, O> + 'static,
 {
-    let subset = crate::data::Spread::new(dataset, cfg.valid_items);
-    burn::data::dataloader::DataLoaderBuilder::new(batcher)
-        .batch_size(cfg.batch_size)
-        .set_device(device.clone())
-        .build(subset)
+    ordered_loader(
+        batcher,
+        crate::data::Spread::new(dataset, cfg.valid_items),
+        cfg.batch_size,
+        device,
+    )
 }
 
 /// A loader that reads `dataset` in order (its items already carry their randomness).
