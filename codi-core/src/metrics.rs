@@ -1,5 +1,5 @@
 //! Evaluation metrics: the Fréchet distance between feature distributions (FD, the FID formula on any
-//! feature extractor) and PSNR.
+//! feature extractor), PSNR and SSIM.
 
 /// Mean and covariance of a set of feature vectors, accumulated in f64.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +162,49 @@ pub fn psnr(x: &[f32], reference: &[f32], range: f64) -> f64 {
     10.0 * (range * range / mse.max(1e-20)).log10()
 }
 
+/// SSIM (Wang et al. 2004: 11×11 Gaussian window, σ = 1.5, K₁ = 0.01, K₂ = 0.03) of two [c, h, w] images with
+/// values in [0, `range`], averaged over channels and over the window positions that fit in the image (the
+/// window shrinks to the image for images smaller than 11 pixels).
+pub fn ssim(x: &[f32], y: &[f32], c: usize, h: usize, w: usize, range: f64) -> f64 {
+    assert_eq!(x.len(), c * h * w);
+    assert_eq!(y.len(), x.len());
+    let k = 11.min(h).min(w);
+    let r = (k / 2) as isize;
+    let g: Vec<f64> = (-r..=r)
+        .take(k)
+        .map(|i| (-((i * i) as f64) / (2.0 * 1.5 * 1.5)).exp())
+        .collect();
+    let gs: f64 = g.iter().sum();
+    let g: Vec<f64> = g.iter().map(|v| v / gs).collect();
+    let (c1, c2) = ((0.01 * range).powi(2), (0.03 * range).powi(2));
+    let mut total = 0.0;
+    let mut count = 0usize;
+    for ch in 0..c {
+        let at = |img: &[f32], yy: usize, xx: usize| img[(ch * h + yy) * w + xx] as f64;
+        for y0 in 0..=h - k {
+            for x0 in 0..=w - k {
+                let (mut mx, mut my, mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+                for (dy, gy) in g.iter().enumerate() {
+                    for (dx, gx) in g.iter().enumerate() {
+                        let wgt = gy * gx;
+                        let (a, b) = (at(x, y0 + dy, x0 + dx), at(y, y0 + dy, x0 + dx));
+                        mx += wgt * a;
+                        my += wgt * b;
+                        sxx += wgt * a * a;
+                        syy += wgt * b * b;
+                        sxy += wgt * a * b;
+                    }
+                }
+                let (vx, vy, cov) = (sxx - mx * mx, syy - my * my, sxy - mx * my);
+                total += ((2.0 * mx * my + c1) * (2.0 * cov + c2))
+                    / ((mx * mx + my * my + c1) * (vx + vy + c2));
+                count += 1;
+            }
+        }
+    }
+    total / count.max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +275,32 @@ mod tests {
         let moved = frechet_distance(&sx, &ss);
         assert!(same < 0.02, "{same}");
         assert!((moved - 4.0).abs() < 0.2, "{moved}");
+    }
+
+    #[test]
+    fn ssim_is_one_for_equal_images_and_falls_with_noise() {
+        let mut r = SeededNoise::new(2);
+        let img: Vec<f32> = r.uniform(3 * 32 * 32);
+        assert!((ssim(&img, &img, 3, 32, 32, 1.0) - 1.0).abs() < 1e-9);
+        let noisy: Vec<f32> = img
+            .iter()
+            .zip(r.normals(img.len()))
+            .map(|(a, n)| a + 0.05 * n)
+            .collect();
+        let very: Vec<f32> = img
+            .iter()
+            .zip(r.normals(img.len()))
+            .map(|(a, n)| a + 0.3 * n)
+            .collect();
+        let (s1, s2) = (
+            ssim(&img, &noisy, 3, 32, 32, 1.0),
+            ssim(&img, &very, 3, 32, 32, 1.0),
+        );
+        assert!(s1 < 1.0 && s2 < s1 && s2 > -1.0, "{s1} {s2}");
+        // A constant offset keeps structure but lowers the luminance term a little.
+        let shifted: Vec<f32> = img.iter().map(|v| v + 0.1).collect();
+        let s3 = ssim(&img, &shifted, 3, 32, 32, 1.0);
+        assert!(s3 > 0.9 && s3 < 1.0, "{s3}");
     }
 
     #[test]

@@ -3,19 +3,26 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use burn::config::Config;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args as ClapArgs, ValueEnum};
 use codi_core::device::{with_backend, BackendTask, DeviceSpec};
 use codi_core::{Sampler, SamplerKind};
 use codi_models::classifier::Classifier;
+use codi_train::conditional::{eval_pairs, ConditionalPipeline};
 use codi_train::data::fashion_mnist::{FashionMnist, Split, DEFAULT_DIR};
-use codi_train::evaluate::evaluate_teacher;
+use codi_train::distill::data::PairMaker;
+use codi_train::distill::{preset, task_source, DistillConfig};
+use codi_train::evaluate::{evaluate_task, evaluate_teacher};
 use codi_train::image_io::save_grid;
 use codi_train::pipeline::TextToImage;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Target {
+    /// The text-to-image teacher: class agreement and FD.
     Teacher,
+    /// A distilled adapter: PSNR, SSIM and FD against the ground truth at each step count.
+    Task,
 }
 
 #[derive(ClapArgs, Clone)]
@@ -27,8 +34,15 @@ pub struct Args {
     classifier: PathBuf,
     #[arg(long, default_value = DEFAULT_DIR)]
     data: PathBuf,
+    /// Samples (teacher) or test pairs (task).
     #[arg(long, default_value_t = 1000)]
     samples: usize,
+    /// task: the adapter folder (a `codi distill` output).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// task: step counts to score, comma-separated.
+    #[arg(long, default_value = "1,2,4")]
+    step_counts: String,
     #[arg(long, default_value = "ddim")]
     sampler: String,
     #[arg(long, default_value_t = 50)]
@@ -48,6 +62,65 @@ pub struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+struct TaskEvalRun(Args);
+
+impl BackendTask for TaskEvalRun {
+    type Output = Result<()>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let a = self.0;
+        let adapter = a
+            .adapter
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("eval task needs --adapter DIR"))?;
+        let pipe = ConditionalPipeline::<B::InnerBackend>::load(&a.model, &adapter, &device)?;
+        let classifier = Classifier::<B::InnerBackend>::from_dir(&a.classifier, &device)?;
+        let steps: Vec<usize> = a
+            .step_counts
+            .split(',')
+            .map(|s| s.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--step-counts: {e}"))?;
+        let cfg_file = adapter.join("distill.json");
+        let distill_cfg: DistillConfig = match std::fs::read_to_string(&cfg_file) {
+            Ok(text) => {
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("reading {}", cfg_file.display()))?;
+                DistillConfig::load_binary(v["config"].to_string().as_bytes())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", cfg_file.display()))?
+            }
+            Err(_) => preset(pipe.info.task, pipe.info.mode),
+        };
+        let source = task_source(pipe.info.task, &distill_cfg.data, &a.data, Split::Test)?;
+        let maker = PairMaker {
+            task: pipe.info.task,
+            sr: distill_cfg.sr.clone(),
+            inpaint: distill_cfg.inpaint.clone(),
+        };
+        let pairs = eval_pairs(source, maker, a.seed + 1, a.samples);
+        let (report, grid) = evaluate_task(
+            &pipe,
+            &classifier,
+            &pairs,
+            &steps,
+            a.guidance,
+            a.seed,
+            a.batch,
+            a.grid_columns,
+            &device,
+        )?;
+        let json = serde_json::to_string_pretty(&report)?;
+        println!("{json}");
+        if let Some(f) = &a.out {
+            std::fs::write(f, &json).with_context(|| format!("writing {}", f.display()))?;
+        }
+        if let Some(g) = &a.grid {
+            save_grid(grid, steps.len() + 2, 1, g)?;
+            println!("wrote {}", g.display());
+        }
+        Ok(())
+    }
 }
 
 struct Task(Args);
@@ -91,5 +164,6 @@ impl BackendTask for Task {
 pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     match args.target {
         Target::Teacher => with_backend(device, Task(args))?,
+        Target::Task => with_backend(device, TaskEvalRun(args))?,
     }
 }
