@@ -186,6 +186,70 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
         err.contains("codi_adapter.json") && err.contains("hash"),
         "{err}"
     );
+
+    // The distilled model samples at 1, 2 and 4 steps from a condition.
+    let pipe_c = codi_train::conditional::ConditionalPipeline::<CpuBackend>::load(
+        &pipe,
+        &root.join("out-full"),
+        &dev,
+    )
+    .unwrap();
+    let cond =
+        Tensor::<CpuBackend, 4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &dev);
+    for steps in [1, 2, 4] {
+        let img = pipe_c
+            .generate(
+                cond.clone(),
+                &["a sneaker", "a bag"],
+                &pipe_c.codi_sampler(steps),
+                1.0,
+                &mut codi_core::SeededNoise::new(0),
+                &dev,
+                |_, _| {},
+            )
+            .unwrap();
+        assert_eq!(img.dims(), [2, 3, 32, 32]);
+    }
+
+    // Scoring against the ground truth: PSNR, SSIM and FD per step count, and the bicubic baseline.
+    let source = codi_train::distill::task_source(
+        TaskKind::SuperResolution,
+        &data(),
+        &fashion,
+        codi_train::data::fashion_mnist::Split::Test,
+    )
+    .unwrap();
+    let maker = codi_train::distill::data::PairMaker {
+        task: TaskKind::SuperResolution,
+        sr: codi_train::tasks::SrConfig::new(),
+        inpaint: codi_train::tasks::InpaintConfig::new(),
+    };
+    let pairs = codi_train::conditional::eval_pairs(source, maker, 1, 6);
+    let classifier = codi_models::classifier::ClassifierConfig::new(13)
+        .with_block_out_channels(vec![8, 16])
+        .init::<CpuBackend>(&dev);
+    let (report, grid) = codi_train::evaluate::evaluate_task(
+        &pipe_c,
+        &classifier,
+        &pairs,
+        &[1, 4],
+        1.0,
+        0,
+        4,
+        2,
+        &dev,
+    )
+    .unwrap();
+    assert_eq!(report.scores.len(), 2);
+    assert!(report
+        .scores
+        .iter()
+        .all(|s| s.psnr.is_finite() && s.ssim <= 1.0 && s.fd >= 0.0));
+    let bicubic = report
+        .bicubic
+        .expect("super-resolution has a bicubic baseline");
+    assert!(bicubic.psnr > 10.0, "{}", bicubic.psnr);
+    assert_eq!(grid.dims(), [2 * 4, 3, 32, 32]);
     std::fs::remove_dir_all(&root).ok();
 }
 
