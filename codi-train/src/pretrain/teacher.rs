@@ -234,12 +234,22 @@ pub fn pretrain_teacher<B: AutodiffBackend>(
     let train = Mixed::load(&config.data, fashion_dir, Split::Train)?;
     let test = Mixed::load(&config.data, fashion_dir, Split::Test)?;
     let test = crate::data::Spread::new(test, config.train.valid_items);
-    println!(
-        "[teacher] encoding {} training images with the VAE",
-        train.len()
-    );
-    let train_latents = encode_dataset(&vae, &train, device);
-    let test_latents = encode_dataset(&vae, &test, device);
+    // A finished run only exports its last checkpoint: no need to encode the data.
+    let finished = run.resume
+        && super::checkpoint::latest_epoch(&run.dir.join("checkpoint"))
+            .is_some_and(|e| e >= config.train.num_epochs);
+    let (train_latents, test_latents) = if finished {
+        (Vec::new(), Vec::new())
+    } else {
+        println!(
+            "[teacher] encoding {} training images with the VAE",
+            train.len()
+        );
+        (
+            encode_dataset(&vae, &train, device),
+            encode_dataset(&vae, &test, device),
+        )
+    };
     let shape = {
         let f = vae.factor();
         let size = train.get(0).map_or(32, |i| i.size);
