@@ -116,3 +116,78 @@ fn inspect_reports_class_parameters_and_loading() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/dir/config.json"));
 }
+
+/// The committed embedded default loads and samples, and its evaluation runs (on the test subset).
+#[test]
+fn the_embedded_default_samples_and_evaluates() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = root.join("assets/tiny");
+    let tmp = std::env::temp_dir().join(format!("codi-cli-sample-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let grid = tmp.join("grid.png");
+    let out = codi(&[
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a sneaker",
+        "--prompt",
+        "a red sphere on a grey floor",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--out",
+        grid.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(grid.exists());
+    let report = tmp.join("eval.json");
+    let out = codi(&[
+        "eval",
+        "teacher",
+        "--model",
+        model.to_str().unwrap(),
+        "--classifier",
+        root.join("assets/tiny/classifier").to_str().unwrap(),
+        "--data",
+        root.join("tests/fixtures/fashion-mnist-subset")
+            .to_str()
+            .unwrap(),
+        "--samples",
+        "10",
+        "--batch",
+        "10",
+        "--steps",
+        "2",
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let agreement = v["class_agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&agreement));
+    assert!(v["fd"].as_f64().unwrap() >= 0.0 && v["fd_floor"].as_f64().unwrap() >= 0.0);
+    // A missing pipeline is a clear error naming the folder.
+    let out = codi(&[
+        "sample",
+        "--model",
+        "/nonexistent/pipe",
+        "--prompt",
+        "a bag",
+        "--out",
+        grid.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pipe"));
+    std::fs::remove_dir_all(&tmp).ok();
+}
