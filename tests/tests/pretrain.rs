@@ -126,6 +126,33 @@ fn vae_loss_falls_and_a_killed_run_resumes_from_its_checkpoint() {
     )
     .unwrap();
     assert_eq!((again.start_epoch, again.history.steps), (4, 0));
+
+    // Continuing decoder-only moves the decoder and leaves the encoder (the latent space) bit-identical.
+    let before =
+        codi_models::AutoencoderKL::<CpuBackend>::from_diffusers_dir(&root.join("vae"), &dev)
+            .unwrap();
+    let mut decoder_only = vae_config(4);
+    decoder_only.decoder_only = true;
+    let (report2, _) = pretrain_vae::<B>(
+        &decoder_only,
+        &fashion,
+        &run(&root.join("run"), true),
+        &root.join("vae"),
+        &dev,
+    )
+    .unwrap();
+    let after =
+        codi_models::AutoencoderKL::<CpuBackend>::from_diffusers_dir(&root.join("vae"), &dev)
+            .unwrap();
+    let flat = |m: &codi_models::vae::Encoder<CpuBackend>| {
+        codi_core::tensor_ops::to_vec(m.conv_in.weight.val())
+    };
+    assert_eq!(flat(&before.encoder), flat(&after.encoder));
+    assert_ne!(
+        codi_core::tensor_ops::to_vec(before.decoder.conv_out.weight.val()),
+        codi_core::tensor_ops::to_vec(after.decoder.conv_out.weight.val())
+    );
+    assert!((report2.scaling_factor - before.scaling_factor).abs() < 1e-9);
     std::fs::remove_dir_all(&root).ok();
 }
 

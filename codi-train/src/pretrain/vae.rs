@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::config::Config;
 use burn::data::dataset::Dataset;
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
@@ -54,14 +54,16 @@ fn psnr_from_mse<B: Backend>(mse: Tensor<B, 1>) -> Tensor<B, 1> {
 
 impl<B: Backend> VaeTraining<B> {
     /// sample: draw z from the posterior (training) or take its mean (validation).
-    fn losses(&self, batch: ImageBatch<B>, sample: bool) -> StepOutput<B> {
+    /// `posterior`: the encoder's output for the batch's images (given: computed without gradient).
+    fn losses(
+        &self,
+        batch: ImageBatch<B>,
+        sample: bool,
+        posterior: Option<codi_models::DiagonalGaussian<B>>,
+    ) -> StepOutput<B> {
         let x = batch.images;
         let n = x.dims()[0];
-        let mut posterior = self.vae.encode(x.clone());
-        if self.decoder_only {
-            posterior.mean = posterior.mean.detach();
-            posterior.logvar = posterior.logvar.detach();
-        }
+        let posterior = posterior.unwrap_or_else(|| self.vae.encode(x.clone()));
         let z = if sample {
             let noise = Tensor::random(
                 posterior.mean.shape(),
@@ -89,7 +91,16 @@ impl<B: AutodiffBackend> TrainStep for VaeTraining<B> {
     type Output = StepOutput<B>;
 
     fn step(&self, batch: ImageBatch<B>) -> TrainOutput<StepOutput<B>> {
-        let out = self.losses(batch, true);
+        // Decoder only: the frozen encoder runs on the inner backend, so no graph is recorded for it (a detached
+        // autodiff graph that backward never visits is never freed).
+        let posterior = self.decoder_only.then(|| {
+            let p = self.vae.valid().encode(batch.images.clone().inner());
+            codi_models::DiagonalGaussian {
+                mean: Tensor::from_inner(p.mean),
+                logvar: Tensor::from_inner(p.logvar),
+            }
+        });
+        let out = self.losses(batch, true, posterior);
         let grads = out.loss.backward();
         TrainOutput::new(self, grads, out)
     }
@@ -100,7 +111,7 @@ impl<B: Backend> InferenceStep for VaeTraining<B> {
     type Output = StepOutput<B>;
 
     fn step(&self, batch: ImageBatch<B>) -> StepOutput<B> {
-        self.losses(batch, false)
+        self.losses(batch, false, None)
     }
 }
 
