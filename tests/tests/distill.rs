@@ -19,6 +19,14 @@ use codi_train::tasks::TaskKind;
 
 type B = Autodiff<CpuBackend>;
 
+/// Burn's CPU backend seeds one process-wide generator: tests that compare runs bit for bit must not draw from it
+/// at the same time as another test.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("codi-distill-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -95,6 +103,7 @@ fn config(task: TaskKind, mode: DistillMode, epochs: usize) -> DistillConfig {
 
 #[test]
 fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
+    let _serial = serial();
     let root = tmp("pe");
     let pipe = pipeline(&root);
     let fashion = fixture("fashion-mnist-subset");
@@ -255,6 +264,7 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
 
 #[test]
 fn the_adapted_model_equals_the_backbone_at_step_zero() {
+    let _serial = serial();
     use codi_models::{ControlNetConfig, FusionKind};
     use codi_train::distill::model::CodiNet;
     let root = tmp("zero");
@@ -311,6 +321,7 @@ fn the_adapted_model_equals_the_backbone_at_step_zero() {
 
 #[test]
 fn codi_trains_backbone_and_adapter_for_every_task() {
+    let _serial = serial();
     let root = tmp("codi");
     let pipe = pipeline(&root);
     let fashion = fixture("fashion-mnist-subset");

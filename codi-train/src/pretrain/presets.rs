@@ -71,7 +71,7 @@ pub fn teacher() -> TeacherPretrainConfig {
         text,
         TrainLoopConfig::new()
             .with_batch_size(64)
-            .with_num_epochs(8)
+            .with_num_epochs(5)
             .with_steps_per_epoch(250)
             .with_learning_rate(1e-3)
             .with_weight_decay(1e-4),
