@@ -88,6 +88,7 @@ impl BackendTask for Task {
         let mut noise = SeededNoise::new(a.seed);
         let mut rows = Vec::new();
         let total = a.prompt.len();
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         for (i, p) in a.prompt.iter().enumerate() {
             let prompts = vec![p.as_str(); a.batch];
             let img = pipe.generate(
@@ -98,13 +99,20 @@ impl BackendTask for Task {
                 &mut noise,
                 &device,
                 |s, n| {
-                    eprint!("\r[sample] prompt {}/{total} {p:?}: step {s}/{n}   ", i + 1);
-                    let _ = std::io::stderr().flush();
+                    // A bar in a terminal; a line per tenth of the run in a log.
+                    if tty {
+                        eprint!("\r[sample] prompt {}/{total} {p:?}: step {s}/{n}   ", i + 1);
+                        let _ = std::io::stderr().flush();
+                    } else if s == n || s % n.div_ceil(10) == 0 {
+                        eprintln!("[sample] prompt {}/{total} {p:?}: step {s}/{n}", i + 1);
+                    }
                 },
             )?;
             rows.push(img);
         }
-        eprintln!();
+        if tty {
+            eprintln!();
+        }
         save_grid(Tensor::cat(rows, 0), a.batch, 1, &a.out)?;
         println!(
             "wrote {} ({} × {} samples)",
