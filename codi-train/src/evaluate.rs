@@ -43,16 +43,34 @@ pub fn dataset_features<B: Backend>(
     let mut dim = 0;
     for chunk in indices.chunks(256) {
         let items: Vec<ImageItem> = chunk.iter().filter_map(|&i| data.get(i)).collect();
-        let (f, d, _) = features_and_labels(
-            classifier,
-            images_tensor::<B>(&items, device)
-                .add_scalar(1.0)
-                .div_scalar(2.0),
-        );
-        out.extend(f);
-        dim = d;
+        // images_tensor is already in the classifier's [−1, 1].
+        let f = classifier.features(images_tensor::<B>(&items, device));
+        dim = f.dims()[1];
+        out.extend(codi_core::tensor_ops::to_vec(f));
     }
     (out, dim)
+}
+
+/// Feature statistics of images in [0, 1], each a flat 3 × size × size vector, classified in batches.
+fn image_stats<B: Backend>(
+    classifier: &Classifier<B>,
+    images: &[Vec<f32>],
+    size: usize,
+    device: &B::Device,
+) -> FeatureStats {
+    let mut feats = Vec::new();
+    let mut dim = 0;
+    for chunk in images.chunks(256) {
+        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
+        let t = Tensor::<B, 4>::from_data(
+            burn::tensor::TensorData::new(flat, [chunk.len(), 3, size, size]),
+            device,
+        );
+        let (f, d, _) = features_and_labels(classifier, t);
+        feats.extend(f);
+        dim = d;
+    }
+    FeatureStats::from_features(&feats, dim)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -203,23 +221,14 @@ fn score<B: Backend>(
         .map(|(o, t)| codi_core::metrics::ssim(o, t, 3, size, size, 1.0))
         .sum::<f64>()
         / n;
-    let mut feats = Vec::new();
-    let mut dim = 0;
-    for chunk in outputs.chunks(256) {
-        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
-        let t = Tensor::<B, 4>::from_data(
-            burn::tensor::TensorData::new(flat, [chunk.len(), 3, size, size]),
-            device,
-        );
-        let (f, d, _) = features_and_labels(classifier, t);
-        feats.extend(f);
-        dim = d;
-    }
     TaskScores {
         steps,
         psnr,
         ssim,
-        fd: frechet_distance(&FeatureStats::from_features(&feats, dim), target_stats),
+        fd: frechet_distance(
+            &image_stats(classifier, outputs, size, device),
+            target_stats,
+        ),
     }
 }
 
@@ -242,22 +251,7 @@ pub fn evaluate_task<B: Backend>(
     let cc = task.condition_channels();
     let size = pairs.first().map_or(32, |p| p.size);
     let targets: Vec<Vec<f32>> = pairs.iter().map(|p| p.target.clone()).collect();
-    let (tf, dim) = {
-        let mut f = Vec::new();
-        let mut d = 0;
-        for chunk in targets.chunks(256) {
-            let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
-            let t = Tensor::<B, 4>::from_data(
-                burn::tensor::TensorData::new(flat, [chunk.len(), 3, size, size]),
-                device,
-            );
-            let (x, dd, _) = features_and_labels(classifier, t);
-            f.extend(x);
-            d = dd;
-        }
-        (f, d)
-    };
-    let target_stats = FeatureStats::from_features(&tf, dim);
+    let target_stats = image_stats(classifier, &targets, size, device);
     let shown = |p: &crate::tasks::TaskPair| -> Vec<f32> {
         let plane = size * size;
         match cc {

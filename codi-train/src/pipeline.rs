@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use codi_core::{
-    Denoiser, Guided, NoiseSchedule, NoiseScheduleConfig, NoiseSource, PredictionType, Sampler,
-    SeededNoise,
+    Denoiser, Guided, NoiseSchedule, NoiseScheduleConfig, PredictionType, Sampler, SeededNoise,
 };
 use codi_models::tokenizer::TextTokenizer;
 use codi_models::{
@@ -220,18 +219,12 @@ impl<B: Backend> TextToImage<B> {
             text: self.encode_prompts(&vec![""; n], device)?,
             prediction_type: self.prediction_type,
         };
-        let latents = sample_with(
-            sampler,
-            &self.schedule,
-            &Guided {
-                cond,
-                uncond,
-                scale: guidance,
-            },
-            z,
-            noise,
-            progress,
-        )?;
+        let guided = Guided {
+            cond,
+            uncond,
+            scale: guidance,
+        };
+        let latents = sampler.sample(&self.schedule, &guided, z, noise, progress)?;
         Ok(self.decode(latents))
     }
 
@@ -243,15 +236,4 @@ impl<B: Backend> TextToImage<B> {
             .add_scalar(1.0)
             .div_scalar(2.0)
     }
-}
-
-fn sample_with<B: Backend, D: Denoiser<B>, N: NoiseSource>(
-    sampler: &Sampler,
-    schedule: &NoiseSchedule,
-    denoiser: &D,
-    z: Tensor<B, 4>,
-    noise: &mut N,
-    progress: impl FnMut(usize, usize),
-) -> Result<Tensor<B, 4>, TrainError> {
-    Ok(sampler.sample(schedule, denoiser, z, noise, progress)?)
 }

@@ -64,6 +64,28 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
+/// Prints the report, writes it to `--out` and the grid (`columns` wide) to `--grid` when asked.
+fn report_out<B: burn::tensor::backend::Backend>(
+    a: &Args,
+    report: &impl serde::Serialize,
+    grid: burn::tensor::Tensor<B, 4>,
+    columns: usize,
+) -> Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    println!("{json}");
+    if let Some(f) = &a.out {
+        if let Some(d) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(f, &json).with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let Some(g) = &a.grid {
+        save_grid(grid, columns, 1, g)?;
+        println!("wrote {}", g.display());
+    }
+    Ok(())
+}
+
 struct TaskEvalRun(Args);
 
 impl BackendTask for TaskEvalRun {
@@ -110,16 +132,7 @@ impl BackendTask for TaskEvalRun {
             a.grid_columns,
             &device,
         )?;
-        let json = serde_json::to_string_pretty(&report)?;
-        println!("{json}");
-        if let Some(f) = &a.out {
-            std::fs::write(f, &json).with_context(|| format!("writing {}", f.display()))?;
-        }
-        if let Some(g) = &a.grid {
-            save_grid(grid, steps.len() + 2, 1, g)?;
-            println!("wrote {}", g.display());
-        }
-        Ok(())
+        report_out(&a, &report, grid, steps.len() + 2)
     }
 }
 
@@ -145,19 +158,7 @@ impl BackendTask for Task {
             a.grid_columns,
             &device,
         )?;
-        let json = serde_json::to_string_pretty(&report)?;
-        println!("{json}");
-        if let Some(f) = &a.out {
-            if let Some(d) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(d)?;
-            }
-            std::fs::write(f, &json).with_context(|| format!("writing {}", f.display()))?;
-        }
-        if let Some(g) = &a.grid {
-            save_grid(grid, a.grid_columns, 1, g)?;
-            println!("wrote {}", g.display());
-        }
-        Ok(())
+        report_out(&a, &report, grid, a.grid_columns)
     }
 }
 

@@ -102,7 +102,6 @@ pub fn distill<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Distilled<B::InnerBackend>, TrainError> {
     B::seed(device, config.train.seed);
-    codi_core::loss::timestep_pairs(&config.loss, 1000, 1, &[0.5])?;
     let unet_dir = teacher_dir.join("unet");
     let unet_file = unet_dir.join("config.json");
     let unet_cfg = UNet2DConditionModelConfig::from_diffusers(
@@ -112,15 +111,8 @@ pub fn distill<B: AutodiffBackend>(
     let scheduler =
         SchedulerFile::read(&teacher_dir.join("scheduler").join("scheduler_config.json"))?;
     let schedule = scheduler.schedule.init()?;
-    if config.loss.intervals > schedule.num_train_timesteps() {
-        return Err(TrainError::Data {
-            file: teacher_dir.join("scheduler/scheduler_config.json"),
-            reason: format!(
-                "{} intervals exceed the schedule's timesteps",
-                config.loss.intervals
-            ),
-        });
-    }
+    // The loss settings are checked against this schedule here, not at the first training step.
+    codi_core::loss::timestep_pairs(&config.loss, schedule.num_train_timesteps(), 1, &[0.5])?;
 
     let unet = UNet2DConditionModel::<B>::from_diffusers_dir(&unet_dir, device)?;
     let adapter_cfg = ControlNetConfig::new(unet_cfg)
@@ -203,8 +195,8 @@ pub fn distill<B: AutodiffBackend>(
         seed: config.train.seed,
         len: config.train.valid_items,
     };
-    let mut loop_cfg = config.train.clone();
-    loop_cfg.num_workers = 0; // the epoch counter needs items read in order
+    // Ordered loaders without workers: the epoch counter needs items read in order.
+    let loop_cfg = &config.train;
     let optim = AdamWConfig::new()
         .with_weight_decay(config.train.weight_decay as f32)
         .with_epsilon(1e-8);
@@ -212,7 +204,7 @@ pub fn distill<B: AutodiffBackend>(
     let (trained, report) = fit(
         &name,
         model,
-        &loop_cfg,
+        loop_cfg,
         Some(optim),
         ordered_loader::<B, _, _, _, _>(batcher.clone(), train, loop_cfg.batch_size, device),
         ordered_loader::<B::InnerBackend, _, _, _, _>(batcher, valid, loop_cfg.batch_size, device),

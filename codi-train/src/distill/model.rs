@@ -237,16 +237,20 @@ impl<B: Backend> InferenceStep for Distillation<B> {
     }
 }
 
+/// Σ‖g‖² over every parameter's gradient, summed on the device (one read back per step, not one per parameter).
 struct SquaredNorm<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
-    total: f64,
-    _b: std::marker::PhantomData<B>,
+    total: Option<Tensor<B::InnerBackend, 1>>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            self.total += codi_core::tensor_ops::to_vec(g.square().sum())[0] as f64;
+            let sq = g.square().sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + sq,
+                None => sq,
+            });
         }
     }
 }
@@ -273,11 +277,13 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
 ) -> (GradientsParams, f64) {
     let mut sq = SquaredNorm::<B> {
         grads: &grads,
-        total: 0.0,
-        _b: Default::default(),
+        total: None,
     };
     module.visit(&mut sq);
-    let norm = sq.total.sqrt();
+    let norm = sq
+        .total
+        .map_or(0.0, |t| codi_core::tensor_ops::to_vec(t)[0] as f64)
+        .sqrt();
     if norm > max_norm {
         let mut scale = Scale::<B> {
             grads: &mut grads,

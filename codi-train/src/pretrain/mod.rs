@@ -46,7 +46,8 @@ pub struct TrainLoopConfig {
     pub learning_rate: f64,
     #[config(default = 0.0)]
     pub weight_decay: f64,
-    /// Per-parameter gradient norm clip (0 = off).
+    /// Gradient norm clip (0 = off): per parameter in pretraining (burn's AdamW clipping), over all
+    /// parameters together in distillation.
     #[config(default = 1.0)]
     pub grad_clip: f64,
     #[config(default = 0)]

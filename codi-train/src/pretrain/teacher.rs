@@ -111,7 +111,7 @@ impl<B: Backend> Batcher<B, LatentItem, TeacherBatch<B>> for TeacherBatcher {
             ids: self
                 .tokenizer
                 .encode_batch(&captions, device)
-                .expect("captions tokenize (checked when the data was loaded)"),
+                .expect("a word-level tokenizer maps any text (unknown words to <unk>)"),
         }
     }
 }
