@@ -30,6 +30,10 @@ enum Command {
     Pretrain(commands::pretrain::Args),
     /// Distil the pretrained pipeline into a few-step conditional model (CoDi / PE-CoDi).
     Distill(commands::distill::Args),
+    /// Training curves (loss terms per step, validation means) of burn-train runs, as an SVG.
+    Curves(commands::curves::Args),
+    /// Run every committed adapter in a few steps on bundled test images: a grid per task and a summary.
+    Demo(commands::demo::Args),
     /// Text-to-image samples from a pretrained pipeline, as a PNG grid.
     Sample(commands::sample::Args),
     /// Evaluate a model with the evaluation classifier (class agreement, FD).
@@ -46,6 +50,8 @@ fn main() -> Result<()> {
         Command::Inspect(args) => commands::inspect::run(args, cli.device),
         Command::Pretrain(args) => commands::pretrain::run(args, cli.device),
         Command::Distill(args) => commands::distill::run(args, cli.device),
+        Command::Curves(args) => commands::curves::run(args),
+        Command::Demo(args) => commands::demo::run(args, cli.device),
         Command::Sample(args) => commands::sample::run(args, cli.device),
         Command::Eval(args) => commands::eval::run(args, cli.device),
         Command::Bench(cmd) => commands::bench::run(cmd, cli.device),

@@ -191,3 +191,85 @@ fn the_embedded_default_samples_and_evaluates() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pipe"));
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// `codi demo` runs every committed adapter on the bundled images without any dataset: a grid per adapter, a
+/// summary naming each, and super-resolution beating its bicubic input at 4 steps.
+#[test]
+fn the_demo_runs_every_committed_adapter() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = root.join("assets/tiny");
+    let tmp = std::env::temp_dir().join(format!("codi-cli-demo-{}", std::process::id()));
+    let out = codi(&[
+        "demo",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        tmp.to_str().unwrap(),
+        "--pairs",
+        "4",
+        "--step-counts",
+        "1,4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.join("summary.json")).unwrap()).unwrap();
+    let adapters = v["adapters"].as_array().unwrap();
+    let names: Vec<&str> = adapters
+        .iter()
+        .map(|a| a["adapter"].as_str().unwrap())
+        .collect();
+    for want in [
+        "adapters/depth",
+        "adapters/edit",
+        "adapters/inpaint",
+        "adapters/sr",
+        "codi-sr",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for a in adapters {
+        assert!(std::path::Path::new(a["grid"].as_str().unwrap()).exists());
+        assert_eq!(a["scores"].as_array().unwrap().len(), 2);
+        if a["task"] == "sr" {
+            let four = a["scores"][1]["psnr"].as_f64().unwrap();
+            let bicubic = a["bicubic"]["psnr"].as_f64().unwrap();
+            assert!(
+                four > bicubic,
+                "{}: 4 steps {four} dB ≤ bicubic {bicubic} dB",
+                a["adapter"]
+            );
+        }
+    }
+    // A folder without adapters is a clear error naming it.
+    let out = codi(&[
+        "demo",
+        "--model",
+        tmp.to_str().unwrap(),
+        "--out",
+        tmp.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no distilled adapters"));
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn curves_of_a_folder_that_is_not_a_run_is_a_clear_error() {
+    let out = codi(&[
+        "curves",
+        "--run",
+        "/nonexistent/run",
+        "--out",
+        "/tmp/never.svg",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/run") && err.contains("not a burn-train run"),
+        "{err}"
+    );
+}

@@ -38,6 +38,11 @@ pub struct ControlNetConfig {
     pub conditioning_embedding_out_channels: Vec<usize>,
     #[config(default = "FusionKind::Add")]
     pub fusion: FusionKind,
+    /// Start the conditioning embedding's last conv at zero (diffusers). The zero convs on the residuals
+    /// already make the adapted model equal the backbone at step 0; a random last conv lets the condition reach
+    /// them from the first step, which short runs need (the book's distillation chapter measures it).
+    #[config(default = true)]
+    pub conditioning_embedding_zero_out: bool,
 }
 
 impl ControlNetConfig {
@@ -130,7 +135,11 @@ impl ControlNetConfig {
             controlnet_cond_embedding: ConditioningEmbedding {
                 conv_in: conv2d(self.conditioning_channels, ch[0], 3, 1, device),
                 blocks,
-                conv_out: zero_conv(*ch.last().expect("non-empty"), c0, 3, device),
+                conv_out: if self.conditioning_embedding_zero_out {
+                    zero_conv(*ch.last().expect("non-empty"), c0, 3, device)
+                } else {
+                    conv2d(*ch.last().expect("non-empty"), c0, 3, 1, device)
+                },
             },
             down_blocks: down_cfgs.iter().map(|c| c.init_down(device)).collect(),
             controlnet_down_blocks: zero,
@@ -145,7 +154,7 @@ impl ControlNetConfig {
     }
 
     /// diffusers' `ControlNetModel.from_unet`: the encoder half copied from `unet` (new parameter ids),
-    /// conditioning embedding freshly initialised, zero convs and the embedding's last conv at zero.
+    /// conditioning embedding freshly initialised, zero convs (and, by default, the embedding's last conv) at zero.
     pub fn init_from_unet<B: Backend>(
         &self,
         unet: &UNet2DConditionModel<B>,
@@ -258,7 +267,7 @@ mod tests {
     type B = Flex;
 
     #[test]
-    fn from_unet_starts_as_the_identity_for_both_fusions() {
+    fn from_unet_starts_as_the_identity_for_both_fusions_and_embedding_inits() {
         let device = Default::default();
         let unet = small_test_config().init::<B>(&device);
         let x = Tensor::<B, 4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
@@ -267,13 +276,26 @@ mod tests {
         let cond = Tensor::<B, 4>::random([2, 3, 16, 16], Distribution::Default, &device);
         let plain = unet.forward(x.clone(), t.clone(), ctx.clone());
         for fusion in [FusionKind::Add, FusionKind::Mix] {
-            let cn = ControlNetConfig::new(small_test_config())
-                .with_conditioning_embedding_out_channels(vec![8, 16])
-                .with_fusion(fusion)
-                .init_from_unet(&unet, &device);
-            let r = cn.forward(x.clone(), t.clone(), ctx.clone(), cond.clone(), 1.0);
-            let adapted = unet.forward_with_residuals(x.clone(), t.clone(), ctx.clone(), Some(r));
-            assert!(max_abs_diff(adapted, plain.clone()) < 1e-6, "{fusion:?}");
+            for zero_out in [true, false] {
+                let cn = ControlNetConfig::new(small_test_config())
+                    .with_conditioning_embedding_out_channels(vec![8, 16])
+                    .with_fusion(fusion)
+                    .with_conditioning_embedding_zero_out(zero_out)
+                    .init_from_unet(&unet, &device);
+                let emb = cn.controlnet_cond_embedding.conv_out.weight.val();
+                assert_eq!(
+                    to_vec(emb.clone().abs()).iter().all(|&v| v == 0.0),
+                    zero_out,
+                    "the embedding's last conv starts at zero only when asked"
+                );
+                let r = cn.forward(x.clone(), t.clone(), ctx.clone(), cond.clone(), 1.0);
+                let adapted =
+                    unet.forward_with_residuals(x.clone(), t.clone(), ctx.clone(), Some(r));
+                assert!(
+                    max_abs_diff(adapted, plain.clone()) < 1e-6,
+                    "{fusion:?}, zero_out {zero_out}"
+                );
+            }
         }
     }
 

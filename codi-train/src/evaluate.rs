@@ -183,8 +183,10 @@ pub struct TaskScores {
     /// Mean per-image PSNR (dB) and SSIM against the ground truth.
     pub psnr: f64,
     pub ssim: f64,
-    /// FD (classifier features) of the outputs to the ground-truth images of the same pairs.
-    pub fd: f64,
+    /// FD (classifier features) of the outputs to the ground-truth images of the same pairs (when a
+    /// classifier was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -200,10 +202,9 @@ pub struct TaskEval {
 }
 
 fn score<B: Backend>(
-    classifier: &Classifier<B>,
+    fd: Option<(&Classifier<B>, &FeatureStats)>,
     outputs: &[Vec<f32>],
     targets: &[Vec<f32>],
-    target_stats: &FeatureStats,
     size: usize,
     steps: usize,
     device: &B::Device,
@@ -225,21 +226,25 @@ fn score<B: Backend>(
         steps,
         psnr,
         ssim,
-        fd: frechet_distance(
-            &image_stats(classifier, outputs, size, device),
-            target_stats,
-        ),
+        fd: fd.map(|(classifier, target_stats)| {
+            frechet_distance(
+                &image_stats(classifier, outputs, size, device),
+                target_stats,
+            )
+        }),
     }
 }
 
-/// Samples `pairs` at each step count and scores them. → (report, grid rows: condition shown as RGB, one
+/// Samples `pairs` at each step count with the CoDi sampler (or `sampler_kind`) and scores them (FD only with a
+/// classifier). → (report, grid rows: condition shown as RGB, one
 /// sample per step count, ground truth — for the first `grid_rows` pairs)
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_task<B: Backend>(
     pipe: &crate::conditional::ConditionalPipeline<B>,
-    classifier: &Classifier<B>,
+    classifier: Option<&Classifier<B>>,
     pairs: &[crate::tasks::TaskPair],
     step_counts: &[usize],
+    sampler_kind: Option<codi_core::SamplerKind>,
     guidance: f64,
     seed: u64,
     batch: usize,
@@ -251,7 +256,8 @@ pub fn evaluate_task<B: Backend>(
     let cc = task.condition_channels();
     let size = pairs.first().map_or(32, |p| p.size);
     let targets: Vec<Vec<f32>> = pairs.iter().map(|p| p.target.clone()).collect();
-    let target_stats = image_stats(classifier, &targets, size, device);
+    let target_stats = classifier.map(|c| image_stats(c, &targets, size, device));
+    let fd = classifier.zip(target_stats.as_ref());
     let shown = |p: &crate::tasks::TaskPair| -> Vec<f32> {
         let plane = size * size;
         match cc {
@@ -267,7 +273,10 @@ pub fn evaluate_task<B: Backend>(
     let mut scores = Vec::new();
     let mut grid_cols: Vec<Vec<Vec<f32>>> = Vec::new();
     for &steps in step_counts {
-        let sampler = pipe.codi_sampler(steps);
+        let sampler = match sampler_kind {
+            Some(kind) => codi_core::Sampler::new(kind, steps),
+            None => pipe.codi_sampler(steps),
+        };
         let mut noise = SeededNoise::new(seed);
         let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(batch.max(1)) {
@@ -292,20 +301,12 @@ pub fn evaluate_task<B: Backend>(
             outputs.len(),
             start.elapsed().as_secs_f64()
         );
-        scores.push(score(
-            classifier,
-            &outputs,
-            &targets,
-            &target_stats,
-            size,
-            steps,
-            device,
-        ));
+        scores.push(score(fd, &outputs, &targets, size, steps, device));
         grid_cols.push(outputs.into_iter().take(grid_rows).collect());
     }
     let bicubic = (task == crate::tasks::TaskKind::SuperResolution).then(|| {
         let outs: Vec<Vec<f32>> = pairs.iter().map(|p| p.condition.clone()).collect();
-        score(classifier, &outs, &targets, &target_stats, size, 0, device)
+        score(fd, &outs, &targets, size, 0, device)
     });
     let mut rows = Vec::new();
     for (i, p) in pairs.iter().take(grid_rows).enumerate() {

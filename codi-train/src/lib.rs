@@ -1,7 +1,9 @@
 //! Training for codi: datasets and (to come) task pipelines, pretraining and distillation with burn-train.
 
 pub mod conditional;
+pub mod curves;
 pub mod data;
+pub mod demo;
 pub mod distill;
 pub mod error;
 pub mod evaluate;

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use burn::config::Config;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args as ClapArgs, ValueEnum};
 use codi_core::device::{with_backend, BackendTask, DeviceSpec};
@@ -12,7 +11,8 @@ use codi_models::classifier::Classifier;
 use codi_train::conditional::{eval_pairs, ConditionalPipeline};
 use codi_train::data::fashion_mnist::{FashionMnist, Split, DEFAULT_DIR};
 use codi_train::distill::data::PairMaker;
-use codi_train::distill::{preset, task_source, DistillConfig};
+use codi_train::distill::export::load_distill_config;
+use codi_train::distill::task_source;
 use codi_train::evaluate::{evaluate_task, evaluate_teacher};
 use codi_train::image_io::save_grid;
 use codi_train::pipeline::TextToImage;
@@ -43,12 +43,14 @@ pub struct Args {
     /// task: step counts to score, comma-separated.
     #[arg(long, default_value = "1,2,4")]
     step_counts: String,
-    #[arg(long, default_value = "ddim")]
-    sampler: String,
+    /// ddim | dpmpp | codi | lcm (default: ddim for the teacher, the CoDi sampler on the adapter's grid for a task)
+    #[arg(long)]
+    sampler: Option<String>,
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    #[arg(long, default_value_t = 3.0)]
-    guidance: f64,
+    /// Classifier-free guidance scale (default: 3 for the teacher, 1 for a task adapter).
+    #[arg(long)]
+    guidance: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Images generated per batch.
@@ -98,22 +100,12 @@ impl BackendTask for TaskEvalRun {
             .ok_or_else(|| anyhow::anyhow!("eval task needs --adapter DIR"))?;
         let pipe = ConditionalPipeline::<B::InnerBackend>::load(&a.model, &adapter, &device)?;
         let classifier = Classifier::<B::InnerBackend>::from_dir(&a.classifier, &device)?;
-        let steps: Vec<usize> = a
-            .step_counts
-            .split(',')
-            .map(|s| s.trim().parse::<usize>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| anyhow::anyhow!("--step-counts: {e}"))?;
-        let cfg_file = adapter.join("distill.json");
-        let distill_cfg: DistillConfig = match std::fs::read_to_string(&cfg_file) {
-            Ok(text) => {
-                let v: serde_json::Value = serde_json::from_str(&text)
-                    .with_context(|| format!("reading {}", cfg_file.display()))?;
-                DistillConfig::load_binary(v["config"].to_string().as_bytes())
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", cfg_file.display()))?
-            }
-            Err(_) => preset(pipe.info.task, pipe.info.mode),
+        let steps = super::parse_step_counts(&a.step_counts)?;
+        let kind = match a.sampler.as_deref() {
+            None | Some("codi") => None,
+            Some(name) => Some(SamplerKind::from_name(name)?),
         };
+        let distill_cfg = load_distill_config(&adapter, &pipe.info)?;
         let source = task_source(pipe.info.task, &distill_cfg.data, &a.data, Split::Test)?;
         let maker = PairMaker {
             task: pipe.info.task,
@@ -123,10 +115,11 @@ impl BackendTask for TaskEvalRun {
         let pairs = eval_pairs(source, maker, a.seed + 1, a.samples);
         let (report, grid) = evaluate_task(
             &pipe,
-            &classifier,
+            Some(&classifier),
             &pairs,
             &steps,
-            a.guidance,
+            kind,
+            a.guidance.unwrap_or(1.0),
             a.seed,
             a.batch,
             a.grid_columns,
@@ -145,14 +138,17 @@ impl BackendTask for Task {
         let pipe = TextToImage::<B::InnerBackend>::load(&a.model, &device)?;
         let classifier = Classifier::<B::InnerBackend>::from_dir(&a.classifier, &device)?;
         let test = FashionMnist::load(&a.data, Split::Test)?;
-        let sampler = Sampler::new(SamplerKind::from_name(&a.sampler)?, a.steps);
+        let sampler = Sampler::new(
+            SamplerKind::from_name(a.sampler.as_deref().unwrap_or("ddim"))?,
+            a.steps,
+        );
         let (report, grid) = evaluate_teacher(
             &pipe,
             &classifier,
             &test,
             a.samples,
             &sampler,
-            a.guidance,
+            a.guidance.unwrap_or(3.0),
             a.seed,
             a.batch,
             a.grid_columns,

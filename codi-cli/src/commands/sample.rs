@@ -52,9 +52,10 @@ pub struct Args {
     /// ddim | dpmpp | codi | lcm (default: ddim for text-to-image, codi with --task)
     #[arg(long)]
     sampler: Option<String>,
-    /// Classifier-free guidance scale (1 = off; distilled models are usually sampled with 1).
-    #[arg(long, default_value_t = 3.0)]
-    guidance: f64,
+    /// Classifier-free guidance scale (1 = off). Default: 3 for text-to-image, 1 with --task (the adapters are
+    /// distilled without guidance).
+    #[arg(long)]
+    guidance: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Image side in pixels.
@@ -94,7 +95,7 @@ impl BackendTask for Task {
             let img = pipe.generate(
                 &prompts,
                 &sampler,
-                a.guidance,
+                a.guidance.unwrap_or(3.0),
                 a.size,
                 &mut noise,
                 &device,
@@ -238,7 +239,7 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
             cond_t,
             &texts,
             &sampler,
-            a.guidance,
+            a.guidance.unwrap_or(1.0),
             &mut noise,
             device,
             |_, _| {},

@@ -35,6 +35,28 @@ fn fnv1a(hash: &mut u64, bytes: &[u8]) {
     }
 }
 
+/// The distillation config an adapter was trained with (`distill.json` beside it, written by `codi distill`),
+/// else the preset for its task and mode — its task settings (degradation, boxes) make evaluation pairs.
+pub fn load_distill_config(
+    adapter_dir: &Path,
+    info: &AdapterInfo,
+) -> Result<DistillConfig, TrainError> {
+    let file = adapter_dir.join("distill.json");
+    if !file.exists() {
+        return Ok(super::preset(info.task, info.mode));
+    }
+    let err = |reason: String| TrainError::Data {
+        file: file.clone(),
+        reason,
+    };
+    let v = codi_models::diffusers_json::read_json(&file)?;
+    let cfg = v
+        .get("config")
+        .ok_or_else(|| err("no \"config\" entry".into()))?;
+    <DistillConfig as burn::config::Config>::load_binary(cfg.to_string().as_bytes())
+        .map_err(|e| err(e.to_string()))
+}
+
 /// The hash of a diffusers model folder's weights.
 pub fn backbone_hash(unet_dir: &Path) -> Result<String, TrainError> {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
