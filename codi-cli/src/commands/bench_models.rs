@@ -1,5 +1,6 @@
-//! `codi bench models`: UNet and UNet + ControlNet forward at a named config, optionally side by side with
-//! PyTorch/diffusers on the same weights, inputs and thread count (bench/pytorch_bench.py).
+//! `codi bench models`: at a named config, UNet forward, UNet + ControlNet forward, VAE decode and one CoDi
+//! training step, optionally side by side with PyTorch/diffusers on the same weights, inputs and thread count
+//! (bench/pytorch_bench.py).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,9 @@ use codi_models::io::save_diffusers_dir;
 
 use super::bench::time_ms;
 use codi_models::unet::{DownBlockType, UpBlockType};
-use codi_models::{ControlNetConfig, UNet2DConditionModelConfig};
+use codi_models::{AutoencoderKLConfig, ControlNetConfig, UNet2DConditionModelConfig};
+
+use super::bench_step::{step_timesteps, StepBench, StepInputs, StepMode};
 use serde::Serialize;
 
 #[derive(ClapArgs, Clone)]
@@ -41,17 +44,39 @@ pub struct Args {
     script: Option<PathBuf>,
     #[arg(long)]
     json: bool,
+    /// Threads for codi (rayon) and PyTorch alike (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// What the training step trains (default: codi, pe-codi for sd15, whose full AdamW state needs ~20 GB).
+    #[arg(long, value_enum)]
+    mode: Option<StepMode>,
+    /// Workloads to run, comma-separated (default: all of them).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "unet_forward,unet_controlnet_forward,vae_decode,codi_train_step"
+    )]
+    workloads: Vec<String>,
 }
+
+const WORKLOADS: [&str; 4] = [
+    "unet_forward",
+    "unet_controlnet_forward",
+    "vae_decode",
+    "codi_train_step",
+];
 
 struct Setup {
     unet: UNet2DConditionModelConfig,
     controlnet: ControlNetConfig,
+    vae: AutoencoderKLConfig,
+    mode: StepMode,
     latent: [usize; 2],
     batch: usize,
     tokens: usize,
 }
 
-fn setup(name: &str, batch: Option<usize>) -> Result<Setup> {
+fn setup(name: &str, batch: Option<usize>, mode: Option<StepMode>) -> Result<Setup> {
     use DownBlockType::*;
     use UpBlockType::*;
     let (unet, cond_ch, latent, b, tokens) = match name {
@@ -97,9 +122,20 @@ fn setup(name: &str, batch: Option<usize>) -> Result<Setup> {
     };
     let controlnet =
         ControlNetConfig::new(unet.clone()).with_conditioning_embedding_out_channels(cond_ch);
+    // VAEs whose latents are the UNet's input (f = 2, 4 and SD's 8).
+    let (vae, default_mode) = match name {
+        "tiny" => (
+            AutoencoderKLConfig::new(vec![16, 32]).with_norm_num_groups(8),
+            StepMode::Codi,
+        ),
+        "mid" => (AutoencoderKLConfig::new(vec![64, 128, 256]), StepMode::Codi),
+        _ => (AutoencoderKLConfig::sd15(), StepMode::PeCodi),
+    };
     Ok(Setup {
         unet,
         controlnet,
+        vae,
+        mode: mode.unwrap_or(default_mode),
         latent,
         batch: batch.unwrap_or(b),
         tokens,
@@ -110,6 +146,15 @@ fn setup(name: &str, batch: Option<usize>) -> Result<Setup> {
 pub struct Timing {
     pub workload: String,
     pub ms: f64,
+}
+
+impl Timing {
+    fn new(workload: &str, ms: f64) -> Self {
+        Self {
+            workload: workload.into(),
+            ms,
+        }
+    }
 }
 
 struct Run {
@@ -152,7 +197,9 @@ impl BackendTask for Run {
     type Output = Result<Vec<Timing>>;
     fn run<AB: AutodiffBackend>(self, device: AB::Device) -> Self::Output {
         type B<AB> = <AB as AutodiffBackend>::InnerBackend;
-        let s = setup(&self.args.config, self.args.batch)?;
+        let args = &self.args;
+        let s = setup(&args.config, args.batch, args.mode)?;
+        let wants = |w: &str| args.workloads.iter().any(|x| x == w);
         let unet = s.unet.init::<B<AB>>(&device);
         let mut controlnet = s.controlnet.init_from_unet(&unet, &device);
         // Nonzero zero-convs so the adapter's output matters in the comparison.
@@ -183,47 +230,81 @@ impl BackendTask for Run {
         let ctx =
             noise.sample::<B<AB>, 3>([s.batch, s.tokens, s.unet.cross_attention_dim], &device);
         let cond = noise.sample::<B<AB>, 4>([s.batch, 3, h * f, w * f], &device);
-        let it = self.args.iters;
+        let it = args.iters;
         let mut out = vec![];
-        let ms = time_ms(it, || {
-            let _ = to_vec(unet.forward(sample.clone(), t.clone(), ctx.clone()).sum());
-        });
-        out.push(Timing {
-            workload: "unet_forward".into(),
-            ms,
-        });
-        let ms = time_ms(it, || {
+        let mut io: Vec<(&str, HostTensor)> = vec![
+            ("sample", raw(&sample)),
+            ("timestep", raw(&t)),
+            ("encoder_hidden_states", raw(&ctx)),
+            ("controlnet_cond", raw(&cond)),
+        ];
+        if wants("unet_forward") {
+            let ms = time_ms(it, || {
+                let _ = to_vec(unet.forward(sample.clone(), t.clone(), ctx.clone()).sum());
+            });
+            out.push(Timing::new("unet_forward", ms));
+            io.push((
+                "unet_out",
+                raw(&unet.forward(sample.clone(), t.clone(), ctx.clone())),
+            ));
+        }
+        let with_control = || {
             let r = controlnet.forward(sample.clone(), t.clone(), ctx.clone(), cond.clone(), 1.0);
-            let _ = to_vec(
-                unet.forward_with_residuals(sample.clone(), t.clone(), ctx.clone(), Some(r))
-                    .sum(),
-            );
-        });
-        out.push(Timing {
-            workload: "unet_controlnet_forward".into(),
-            ms,
-        });
-        if let Some(dir) = &self.args.save {
+            unet.forward_with_residuals(sample.clone(), t.clone(), ctx.clone(), Some(r))
+        };
+        if wants("unet_controlnet_forward") {
+            let ms = time_ms(it, || {
+                let _ = to_vec(with_control().sum());
+            });
+            out.push(Timing::new("unet_controlnet_forward", ms));
+            io.push(("unet_controlnet_out", raw(&with_control())));
+        }
+        let vae = wants("vae_decode").then(|| s.vae.init::<B<AB>>(&device));
+        if let Some(vae) = &vae {
+            let ms = time_ms(it, || {
+                let _ = to_vec(vae.decode(sample.clone()).sum());
+            });
+            out.push(Timing::new("vae_decode", ms));
+            io.push(("vae_decode_out", raw(&vae.decode(sample.clone()))));
+        }
+        if wants("codi_train_step") {
+            let inputs = StepInputs {
+                x: noise.sample::<B<AB>, 4>([s.batch, s.unet.in_channels, h, w], &device),
+                noise: noise.sample::<B<AB>, 4>([s.batch, s.unet.in_channels, h, w], &device),
+                text: ctx.clone(),
+                cond: cond.clone(),
+            };
+            let mut bench = StepBench::<AB>::new(&unet, &controlnet, &inputs, s.mode);
+            let mut losses = vec![];
+            let ms = time_ms(it, || losses.push(bench.step()));
+            out.push(Timing::new(
+                match s.mode {
+                    StepMode::Codi => "codi_train_step",
+                    StepMode::PeCodi => "pe_codi_train_step",
+                },
+                ms,
+            ));
+            let (ts, ss) = step_timesteps(s.batch);
+            let host = |v: &[i64]| (vec![v.len()], v.iter().map(|&x| x as f32).collect());
+            io.extend([
+                ("train_x", raw(&inputs.x)),
+                ("train_noise", raw(&inputs.noise)),
+                ("train_t", host(&ts)),
+                ("train_s", host(&ss)),
+                ("train_losses", (vec![losses.len()], losses)),
+            ]);
+        }
+        if let Some(dir) = &args.save {
             save_diffusers_dir(&unet, &s.unet.to_diffusers(), &dir.join("unet"))?;
             save_diffusers_dir(
                 &controlnet,
                 &s.controlnet.to_diffusers(),
                 &dir.join("controlnet"),
             )?;
-            let y = unet.forward(sample.clone(), t.clone(), ctx.clone());
-            let r = controlnet.forward(sample.clone(), t.clone(), ctx.clone(), cond.clone(), 1.0);
-            let yc = unet.forward_with_residuals(sample.clone(), t.clone(), ctx.clone(), Some(r));
-            write_tensors(
-                &dir.join("io.safetensors"),
-                &[
-                    ("sample", raw(&sample)),
-                    ("timestep", raw(&t)),
-                    ("encoder_hidden_states", raw(&ctx)),
-                    ("controlnet_cond", raw(&cond)),
-                    ("unet_out", raw(&y)),
-                    ("unet_controlnet_out", raw(&yc)),
-                ],
-            )?;
+            if let Some(vae) = &vae {
+                save_diffusers_dir(vae, &s.vae.to_diffusers(), &dir.join("vae"))?;
+            }
+            write_tensors(&dir.join("io.safetensors"), &io)?;
         }
         Ok(out)
     }
@@ -237,8 +318,28 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
             std::process::id()
         )));
     }
+    if let Some(w) = args
+        .workloads
+        .iter()
+        .find(|w| !WORKLOADS.contains(&w.as_str()))
+    {
+        bail!(
+            "unknown workload '{w}' (expected some of {})",
+            WORKLOADS.join(", ")
+        );
+    }
+    let threads = match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+                .context("cannot set the thread count")?;
+            n
+        }
+        None => rayon::current_num_threads(),
+    };
     let codi = with_backend(device, Run { args: args.clone() })??;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut torch: HashMap<String, f64> = HashMap::new();
     if let (Some(py), Some(dir)) = (&args.python, &args.save) {
         let script = args.script.clone().unwrap_or_else(|| {
@@ -252,6 +353,8 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
                 &args.iters.to_string(),
                 "--threads",
                 &threads.to_string(),
+                "--mode",
+                setup(&args.config, args.batch, args.mode)?.mode.name(),
             ])
             .output()
             .with_context(|| format!("cannot run {}", py.display()))?;
@@ -268,7 +371,7 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
             torch.insert(k.clone(), ms.as_f64().unwrap_or(f64::NAN));
         }
         for (k, d) in v["max_abs_diff"].as_object().into_iter().flatten() {
-            eprintln!("parity {k}: max |codi − diffusers| = {d}");
+            eprintln!("parity {k}: max |codi − PyTorch| = {d}");
         }
     }
     if args.json {

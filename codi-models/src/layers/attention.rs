@@ -2,12 +2,11 @@
 //! token attention inside transformer blocks, and the spatial self-attention block of the VAE and UNet2DModel
 //! (GroupNorm first, residual connection).
 
+use crate::layers::cpu_attention::scaled_dot_product;
 use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Tensor};
 
 #[derive(Config, Debug)]
@@ -68,7 +67,7 @@ impl<B: Backend> Attention<B> {
         let q = self.split_heads(self.to_q.forward(x));
         let k = self.split_heads(self.to_k.forward(ctx.clone()));
         let v = self.split_heads(self.to_v.forward(ctx));
-        let o = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [b, h, n, d]
+        let o = scaled_dot_product(q, k, v); // [b, h, n, d]
         let [b, h, n, d] = o.dims();
         let o = o.swap_dims(1, 2).reshape([b, n, h * d]);
         self.to_out[0].forward(o)

@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod blocks;
+pub mod cpu_attention;
 pub mod embeddings;
 pub mod norm;
 pub mod resnet;
