@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use crate::math::{exp_approx, has_avx2_fma};
+
 /// Query rows per task: a [ROWS, n_kv] block of scores stays in the cache for the value matmul.
 pub const ROWS: usize = 64;
 
@@ -105,8 +107,7 @@ pub fn attention_f32(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape) -> 
 fn exp_normalise(row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has_avx2_fma() {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { exp_normalise_avx2(row) };
         }
@@ -152,28 +153,6 @@ fn exp_normalise_generic(row: &mut [f32]) -> f32 {
     sum
 }
 
-/// eˣ for x ≤ 0 (relative error < 2e-7, 0 below −87), branch-free so that it vectorises: x = n·ln2 + r with
-/// |r| ≤ ln2/2 (Cody–Waite), eʳ by its degree-6 Taylor polynomial, 2ⁿ through the exponent bits.
-#[inline(always)]
-fn exp_approx(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding 1.5·2²³ rounds to the nearest integer and leaves it in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let t = x * LOG2E + MAGIC;
-    let n = t - MAGIC;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // Wrapping: an overflow check (debug builds) would stop the loop from vectorising.
-    let bits = (t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127)) << 23;
-    p * f32::from_bits(bits)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,19 +174,6 @@ mod tests {
                 scale * (acc - 2.0) * 1.7
             })
             .collect()
-    }
-
-    #[test]
-    fn exp_approx_is_accurate_over_the_softmax_range() {
-        let mut worst = 0f64;
-        for i in 0..=200_000 {
-            let x = -87.0 * i as f32 / 200_000.0;
-            let rel = ((exp_approx(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs();
-            worst = worst.max(rel);
-        }
-        assert!(worst < 5e-7, "worst relative error {worst}");
-        assert_eq!(exp_approx(0.0), 1.0);
-        assert_eq!(exp_approx(-200.0), exp_approx(-87.0));
     }
 
     fn naive(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape) -> Vec<f32> {

@@ -2,3 +2,5 @@
 //! work on plain slices; `codi-models` decides when a tensor goes through them.
 
 pub mod attention;
+pub mod math;
+pub mod norm;

@@ -1,7 +1,7 @@
 //! The evaluation classifier: a small residual CNN over 32×32 RGB whose penultimate features define the
 //! Fréchet distance (FD) of every evaluation, and whose labels give class agreement.
 
-use crate::layers::norm::group_norm;
+use crate::layers::norm::group_norm_silu;
 use std::path::Path;
 
 use burn::config::Config;
@@ -96,8 +96,8 @@ pub struct ClassifierBlock<B: Backend> {
 
 impl<B: Backend> ClassifierBlock<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(group_norm(&self.norm1, x.clone())));
-        let h = self.conv2.forward(silu(group_norm(&self.norm2, h)));
+        let h = self.conv1.forward(group_norm_silu(&self.norm1, x.clone()));
+        let h = self.conv2.forward(group_norm_silu(&self.norm2, h));
         self.shortcut.forward(x) + h
     }
 }
@@ -118,7 +118,7 @@ impl<B: Backend> Classifier<B> {
         for b in &self.blocks {
             h = b.forward(h);
         }
-        let h = silu(group_norm(&self.norm_out, h));
+        let h = group_norm_silu(&self.norm_out, h);
         let [b, c, _, _] = h.dims();
         let pooled = h
             .reshape([b as i32, c as i32, -1])

@@ -1,12 +1,12 @@
 //! diffusers' `UNet2DModel`: the unconditional (pixel-space) UNet with spatial self-attention blocks.
 
 use crate::diffusers_json::defaults::{eight, eps, groups, one, onef, three, two, yes};
-use crate::layers::norm::group_norm;
+use crate::layers::norm::group_norm_silu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -215,7 +215,7 @@ impl<B: Backend> UNet2DModel<B> {
             x = block.forward(x, Some(&mut skips), Some(&emb), None);
         }
         self.conv_out
-            .forward(silu(group_norm(&self.conv_norm_out, x)))
+            .forward(group_norm_silu(&self.conv_norm_out, x))
     }
 
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {

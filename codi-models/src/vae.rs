@@ -1,12 +1,12 @@
 //! diffusers' `AutoencoderKL`: an encoder to a diagonal Gaussian over latents, and a decoder.
 
 use crate::diffusers_json::defaults::{four, groups, one, three};
-use crate::layers::norm::group_norm;
+use crate::layers::norm::group_norm_silu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -261,7 +261,7 @@ impl<B: Backend> AutoencoderKL<B> {
             h = block.forward(h, None, None).0;
         }
         let h = e.mid_block.forward(h, None, None);
-        let h = e.conv_out.forward(silu(group_norm(&e.conv_norm_out, h)));
+        let h = e.conv_out.forward(group_norm_silu(&e.conv_norm_out, h));
         self.quant_conv.forward(h)
     }
 
@@ -283,7 +283,7 @@ impl<B: Backend> AutoencoderKL<B> {
         for block in &d.up_blocks {
             h = block.forward(h, None, None, None);
         }
-        d.conv_out.forward(silu(group_norm(&d.conv_norm_out, h)))
+        d.conv_out.forward(group_norm_silu(&d.conv_norm_out, h))
     }
 
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {

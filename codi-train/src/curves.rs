@@ -63,18 +63,26 @@ pub fn read_curve(run: &Path, metric: &str) -> Result<Curve, TrainError> {
             reason: "no epoch-N folders: not a burn-train run folder".into(),
         });
     }
-    let mut step = 0.0;
-    let mut epoch_end = std::collections::HashMap::new();
+    // A missing epoch folder (a lost log) leaves a gap of one typical epoch, so later steps keep their place.
+    let mut per_epoch = Vec::new();
     for (e, dir) in &train {
         let file = dir.join(format!("{metric}.log"));
-        if !file.exists() {
-            continue;
+        if file.exists() {
+            per_epoch.push((*e, read_log(&file)?));
         }
-        for (v, _) in read_log(&file)? {
+    }
+    let typical = per_epoch.iter().map(|(_, r)| r.len()).max().unwrap_or(0) as f64;
+    let mut step = 0.0;
+    let mut last_epoch = 0;
+    let mut epoch_end = std::collections::HashMap::new();
+    for (e, rows) in per_epoch {
+        step += e.saturating_sub(last_epoch + 1) as f64 * typical;
+        last_epoch = e;
+        for (v, _) in rows {
             step += 1.0;
             curve.train.push((step, v));
         }
-        epoch_end.insert(*e, step);
+        epoch_end.insert(e, step);
     }
     if curve.train.is_empty() {
         return Err(TrainError::Data {
@@ -268,6 +276,25 @@ mod tests {
         assert!(e.contains("epoch-2") && e.contains("line 1"), "{e}");
         let svg = render_svg(&["guidance".into()], &["run".into()], &[vec![c]], 2);
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_missing_epoch_leaves_a_gap_of_one_epoch() {
+        let dir = std::env::temp_dir().join(format!("codi-curves-gap-{}", std::process::id()));
+        for (split, epoch, text) in [
+            ("train", 1, "1.0,8\n0.5,8\n"),
+            ("train", 3, "0.25,8\n0.2,8\n"),
+            ("valid", 3, "0.3,1\n"),
+        ] {
+            let d = dir.join(split).join(format!("epoch-{epoch}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("guidance.log"), text).unwrap();
+        }
+        let c = read_curve(&dir, "guidance").unwrap();
+        let steps: Vec<f64> = c.train.iter().map(|p| p.0).collect();
+        assert_eq!(steps, vec![1.0, 2.0, 5.0, 6.0]);
+        assert_eq!(c.valid, vec![(6.0, 0.3)]);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -169,6 +169,23 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
         values(&full.model.ema_adapter)
     );
     assert_eq!(loss(&resumed.report, 3), loss(&full.report, 3));
+    // The per-batch metric logs (what `codi curves` draws): every epoch under its own number, identical to
+    // the uninterrupted run's — burn-train alone would write the resumed epoch 2 into epoch-1.
+    for split in ["train", "valid"] {
+        for e in 1..=3 {
+            let log = |run: &Path| {
+                std::fs::read_to_string(run.join(split).join(format!("epoch-{e}/Loss.log")))
+                    .unwrap_or_default()
+            };
+            let want = log(&root.join("full"));
+            assert!(!want.is_empty(), "{split} epoch {e}: no log");
+            assert_eq!(
+                log(&cut),
+                want,
+                "{split} epoch {e}: the resumed run's log differs"
+            );
+        }
+    }
 
     // The adapter loads on its backbone and is refused on another.
     assert!(codi_train::distill::export::load_adapter::<CpuBackend>(

@@ -4,11 +4,70 @@
 //! folded into one per-(sample, channel) scale and shift over `[N·C, H·W]` rows, shapes the backend runs as
 //! contiguous SIMD loops. Same parameters, same result (up to rounding).
 
+//!
+//! On the CPU backend itself (inference: frozen networks, sampling, evaluation) the whole normalisation, and
+//! the SiLU that usually follows, is one host pass (`codi_kernels::norm`).
+
+use std::any::TypeId;
+
 use burn::nn::GroupNorm;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::activation::silu;
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use codi_core::device::CpuBackend;
+use codi_kernels::norm::{group_norm_f32, GroupNormSpec};
 
 /// y = (x − μ) / √(σ² + ε) · γ + β per group. x: [batch, channels, …] → same shape
 pub fn group_norm<B: Backend, const D: usize>(
+    norm: &GroupNorm<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    match on_host(norm, x, false) {
+        Ok(y) => y,
+        Err(x) => group_norm_ops(norm, x),
+    }
+}
+
+/// silu(group_norm(x)), the pair that opens every ResNet block. x: [batch, channels, …] → same shape
+pub fn group_norm_silu<B: Backend, const D: usize>(
+    norm: &GroupNorm<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    match on_host(norm, x, true) {
+        Ok(y) => y,
+        Err(x) => silu(group_norm_ops(norm, x)),
+    }
+}
+
+/// The host kernel when `B` is the CPU backend and x is f32; otherwise x back unchanged.
+fn on_host<B: Backend, const D: usize>(
+    norm: &GroupNorm<B>,
+    x: Tensor<B, D>,
+    act: bool,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if TypeId::of::<B>() != TypeId::of::<CpuBackend>() || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let shape = x.shape();
+    let dims = shape.dims::<D>();
+    let device = x.device();
+    let host = |t: Tensor<B, 1>| t.into_data().into_vec::<f32>().expect("f32 tensor");
+    let gamma = norm.gamma.as_ref().map(|g| host(g.val()));
+    let beta = norm.beta.as_ref().map(|b| host(b.val()));
+    let mut data = x.into_data().into_vec::<f32>().expect("f32 tensor");
+    let spec = GroupNormSpec {
+        channels: dims[1],
+        groups: norm.num_groups,
+        spatial: dims[2..].iter().product(),
+        affine: gamma.as_deref().zip(beta.as_deref()),
+        eps: norm.epsilon as f32,
+        silu: act,
+    };
+    group_norm_f32(&mut data, spec);
+    Ok(Tensor::from_data(TensorData::new(data, shape), &device))
+}
+
+/// The tensor-op version (any backend, autodiff included).
+fn group_norm_ops<B: Backend, const D: usize>(
     norm: &GroupNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
@@ -62,8 +121,13 @@ mod tests {
         };
         let x = Tensor::<B, 4>::random([3, 8, 5, 6], Distribution::Normal(0.3, 2.0), &dev);
         let want = norm.forward(x.clone());
-        let got = group_norm(&norm, x);
-        assert!(codi_core::tensor_ops::max_abs_diff(want, got) < 1e-5);
+        // Both paths: the host kernel (CPU backend) and the tensor ops (every other backend).
+        let got = group_norm(&norm, x.clone());
+        assert!(codi_core::tensor_ops::max_abs_diff(want.clone(), got) < 1e-5);
+        let ops = group_norm_ops(&norm, x.clone());
+        assert!(codi_core::tensor_ops::max_abs_diff(want.clone(), ops) < 1e-5);
+        let fused = group_norm_silu(&norm, x);
+        assert!(codi_core::tensor_ops::max_abs_diff(silu(want), fused) < 1e-5);
         let seq = Tensor::<B, 3>::random([2, 8, 7], Distribution::Normal(0.0, 1.0), &dev);
         assert!(
             codi_core::tensor_ops::max_abs_diff(norm.forward(seq.clone()), group_norm(&norm, seq))

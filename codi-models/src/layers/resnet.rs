@@ -1,6 +1,6 @@
 //! diffusers `ResnetBlock2D` (time_embedding_norm "default", no up/down inside).
 
-use crate::layers::norm::group_norm;
+use crate::layers::norm::group_norm_silu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -58,13 +58,13 @@ impl ResnetBlock2DConfig {
 impl<B: Backend> ResnetBlock2D<B> {
     /// x: [batch, in, h, w], temb: [batch, temb_channels] → [batch, out, h, w]
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
-        let mut h = self.conv1.forward(silu(group_norm(&self.norm1, x.clone())));
+        let mut h = self.conv1.forward(group_norm_silu(&self.norm1, x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(silu(temb.clone()));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(silu(group_norm(&self.norm2, h)));
+        let h = self.conv2.forward(group_norm_silu(&self.norm2, h));
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(x),
             None => x,

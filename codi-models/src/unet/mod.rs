@@ -6,11 +6,11 @@ mod config;
 pub(crate) use config::small_test_config;
 pub use config::{DownBlockType, UNet2DConditionModelConfig, UpBlockType};
 
-use crate::layers::norm::group_norm;
+use crate::layers::norm::group_norm_silu;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use crate::layers::blocks::{DownBlock, MidBlock, UpBlock};
 use crate::layers::embeddings::{timestep_features, TimestepEmbedding};
@@ -120,7 +120,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
             x = block.forward(x, Some(&mut skips), Some(&emb), ctx);
         }
         self.conv_out
-            .forward(silu(group_norm(&self.conv_norm_out, x)))
+            .forward(group_norm_silu(&self.conv_norm_out, x))
     }
 }
 

@@ -170,7 +170,15 @@ where
     let optim = optimizer
         .unwrap_or_else(|| loop_cfg.optimizer())
         .init::<B, M>();
+    let resumed = checkpoint.filter(|&e| e < loop_cfg.num_epochs);
+    let kept = match resumed {
+        Some(_) => Some(EpochOneLogs::set_aside(&run.dir)?),
+        None => None,
+    };
     let result = training.launch(Learner::new(model, optim, loop_cfg.learning_rate));
+    if let (Some(e), Some(kept)) = (resumed, kept) {
+        kept.restore(e + 1)?;
+    }
     let history = history.lock().unwrap().clone();
     Ok((
         result.model,
@@ -179,6 +187,61 @@ where
             history,
         },
     ))
+}
+
+/// burn-train 0.21 writes the metric logs of the first epoch after a resume into `{train,valid}/epoch-1`
+/// (its logger starts counting at 1), over the logs of the real epoch 1. This moves the original epoch-1
+/// logs aside before the run and, after it, moves what was written there to the resumed epoch's number.
+struct EpochOneLogs {
+    dir: PathBuf,
+}
+
+impl EpochOneLogs {
+    const SPLITS: [&'static str; 2] = ["train", "valid"];
+
+    fn set_aside(run: &Path) -> Result<Self, TrainError> {
+        for split in Self::SPLITS {
+            let (one, aside) = Self::paths(run, split);
+            if one.exists() && !aside.exists() {
+                rename(&one, &aside)?;
+            }
+        }
+        Ok(Self {
+            dir: run.to_path_buf(),
+        })
+    }
+
+    fn restore(self, first_epoch: usize) -> Result<(), TrainError> {
+        for split in Self::SPLITS {
+            let (one, aside) = Self::paths(&self.dir, split);
+            let target = self.dir.join(split).join(format!("epoch-{first_epoch}"));
+            if one.exists() && !target.exists() {
+                rename(&one, &target)?;
+            }
+            if aside.exists() {
+                if one.exists() {
+                    std::fs::remove_dir_all(&one).map_err(|e| TrainError::Data {
+                        file: one.clone(),
+                        reason: format!("cannot remove: {e}"),
+                    })?;
+                }
+                rename(&aside, &one)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn paths(run: &Path, split: &str) -> (PathBuf, PathBuf) {
+        let d = run.join(split);
+        (d.join("epoch-1"), d.join("epoch-1.before-resume"))
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), TrainError> {
+    std::fs::rename(from, to).map_err(|e| TrainError::Data {
+        file: from.to_path_buf(),
+        reason: format!("cannot move to {}: {e}", to.display()),
+    })
 }
 
 /// A training loader: `steps_per_epoch × batch_size` items drawn with replacement each epoch.
