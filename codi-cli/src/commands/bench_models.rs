@@ -19,7 +19,8 @@ use super::bench::time_ms;
 use codi_models::unet::{DownBlockType, UpBlockType};
 use codi_models::{AutoencoderKLConfig, ControlNetConfig, UNet2DConditionModelConfig};
 
-use super::bench_step::{step_timesteps, StepBench, StepInputs, StepMode};
+use super::bench_step::{parse_mode, step_timesteps, StepBench, StepInputs};
+use codi_train::distill::DistillMode;
 use serde::Serialize;
 
 #[derive(ClapArgs, Clone)]
@@ -48,8 +49,8 @@ pub struct Args {
     #[arg(long)]
     threads: Option<usize>,
     /// What the training step trains (default: codi, pe-codi for sd15, whose full AdamW state needs ~20 GB).
-    #[arg(long, value_enum)]
-    mode: Option<StepMode>,
+    #[arg(long, value_parser = parse_mode)]
+    mode: Option<DistillMode>,
     /// Workloads to run, comma-separated (default: all of them).
     #[arg(
         long,
@@ -70,13 +71,13 @@ struct Setup {
     unet: UNet2DConditionModelConfig,
     controlnet: ControlNetConfig,
     vae: AutoencoderKLConfig,
-    mode: StepMode,
+    mode: DistillMode,
     latent: [usize; 2],
     batch: usize,
     tokens: usize,
 }
 
-fn setup(name: &str, batch: Option<usize>, mode: Option<StepMode>) -> Result<Setup> {
+fn setup(name: &str, batch: Option<usize>, mode: Option<DistillMode>) -> Result<Setup> {
     use DownBlockType::*;
     use UpBlockType::*;
     let (unet, cond_ch, latent, b, tokens) = match name {
@@ -126,10 +127,13 @@ fn setup(name: &str, batch: Option<usize>, mode: Option<StepMode>) -> Result<Set
     let (vae, default_mode) = match name {
         "tiny" => (
             AutoencoderKLConfig::new(vec![16, 32]).with_norm_num_groups(8),
-            StepMode::Codi,
+            DistillMode::Codi,
         ),
-        "mid" => (AutoencoderKLConfig::new(vec![64, 128, 256]), StepMode::Codi),
-        _ => (AutoencoderKLConfig::sd15(), StepMode::PeCodi),
+        "mid" => (
+            AutoencoderKLConfig::new(vec![64, 128, 256]),
+            DistillMode::Codi,
+        ),
+        _ => (AutoencoderKLConfig::sd15(), DistillMode::PeCodi),
     };
     Ok(Setup {
         unet,
@@ -279,8 +283,8 @@ impl BackendTask for Run {
             let ms = time_ms(it, || losses.push(bench.step()));
             out.push(Timing::new(
                 match s.mode {
-                    StepMode::Codi => "codi_train_step",
-                    StepMode::PeCodi => "pe_codi_train_step",
+                    DistillMode::Codi => "codi_train_step",
+                    DistillMode::PeCodi => "pe_codi_train_step",
                 },
                 ms,
             ));

@@ -10,11 +10,12 @@ use burn::tensor::Tensor;
 use burn::train::TrainStep;
 use codi_core::loss::{timestep_pairs, CodiLossConfig};
 use codi_core::tensor_ops::to_vec;
-use codi_core::{NoiseSchedule, NoiseScheduleConfig, PredictionType};
+use codi_core::{NoiseScheduleConfig, PredictionType};
 use codi_models::fresh::copy_with_fresh_ids;
 use codi_models::{ControlNetModel, UNet2DConditionModel};
 use codi_train::distill::data::DistillBatch;
-use codi_train::distill::model::{CodiNet, Distillation, StepSettings};
+use codi_train::distill::model::{Distillation, StepSettings};
+use codi_train::distill::DistillMode;
 
 struct RequireGrad;
 
@@ -31,19 +32,12 @@ pub const EMA_DECAY: f64 = 0.999;
 pub const WEIGHT_DECAY: f32 = 1e-2;
 pub const GRAD_CLIP: f64 = 1.0;
 
-/// What the step trains: backbone + adapter (CoDi) or the adapter alone (PE-CoDi).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StepMode {
-    Codi,
-    PeCodi,
-}
-
-impl StepMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            StepMode::Codi => "codi",
-            StepMode::PeCodi => "pe-codi",
-        }
+/// `--mode`: codi | pe-codi.
+pub fn parse_mode(s: &str) -> Result<DistillMode, String> {
+    match s {
+        "codi" => Ok(DistillMode::Codi),
+        "pe-codi" => Ok(DistillMode::PeCodi),
+        other => Err(format!("unknown mode '{other}' (expected codi or pe-codi)")),
     }
 }
 
@@ -86,38 +80,27 @@ impl<AB: AutodiffBackend> StepBench<AB> {
         unet: &UNet2DConditionModel<AB::InnerBackend>,
         adapter: &ControlNetModel<AB::InnerBackend>,
         inputs: &StepInputs<AB::InnerBackend>,
-        mode: StepMode,
+        mode: DistillMode,
     ) -> Self {
         // Inner-backend parameters carry no gradient flag: every one is made trainable here.
         let unet =
             UNet2DConditionModel::<AB>::from_inner(copy_with_fresh_ids(unet)).map(&mut RequireGrad);
         let adapter =
             ControlNetModel::<AB>::from_inner(copy_with_fresh_ids(adapter)).map(&mut RequireGrad);
-        let (online_unet, ema_unet) = match mode {
-            StepMode::PeCodi => (unet.no_grad(), None),
-            StepMode::Codi => {
-                let ema = copy_with_fresh_ids(&unet).no_grad();
-                (unet, Some(ema))
-            }
-        };
-        let schedule: NoiseSchedule = NoiseScheduleConfig::sd15().init().expect("SD schedule");
-        let model = Distillation {
-            ema_adapter: copy_with_fresh_ids(&adapter).no_grad(),
-            online: CodiNet {
-                unet: online_unet,
-                adapter,
-            },
-            ema_unet,
-            teacher: None,
-            vae: None,
-            schedule,
-            settings: StepSettings {
+        let model = Distillation::new(
+            unet,
+            adapter,
+            mode,
+            None,
+            None,
+            NoiseScheduleConfig::sd15().init().expect("SD schedule"),
+            StepSettings {
                 loss: CodiLossConfig::default(),
                 prediction_type: PredictionType::Epsilon,
                 ema_decay: EMA_DECAY,
                 grad_clip: GRAD_CLIP,
             },
-        };
+        );
         let mut optim = AdamWConfig::new()
             .with_weight_decay(WEIGHT_DECAY)
             .with_epsilon(1e-8)

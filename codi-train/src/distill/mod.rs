@@ -31,7 +31,7 @@ use crate::pipeline::SchedulerFile;
 use crate::pretrain::{fit, ordered_loader, FitReport, RunOptions, TrainLoopConfig};
 use crate::tasks::{InpaintConfig, SrConfig, TaskKind};
 use data::{DistillBatcher, EpochPairs, FixedPairs, FrozenText, FrozenVae, PairMaker, TaskSource};
-use model::{CodiNet, Distillation, StepSettings, TERMS};
+use model::{Distillation, StepSettings, TERMS};
 
 /// CoDi trains backbone and adapter; PE-CoDi only the adapter (and μ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,35 +128,25 @@ pub fn distill<B: AutodiffBackend>(
     let adapter = adapter_cfg.init_from_unet(&unet, device);
     let teacher = (config.loss.step_model == OdeStepModel::Teacher)
         .then(|| copy_with_fresh_ids(&unet).no_grad());
-    let (online_unet, ema_unet) = match config.mode {
-        DistillMode::PeCodi => (unet.no_grad(), None),
-        DistillMode::Codi => {
-            let ema = copy_with_fresh_ids(&unet).no_grad();
-            (unet, Some(ema))
-        }
-    };
     let vae_dir = teacher_dir.join("vae");
     let guidance_vae = match config.loss.guidance {
         GuidanceDistance::Latent => None,
         _ => Some(AutoencoderKL::<B>::from_diffusers_dir(&vae_dir, device)?.no_grad()),
     };
-    let model = Distillation {
-        ema_adapter: copy_with_fresh_ids(&adapter).no_grad(),
-        online: CodiNet {
-            unet: online_unet,
-            adapter,
-        },
-        ema_unet,
+    let model = Distillation::new(
+        unet,
+        adapter,
+        config.mode,
         teacher,
-        vae: guidance_vae,
+        guidance_vae,
         schedule,
-        settings: StepSettings {
+        StepSettings {
             loss: config.loss,
             prediction_type: scheduler.prediction_type,
             ema_decay: config.ema_decay,
             grad_clip: config.train.grad_clip,
         },
-    };
+    );
 
     let text = FrozenText::new(
         CLIPTextModel::<B::InnerBackend>::from_pretrained_dir(

@@ -16,7 +16,9 @@ use codi_models::{AutoencoderKL, ControlNetModel, UNet2DConditionModel};
 
 use super::data::DistillBatch;
 use super::ema::ema_update;
+use super::DistillMode;
 use crate::pretrain::output::StepOutput;
+use codi_models::fresh::copy_with_fresh_ids;
 
 /// The adapted model ŵ(z, c, t): backbone with the adapter's residuals.
 #[derive(Module, Debug)]
@@ -133,6 +135,38 @@ fn losses<B: Backend>(
 pub const TERMS: [(&str, bool); 2] = [("consistency", false), ("guidance", false)];
 
 impl<B: Backend> Distillation<B> {
+    /// The distiller around a backbone and its adapter. PE-CoDi freezes the backbone (the EMA target shares
+    /// it); CoDi trains it and keeps an EMA copy. The EMA adapter starts as a copy of the adapter.
+    pub fn new(
+        unet: UNet2DConditionModel<B>,
+        adapter: ControlNetModel<B>,
+        mode: DistillMode,
+        teacher: Option<UNet2DConditionModel<B>>,
+        vae: Option<AutoencoderKL<B>>,
+        schedule: NoiseSchedule,
+        settings: StepSettings,
+    ) -> Self {
+        let (online_unet, ema_unet) = match mode {
+            DistillMode::PeCodi => (unet.no_grad(), None),
+            DistillMode::Codi => {
+                let ema = copy_with_fresh_ids(&unet).no_grad();
+                (unet, Some(ema))
+            }
+        };
+        Self {
+            ema_adapter: copy_with_fresh_ids(&adapter).no_grad(),
+            online: CodiNet {
+                unet: online_unet,
+                adapter,
+            },
+            ema_unet,
+            teacher,
+            vae,
+            schedule,
+            settings,
+        }
+    }
+
     fn guidance_map(&self) -> Box<dyn Fn(Tensor<B, 4>) -> Tensor<B, 4> + '_> {
         match (self.settings.loss.guidance, &self.vae) {
             (GuidanceDistance::Latent, _) | (_, None) => Box::new(|v| v),
