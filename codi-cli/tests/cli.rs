@@ -115,6 +115,7 @@ fn inspect_reports_class_parameters_and_loading() {
     let out = codi(&["inspect", "/no/such/dir"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/dir/config.json"));
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The committed embedded default loads and samples, and its evaluation runs (on the test subset).

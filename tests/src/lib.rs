@@ -92,3 +92,35 @@ pub fn tiny_teacher_configs() -> (
         .with_eos_token_id(3);
     (unet, text)
 }
+
+/// A fresh scratch folder under the system temp dir, removed when dropped (also when the test fails).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `<tmp>/codi-<name>-<pid>`, emptied first.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("codi-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

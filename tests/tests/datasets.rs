@@ -42,8 +42,7 @@ fn missing_files_say_which_and_how_to_get_them() {
         "{e}"
     );
     // Labels of the wrong length are caught.
-    let dir = std::env::temp_dir().join(format!("codi-fmnist-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = codi_tests::TempDir::new("fmnist");
     let src = fixture("fashion-mnist-subset");
     std::fs::copy(
         src.join("t10k-images-idx3-ubyte.gz"),

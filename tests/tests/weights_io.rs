@@ -2,22 +2,19 @@
 //! sharded files load; missing/unused keys and shape mismatches are errors that name them.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::Flex;
 use codi_core::tensor_ops::{max_abs_diff, to_vec};
 use codi_models::io::{save_safetensors, weight_files};
 use codi_models::{AutoencoderKL, ControlNetModel, UNet2DConditionModel, UNet2DModel};
-use codi_tests::{fixture, read_safetensors, tensor};
+use codi_tests::{fixture, read_safetensors, tensor, TempDir};
 use safetensors::{serialize_to_file, Dtype, View};
 
 type B = Flex;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("codi-weights-io-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> TempDir {
+    TempDir::new(&format!("weights-io-{name}"))
 }
 
 /// A tensor to write with the safetensors crate.
@@ -65,9 +62,12 @@ fn copy_config(model: &str, to: &Path) {
 #[test]
 fn load_save_load_is_bit_identical_with_the_same_keys_and_shapes() {
     let device = Default::default();
+    // Kept until the end: the saved UNet is loaded again below.
+    let mut outs = Vec::new();
     for model in ["unet2d_condition", "controlnet", "vae", "unet2d"] {
         let src = fixture(&format!("diffusers-small/models/{model}"));
-        let out = scratch(model);
+        outs.push(scratch(model));
+        let out = outs.last().unwrap();
         copy_config(model, &out);
         let saved = out.join("diffusion_pytorch_model.safetensors");
         match model {
@@ -121,10 +121,7 @@ fn load_save_load_is_bit_identical_with_the_same_keys_and_shapes() {
             tensor(&io, "in_encoder_hidden_states", &device),
         ))
     };
-    let saved = std::env::temp_dir().join(format!(
-        "codi-weights-io-{}-unet2d_condition",
-        std::process::id()
-    ));
+    let saved = outs[0].to_path_buf();
     assert_eq!(
         run(&fixture("diffusers-small/models/unet2d_condition")),
         run(&saved)

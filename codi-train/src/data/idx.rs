@@ -100,5 +100,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("missing"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
