@@ -68,7 +68,7 @@ fn load_save_load_is_bit_identical_with_the_same_keys_and_shapes() {
         let src = fixture(&format!("diffusers-small/models/{model}"));
         outs.push(scratch(model));
         let out = outs.last().unwrap();
-        copy_config(model, &out);
+        copy_config(model, out);
         let saved = out.join("diffusion_pytorch_model.safetensors");
         match model {
             "unet2d_condition" => save_safetensors(
