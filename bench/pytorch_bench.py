@@ -93,16 +93,16 @@ if "train_losses" in io:
     x0_true, eps_true = io["train_x"].to(dtype), io["train_noise"].to(dtype)
     z_t = a_t * x0_true + s_t * eps_true
     online_unet, online_cn = copy.deepcopy(unet).train(), copy.deepcopy(cn).train()
+    ema_cn = copy.deepcopy(online_cn).requires_grad_(False)
     if a.mode == "pe-codi":
-        online_unet.requires_grad_(False)
-        ema_unet = online_unet
-        trained = list(online_cn.parameters())
+        # The backbone is frozen and shared by the EMA target.
+        ema_unet = online_unet.requires_grad_(False)
+        pairs = [(online_cn, ema_cn)]
     else:
         ema_unet = copy.deepcopy(online_unet).requires_grad_(False)
-        trained = list(online_unet.parameters()) + list(online_cn.parameters())
-    ema_cn = copy.deepcopy(online_cn).requires_grad_(False)
-    ema = list(ema_cn.parameters()) + ([] if a.mode == "pe-codi" else list(ema_unet.parameters()))
-    online = list(online_cn.parameters()) + ([] if a.mode == "pe-codi" else list(online_unet.parameters()))
+        pairs = [(online_cn, ema_cn), (online_unet, ema_unet)]
+    trained = [p for online, _ in pairs for p in online.parameters()]
+    ema = [p for _, target in pairs for p in target.parameters()]
     opt = torch.optim.AdamW(trained, lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
     losses = []
 
@@ -118,7 +118,7 @@ if "train_losses" in io:
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch._foreach_lerp_(ema, online, 1 - 0.999)
+        torch._foreach_lerp_(ema, trained, 1 - 0.999)
         losses.append(loss.item())
 
     name = "codi_train_step" if a.mode == "codi" else "pe_codi_train_step"

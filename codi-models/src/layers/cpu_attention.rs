@@ -5,12 +5,11 @@
 //! backend, f32 attention goes through `codi_kernels::attention`; other backends, autodiff included, keep
 //! burn's op.
 
-use std::any::TypeId;
-
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
-use codi_core::device::CpuBackend;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+
+use crate::layers::host::{on_cpu_f32, to_host};
 use codi_kernels::attention::{attention_f32, AttentionShape};
 
 /// softmax(q·kᵀ/√d)·v. q: [b, h, n, d], k: [b, h, m, d], v: [b, h, m, dv] → [b, h, n, dv]
@@ -19,14 +18,12 @@ pub fn scaled_dot_product<B: Backend>(
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let f32_inputs = [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32);
-    if TypeId::of::<B>() != TypeId::of::<CpuBackend>() || !f32_inputs {
+    if !(on_cpu_f32(&q) && on_cpu_f32(&k) && on_cpu_f32(&v)) {
         return attention(q, k, v, None, None, AttentionModuleOptions::default());
     }
     let device = q.device();
     let [b, h, n, d] = q.dims();
     let [_, _, m, dv] = v.dims();
-    let host = |t: Tensor<B, 4>| t.into_data().into_vec::<f32>().expect("f32 tensor");
     let shape = AttentionShape {
         heads: b * h,
         n,
@@ -34,7 +31,7 @@ pub fn scaled_dot_product<B: Backend>(
         d,
         dv,
     };
-    let out = attention_f32(&host(q), &host(k), &host(v), shape);
+    let out = attention_f32(&to_host(q), &to_host(k), &to_host(v), shape);
     Tensor::from_data(TensorData::new(out, [b, h, n, dv]), &device)
 }
 
@@ -45,7 +42,7 @@ mod tests {
 
     #[test]
     fn scaled_dot_product_agrees_with_burn_on_the_cpu_backend() {
-        type B = CpuBackend;
+        type B = codi_core::device::CpuBackend;
         let dev = Default::default();
         let mut noise = codi_core::SeededNoise::new(4);
         let q = noise.sample::<B, 4>([2, 4, 70, 16], &dev);

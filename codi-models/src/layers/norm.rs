@@ -8,13 +8,12 @@
 //! On the CPU backend itself (inference: frozen networks, sampling, evaluation) the whole normalisation, and
 //! the SiLU that usually follows, is one host pass (`codi_kernels::norm`).
 
-use std::any::TypeId;
-
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
-use codi_core::device::CpuBackend;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
 use codi_kernels::norm::{group_norm_f32, GroupNormSpec};
+
+use crate::layers::host::{on_cpu_f32, to_host};
 
 /// y = (x − μ) / √(σ² + ε) · γ + β per group. x: [batch, channels, …] → same shape
 pub fn group_norm<B: Backend, const D: usize>(
@@ -44,16 +43,15 @@ fn on_host<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     act: bool,
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    if TypeId::of::<B>() != TypeId::of::<CpuBackend>() || x.dtype() != DType::F32 {
+    if !on_cpu_f32(&x) {
         return Err(x);
     }
     let shape = x.shape();
     let dims = shape.dims::<D>();
     let device = x.device();
-    let host = |t: Tensor<B, 1>| t.into_data().into_vec::<f32>().expect("f32 tensor");
-    let gamma = norm.gamma.as_ref().map(|g| host(g.val()));
-    let beta = norm.beta.as_ref().map(|b| host(b.val()));
-    let mut data = x.into_data().into_vec::<f32>().expect("f32 tensor");
+    let gamma = norm.gamma.as_ref().map(|g| to_host(g.val()));
+    let beta = norm.beta.as_ref().map(|b| to_host(b.val()));
+    let mut data = to_host(x);
     let spec = GroupNormSpec {
         channels: dims[1],
         groups: norm.num_groups,

@@ -1,0 +1,17 @@
+//! Tensors of the CPU backend to and from plain f32 buffers, for the `codi_kernels` host kernels.
+
+use std::any::TypeId;
+
+use burn::tensor::{backend::Backend, DType, Tensor};
+use codi_core::device::CpuBackend;
+
+/// Whether `B` is the CPU backend (burn-flex) and `t` holds f32: the case the host kernels serve. Every
+/// other backend, autodiff included, keeps burn's ops.
+pub fn on_cpu_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    TypeId::of::<B>() == TypeId::of::<CpuBackend>() && t.dtype() == DType::F32
+}
+
+/// The tensor's values, row-major; only for tensors that pass [`on_cpu_f32`].
+pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().into_vec::<f32>().expect("an f32 tensor")
+}
