@@ -1,10 +1,38 @@
 #!/usr/bin/env bash
-# Runs on a GPU machine with a codi binary built with `--features cuda` (carried as .gpu/codi):
-# the backend's op speed and SD-1.5-sized UNet / UNet+ControlNet forwards on CUDA.
+# Runs on a GPU machine (no Rust there) from the repository root, with a codi binary built here with
+# `--features cuda`, stripped and xz-compressed as .gpu/codi.xz, and diffusers as a wheel in .whl/
+# (the machine has torch). Carry both:
+#   cargo build -p codi-cli --features cuda && strip -o /tmp/codi target/debug/codi && xz -9 -T2 -c /tmp/codi > .gpu/codi.xz
+#   device run: bash bench/gpu_check.sh   (carry .gpu .whl)
+# It times SD-1.5's UNet + ControlNet CoDi training step (64×64 latents, batch 1) in codi and in PyTorch on the
+# same card, in f32 and in bf16, then the forward workloads; each phase has its own time limit and writes
+# its JSON (and log) under $OUT, so a slow phase still leaves the earlier ones.
 set -u
-BIN=${1:-.gpu/codi}
-OUT=${OUT:-/tmp}
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site || exit 1
+xz -dc .gpu/codi.xz > /tmp/codi && chmod +x /tmp/codi || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-"$BIN" --device cuda bench ops --iters 10 2>&1 | tee "$OUT/ops_cuda.txt"
-"$BIN" --device cuda bench models --config mid --iters 10 2>&1 | tee "$OUT/mid_cuda.txt"
-"$BIN" --device cuda bench models --config sd15 --iters 5 2>&1 | tee "$OUT/sd15_cuda.txt"
+python3 -c 'import torch, diffusers; print("torch", torch.__version__, "diffusers", diffusers.__version__, torch.cuda.get_device_name())' | tee -a "$OUT/gpu.txt"
+# CubeCL loads libcuda and libnvrtc at run time: add the toolkit's and the pip wheels' folders in case the
+# loader does not know them.
+for d in /usr/local/cuda/lib64 $(python3 -c 'import glob, nvidia, os; print(" ".join(sorted({os.path.dirname(p) for p in glob.glob(os.path.join(nvidia.__path__[0], "**", "libnvrtc*.so*"), recursive=True)})))' 2>/dev/null); do
+    [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+done
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+# CubeCL compiles every kernel at its first launch; autotune at its lightest level keeps that bounded, and its
+# results are cached under target/ for the later phases.
+export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+phase() { # name limit_s args...
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name ($(date +%T), limit ${limit}s)"
+    timeout "$limit" /tmp/codi --device cuda bench models --python python3 --script bench/pytorch_bench.py \
+        --json "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
+    echo "rc $? at $(date +%T)"
+    cat "$OUT/$name.json" "$OUT/$name.log"
+}
+phase sd15-step-f32 ${STEP_LIMIT:-240} --config sd15 --mode codi --workloads codi_train_step --iters 5
+phase sd15-step-bf16 ${STEP_LIMIT:-180} --config sd15 --mode codi --workloads codi_train_step --iters 5 --dtype bf16
+phase sd15-fwd-f32 ${FWD_LIMIT:-90} --config sd15 --workloads unet_forward,unet_controlnet_forward,vae_decode --iters 10

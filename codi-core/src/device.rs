@@ -77,8 +77,64 @@ fn not_compiled(spec: DeviceSpec, feature: &str) -> CoreError {
     }
 }
 
-/// Runs `task` on the backend and device `spec` names.
+/// The float type a backend computes in. bf16 runs on CUDA only: burn-flex computes in f32 and WGSL has no
+/// bf16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FloatDType {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl FromStr for FloatDType {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(CoreError::UnknownName {
+                what: "float type",
+                value: s.to_string(),
+                expected: "f32, bf16",
+            }),
+        }
+    }
+}
+
+impl FloatDType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Runs `task` on the backend and device `spec` names, in f32.
 pub fn with_backend<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Output, CoreError> {
+    with_backend_as(spec, FloatDType::F32, task)
+}
+
+/// Runs `task` on the backend and device `spec` names, computing in `dtype`.
+pub fn with_backend_as<T: BackendTask>(
+    spec: DeviceSpec,
+    dtype: FloatDType,
+    task: T,
+) -> Result<T::Output, CoreError> {
+    if dtype == FloatDType::Bf16 {
+        return match spec {
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(i) => Ok(task.run::<burn::backend::Autodiff<
+                burn::backend::Cuda<burn::tensor::bf16>,
+            >>(burn::backend::cuda::CudaDevice::new(i))),
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(_) => Err(not_compiled(spec, "cuda")),
+            _ => Err(CoreError::Invalid {
+                what: "float type",
+                reason: format!("bf16 runs on cuda only, not on '{spec}'"),
+            }),
+        };
+    }
     match spec {
         DeviceSpec::Cpu => Ok(task.run::<CpuAutodiff>(Default::default())),
         #[cfg(feature = "ndarray")]
@@ -115,6 +171,8 @@ mod tests {
         assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
         assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
         assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
+        assert_eq!("bf16".parse(), Ok(FloatDType::Bf16));
+        assert!("fp8".parse::<FloatDType>().is_err());
         assert_eq!("wgpu:1".parse(), Ok(DeviceSpec::Wgpu(1)));
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
         assert!("tpu".parse::<DeviceSpec>().is_err());
@@ -133,6 +191,8 @@ mod tests {
     #[test]
     fn cpu_runs_and_missing_backends_say_which_feature() {
         assert_eq!(with_backend(DeviceSpec::Cpu, Sum), Ok(6.0));
+        let e = with_backend_as(DeviceSpec::Cpu, FloatDType::Bf16, Sum).unwrap_err();
+        assert!(e.to_string().contains("bf16 runs on cuda only"), "{e}");
         if !cfg!(feature = "cuda") {
             let e = with_backend(DeviceSpec::Cuda(0), Sum).unwrap_err();
             assert!(e.to_string().contains("`cuda` cargo feature"), "{e}");

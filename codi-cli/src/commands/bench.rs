@@ -41,7 +41,10 @@ struct Row {
 
 /// Median wall time of `f` in ms, after one warm-up; `f` must force its result.
 pub(super) fn time_ms(iters: usize, mut f: impl FnMut()) -> f64 {
+    // The first call also compiles and autotunes kernels on GPU backends: reported, not timed.
+    let t = Instant::now();
     f();
+    eprintln!("  warm-up call: {:.2} s", t.elapsed().as_secs_f64());
     let mut v: Vec<f64> = (0..iters.max(1))
         .map(|_| {
             let t = Instant::now();

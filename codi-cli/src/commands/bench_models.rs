@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args as ClapArgs;
-use codi_core::device::{with_backend, BackendTask, DeviceSpec};
+use codi_core::device::{with_backend_as, BackendTask, DeviceSpec, FloatDType};
 use codi_core::tensor_ops::to_vec;
 use codi_core::{NoiseSource, SeededNoise};
 use codi_models::io::save_diffusers_dir;
@@ -51,6 +51,10 @@ pub struct Args {
     /// What the training step trains (default: codi, pe-codi for sd15, whose full AdamW state needs ~20 GB).
     #[arg(long, value_parser = parse_mode)]
     mode: Option<DistillMode>,
+    /// Float type codi and PyTorch compute in: f32, or bf16 (cuda only; weights, activations, gradients and
+    /// AdamW state all in bf16 on both sides).
+    #[arg(long, default_value = "f32")]
+    dtype: FloatDType,
     /// Workloads to run, comma-separated (default: all of them).
     #[arg(
         long,
@@ -343,7 +347,7 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
         }
         None => rayon::current_num_threads(),
     };
-    let codi = with_backend(device, Run { args: args.clone() })??;
+    let codi = with_backend_as(device, args.dtype, Run { args: args.clone() })??;
     let mut torch: HashMap<String, f64> = HashMap::new();
     if let (Some(py), Some(dir)) = (&args.python, &args.save) {
         let script = args.script.clone().unwrap_or_else(|| {
@@ -359,6 +363,13 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
                 &threads.to_string(),
                 "--mode",
                 setup(&args.config, args.batch, args.mode)?.mode.name(),
+                "--device",
+                match device {
+                    DeviceSpec::Cuda(_) => "cuda",
+                    _ => "cpu",
+                },
+                "--dtype",
+                args.dtype.name(),
             ])
             .output()
             .with_context(|| format!("cannot run {}", py.display()))?;
@@ -386,12 +397,16 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"config": args.config, "threads": threads, "rows": rows})
+                &serde_json::json!({"config": args.config, "device": device.to_string(), "dtype": args.dtype.name(), "threads": threads, "rows": rows})
             )?
         );
         return Ok(());
     }
-    println!("config {} on {device}, {threads} threads", args.config);
+    println!(
+        "config {} on {device} in {}, {threads} threads",
+        args.config,
+        args.dtype.name()
+    );
     println!(
         "{:<26} {:>10} {:>12} {:>14}",
         "workload", "codi ms", "PyTorch ms", "codi/PyTorch"

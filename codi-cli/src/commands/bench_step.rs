@@ -73,6 +73,7 @@ pub struct StepBench<AB: AutodiffBackend> {
     model: Option<Distillation<AB>>,
     optim: Box<dyn FnMut(Distillation<AB>, burn::optim::GradientsParams) -> Distillation<AB>>,
     batch: DistillBatch<AB>,
+    device: AB::Device,
 }
 
 impl<AB: AutodiffBackend> StepBench<AB> {
@@ -114,13 +115,14 @@ impl<AB: AutodiffBackend> StepBench<AB> {
             uniform: vec![UNIFORM; n],
         };
         Self {
+            device: inputs.x.device(),
             model: Some(model),
             optim: Box::new(move |m, g| m.optimize::<AB, _>(&mut optim, LR, g)),
             batch,
         }
     }
 
-    /// One training step; returns the step's loss (read back, so the step has finished).
+    /// One training step, finished on the device; returns the step's loss.
     pub fn step(&mut self) -> f32 {
         let model = self
             .model
@@ -129,6 +131,8 @@ impl<AB: AutodiffBackend> StepBench<AB> {
         let out = model.step(self.batch.clone());
         let loss = to_vec(out.item.loss.clone())[0];
         self.model = Some((self.optim)(model, out.grads));
+        // On a GPU the optimizer's kernels are still queued: the step ends when they have run.
+        AB::sync(&self.device).expect("the device finishes the step");
         loss
     }
 }
