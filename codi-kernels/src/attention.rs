@@ -25,86 +25,108 @@ pub struct AttentionShape {
 /// The kernel on contiguous host buffers: q: [heads, n, d], k: [heads, m, d], v: [heads, m, dv] →
 /// [heads, n, dv].
 pub fn attention_f32(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape) -> Vec<f32> {
+    attention_f32_lse(q, k, v, shape).0
+}
+
+/// [`attention_f32`], also returning each query row's log-sum-exp of its scaled scores ([heads, n]), which
+/// the backward pass needs to rebuild the probabilities.
+pub fn attention_f32_lse(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: AttentionShape,
+) -> (Vec<f32>, Vec<f32>) {
     let AttentionShape { heads, n, m, d, dv } = shape;
     assert_eq!(q.len(), heads * n * d);
     assert_eq!(k.len(), heads * m * d);
     assert_eq!(v.len(), heads * m * dv);
     let scale = 1.0 / (d as f32).sqrt();
     let mut out = vec![0f32; heads * n * dv];
-    out.par_chunks_mut(n * dv).enumerate().for_each(|(hd, o)| {
-        o.par_chunks_mut(ROWS * dv).enumerate().for_each_init(
-            || vec![0f32; ROWS * m],
-            |scores, (blk, ob)| {
-                let r0 = blk * ROWS;
-                let rows = ob.len() / dv;
-                let qb = &q[(hd * n + r0) * d..(hd * n + r0 + rows) * d];
-                let kh = &k[hd * m * d..(hd + 1) * m * d];
-                let vh = &v[hd * m * dv..(hd + 1) * m * dv];
-                let s = &mut scores[..rows * m];
-                // s = scale · q kᵀ: [rows, m]
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        m,
-                        d,
-                        s.as_mut_ptr(),
-                        1,
-                        m as isize,
-                        false,
-                        qb.as_ptr(),
-                        1,
-                        d as isize,
-                        kh.as_ptr(),
-                        d as isize,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                let mut sums = [0f32; ROWS];
-                for (row, sum) in s.chunks_mut(m).zip(sums.iter_mut()) {
-                    *sum = exp_normalise(row);
-                }
-                // o = p v: [rows, dv]
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        dv,
-                        m,
-                        ob.as_mut_ptr(),
-                        1,
-                        dv as isize,
-                        false,
-                        s.as_ptr(),
-                        1,
-                        m as isize,
-                        vh.as_ptr(),
-                        1,
-                        dv as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                for (orow, sum) in ob.chunks_mut(dv).zip(sums) {
-                    let inv = 1.0 / sum;
-                    orow.iter_mut().for_each(|x| *x *= inv);
-                }
-            },
-        );
-    });
-    out
+    let mut lse = vec![0f32; heads * n];
+    out.par_chunks_mut(n * dv)
+        .zip(lse.par_chunks_mut(n))
+        .enumerate()
+        .for_each(|(hd, (o, l))| {
+            o.par_chunks_mut(ROWS * dv)
+                .zip(l.par_chunks_mut(ROWS))
+                .enumerate()
+                .for_each_init(
+                    || vec![0f32; ROWS * m],
+                    |scores, (blk, (ob, lb))| {
+                        let r0 = blk * ROWS;
+                        let rows = ob.len() / dv;
+                        let qb = &q[(hd * n + r0) * d..(hd * n + r0 + rows) * d];
+                        let kh = &k[hd * m * d..(hd + 1) * m * d];
+                        let vh = &v[hd * m * dv..(hd + 1) * m * dv];
+                        let s = &mut scores[..rows * m];
+                        // s = scale · q kᵀ: [rows, m]
+                        unsafe {
+                            gemm::gemm(
+                                rows,
+                                m,
+                                d,
+                                s.as_mut_ptr(),
+                                1,
+                                m as isize,
+                                false,
+                                qb.as_ptr(),
+                                1,
+                                d as isize,
+                                kh.as_ptr(),
+                                d as isize,
+                                1,
+                                0.0,
+                                scale,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            );
+                        }
+                        let mut sums = [0f32; ROWS];
+                        for ((row, sum), l) in
+                            s.chunks_mut(m).zip(sums.iter_mut()).zip(lb.iter_mut())
+                        {
+                            let (max, total) = exp_normalise(row);
+                            *sum = total;
+                            *l = max + total.ln();
+                        }
+                        // o = p v: [rows, dv]
+                        unsafe {
+                            gemm::gemm(
+                                rows,
+                                dv,
+                                m,
+                                ob.as_mut_ptr(),
+                                1,
+                                dv as isize,
+                                false,
+                                s.as_ptr(),
+                                1,
+                                m as isize,
+                                vh.as_ptr(),
+                                1,
+                                dv as isize,
+                                0.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            );
+                        }
+                        for (orow, sum) in ob.chunks_mut(dv).zip(sums) {
+                            let inv = 1.0 / sum;
+                            orow.iter_mut().for_each(|x| *x *= inv);
+                        }
+                    },
+                );
+        });
+    (out, lse)
 }
 
-/// row ← exp(row − max(row)); returns the sum of the new row.
-fn exp_normalise(row: &mut [f32]) -> f32 {
+/// row ← exp(row − max(row)); returns the max and the sum of the new row.
+fn exp_normalise(row: &mut [f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2_fma() {
@@ -117,13 +139,13 @@ fn exp_normalise(row: &mut [f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn exp_normalise_avx2(row: &mut [f32]) -> f32 {
+unsafe fn exp_normalise_avx2(row: &mut [f32]) -> (f32, f32) {
     exp_normalise_generic(row)
 }
 
 /// Written with 8 independent lanes so the compiler vectorises it at whatever width it targets.
 #[inline(always)]
-fn exp_normalise_generic(row: &mut [f32]) -> f32 {
+fn exp_normalise_generic(row: &mut [f32]) -> (f32, f32) {
     const L: usize = 8;
     let mut mx = [f32::NEG_INFINITY; L];
     let mut chunks = row.chunks_exact(L);
@@ -150,15 +172,15 @@ fn exp_normalise_generic(row: &mut [f32]) -> f32 {
         *x = exp_approx(*x - max);
         sum += *x;
     }
-    sum
+    (max, sum)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Deterministic values of roughly unit spread (a sum of 4 LCG uniforms, centred), times `scale`.
-    fn pseudo_normal(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    pub(crate) fn pseudo_normal(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -176,7 +198,7 @@ mod tests {
             .collect()
     }
 
-    fn naive(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape) -> Vec<f32> {
+    pub(crate) fn naive(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape) -> Vec<f32> {
         let AttentionShape { heads, n, m, d, dv } = shape;
         let mut out = vec![0f32; heads * n * dv];
         for h in 0..heads {

@@ -2,5 +2,6 @@
 //! work on plain slices; `codi-models` decides when a tensor goes through them.
 
 pub mod attention;
+pub mod attention_backward;
 pub mod math;
 pub mod norm;

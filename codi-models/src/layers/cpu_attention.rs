@@ -1,16 +1,26 @@
-//! Scaled dot-product attention for the CPU backend (burn-flex), used for inference.
+//! Scaled dot-product attention for the CPU backend (burn-flex), with and without autodiff.
 //!
 //! burn-flex 0.21's fused attention walks the (batch, head) pairs on one thread and takes a scalar `expf` per
-//! score; in a UNet at 32×32 latents that is about half of a forward pass (book: performance chapter). On that
-//! backend, f32 attention goes through `codi_kernels::attention`; other backends, autodiff included, keep
-//! burn's op.
+//! score; in a UNet at 32×32 latents that is about half of a forward pass, and burn-autodiff decomposes
+//! attention into ops that keep every [n, m] score tensor for the backward pass (book: performance chapter).
+//! On the CPU backend, f32 attention goes through `codi_kernels::attention`; under autodiff as one op whose
+//! backward is `codi_kernels::attention_backward` (it keeps the inputs, the output and one log-sum-exp per
+//! query row). Other backends keep burn's op.
 
+use std::any::Any;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
+use codi_core::device::{CpuAutodiff, CpuBackend};
 
-use crate::layers::host::{on_cpu_f32, to_host};
-use codi_kernels::attention::{attention_f32, AttentionShape};
+use crate::layers::host::{on_cpu_autodiff_f32, on_cpu_f32, to_host};
+use codi_kernels::attention::{attention_f32, attention_f32_lse, AttentionShape};
+use codi_kernels::attention_backward::attention_backward_f32;
 
 /// softmax(q·kᵀ/√d)·v. q: [b, h, n, d], k: [b, h, m, d], v: [b, h, m, dv] → [b, h, n, dv]
 pub fn scaled_dot_product<B: Backend>(
@@ -18,21 +28,140 @@ pub fn scaled_dot_product<B: Backend>(
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    if !(on_cpu_f32(&q) && on_cpu_f32(&k) && on_cpu_f32(&v)) {
-        return attention(q, k, v, None, None, AttentionModuleOptions::default());
+    let shape = attention_shape(&q, &v);
+    let [b, h, n, _] = q.dims();
+    let dv = shape.dv;
+    if on_cpu_f32(&q) && on_cpu_f32(&k) && on_cpu_f32(&v) {
+        let device = q.device();
+        let out = attention_f32(&to_host(q), &to_host(k), &to_host(v), shape);
+        return Tensor::from_data(TensorData::new(out, [b, h, n, dv]), &device);
     }
-    let device = q.device();
+    if on_cpu_autodiff_f32(&q) && on_cpu_autodiff_f32(&k) && on_cpu_autodiff_f32(&v) {
+        let out = tracked_attention(
+            downcast(q.into_primitive().tensor()),
+            downcast(k.into_primitive().tensor()),
+            downcast(v.into_primitive().tensor()),
+            shape,
+        );
+        return Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
+    }
+    attention(q, k, v, None, None, AttentionModuleOptions::default())
+}
+
+fn attention_shape<B: Backend>(q: &Tensor<B, 4>, v: &Tensor<B, 4>) -> AttentionShape {
     let [b, h, n, d] = q.dims();
     let [_, _, m, dv] = v.dims();
-    let shape = AttentionShape {
+    AttentionShape {
         heads: b * h,
         n,
         m,
         d,
         dv,
+    }
+}
+
+/// Moves a value between a generic type and the concrete one a `TypeId` test has shown it to be.
+fn downcast<T: 'static, U: 'static>(t: T) -> U {
+    *(Box::new(t) as Box<dyn Any>)
+        .downcast::<U>()
+        .expect("the backend was checked before the call")
+}
+
+use burn::tensor::ops::FloatTensor as Primitive;
+
+/// What the backward pass needs, on the host.
+#[derive(Debug, Clone)]
+struct AttentionState {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    out: Vec<f32>,
+    lse: Vec<f32>,
+    shape: AttentionShape,
+    batch_heads: [usize; 2],
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<CpuBackend, 3> for AttentionBackward {
+    type State = AttentionState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let dout = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(
+            grads.consume::<CpuBackend>(&ops.node),
+        ));
+        let device = dout.device();
+        let s = ops.state;
+        let g = attention_backward_f32(&s.q, &s.k, &s.v, &s.out, &s.lse, &to_host(dout), s.shape);
+        let AttentionShape { n, m, d, dv, .. } = s.shape;
+        let [b, h] = s.batch_heads;
+        let tensor = |values: Vec<f32>, rows: usize, width: usize| {
+            Tensor::<CpuBackend, 4>::from_data(
+                TensorData::new(values, [b, h, rows, width]),
+                &device,
+            )
+            .into_primitive()
+            .tensor()
+        };
+        for (node, values, rows, width) in [
+            (node_q, g.dq, n, d),
+            (node_k, g.dk, m, d),
+            (node_v, g.dv, m, dv),
+        ] {
+            if let Some(node) = node {
+                grads.register::<CpuBackend>(node.id, tensor(values, rows, width));
+            }
+        }
+    }
+}
+
+/// One attention op on the autodiff CPU backend: the kernel forward, recorded with [`AttentionBackward`].
+fn tracked_attention(
+    q: Primitive<CpuAutodiff>,
+    k: Primitive<CpuAutodiff>,
+    v: Primitive<CpuAutodiff>,
+    shape: AttentionShape,
+) -> Primitive<CpuAutodiff> {
+    let inner = |t: &Primitive<CpuAutodiff>| {
+        Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(t.primitive.clone()))
     };
-    let out = attention_f32(&to_host(q), &to_host(k), &to_host(v), shape);
-    Tensor::from_data(TensorData::new(out, [b, h, n, dv]), &device)
+    let (qi, ki, vi) = (inner(&q), inner(&k), inner(&v));
+    let device = qi.device();
+    let [b, h, n, _] = qi.dims();
+    let (qh, kh, vh) = (to_host(qi), to_host(ki), to_host(vi));
+    let (out, lse) = attention_f32_lse(&qh, &kh, &vh, shape);
+    let output = Tensor::<CpuBackend, 4>::from_data(
+        TensorData::new(out.clone(), [b, h, n, shape.dv]),
+        &device,
+    )
+    .into_primitive()
+    .tensor();
+    match AttentionBackward
+        .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            AttentionState {
+                q: qh,
+                k: kh,
+                v: vh,
+                out,
+                lse,
+                shape,
+                batch_heads: [b, h],
+            },
+            output,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
 }
 
 #[cfg(test)]
@@ -52,5 +181,42 @@ mod tests {
         let burns = attention(q, k, v, None, None, AttentionModuleOptions::default());
         let err = codi_core::tensor_ops::max_abs_diff(ours, burns);
         assert!(err < 1e-5, "max |codi − burn| = {err}");
+    }
+
+    #[test]
+    fn autodiff_attention_matches_burns_gradients() {
+        type AB = CpuAutodiff;
+        let dev = Default::default();
+        let mut noise = codi_core::SeededNoise::new(5);
+        let mut draw = |shape: [usize; 4]| {
+            Tensor::<AB, 4>::from_inner(noise.sample::<CpuBackend, 4>(shape, &dev)).require_grad()
+        };
+        let (q, k, v) = (draw([2, 3, 70, 8]), draw([2, 3, 9, 8]), draw([2, 3, 9, 6]));
+        assert!(
+            on_cpu_autodiff_f32(&q),
+            "the test must take the kernel's path"
+        );
+        let w = draw([2, 3, 70, 6]).detach();
+        let run = |ours: bool| {
+            let (q2, k2, v2) = (q.clone(), k.clone(), v.clone());
+            let out = if ours {
+                scaled_dot_product(q2, k2, v2)
+            } else {
+                attention(q2, k2, v2, None, None, AttentionModuleOptions::default())
+            };
+            let grads = (out.clone() * w.clone()).sum().backward();
+            let grad = |t: &Tensor<AB, 4>| t.grad(&grads).expect("a gradient");
+            (out.inner(), grad(&q), grad(&k), grad(&v))
+        };
+        let (ours, theirs) = (run(true), run(false));
+        for (name, a, b) in [
+            ("output", ours.0, theirs.0),
+            ("dq", ours.1, theirs.1),
+            ("dk", ours.2, theirs.2),
+            ("dv", ours.3, theirs.3),
+        ] {
+            let err = codi_core::tensor_ops::max_abs_diff(a, b);
+            assert!(err < 1e-5, "{name}: max |codi − burn| = {err}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::any::TypeId;
 
 use burn::tensor::{backend::Backend, DType, Tensor};
-use codi_core::device::CpuBackend;
+use codi_core::device::{CpuAutodiff, CpuBackend};
 
 /// Whether `B` is the CPU backend (burn-flex) and `t` holds f32: the case the host kernels serve. Every
 /// other backend, autodiff included, keeps burn's ops.
@@ -14,4 +14,9 @@ pub fn on_cpu_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
 /// The tensor's values, row-major; only for tensors that pass [`on_cpu_f32`].
 pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().into_vec::<f32>().expect("an f32 tensor")
+}
+
+/// Whether `B` is the autodiff CPU backend and `t` holds f32: where an op with a host-kernel backward applies.
+pub fn on_cpu_autodiff_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    TypeId::of::<B>() == TypeId::of::<CpuAutodiff>() && t.dtype() == DType::F32
 }
