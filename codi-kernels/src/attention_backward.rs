@@ -10,49 +10,13 @@ use rayon::prelude::*;
 
 use crate::attention::{AttentionShape, ROWS};
 use crate::math::{exp_approx, has_avx2_fma};
+use crate::matmul::matmul;
 
 /// Gradients of q, k and v, shaped like them.
 pub struct AttentionGrads {
     pub dq: Vec<f32>,
     pub dk: Vec<f32>,
     pub dv: Vec<f32>,
-}
-
-/// One row-major matrix product through `gemm`: dst[r, c] = beta · Σ lhs[r, i] rhs[i, c] (+ dst if `acc`).
-/// Each operand is (pointer, column stride, row stride), so transposes are strides.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    rows: usize,
-    cols: usize,
-    inner: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    acc: bool,
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
-    beta: f32,
-) {
-    gemm::gemm(
-        rows,
-        cols,
-        inner,
-        dst,
-        1,
-        dst_rs as isize,
-        acc,
-        lhs.0,
-        lhs.1 as isize,
-        lhs.2 as isize,
-        rhs.0,
-        rhs.1 as isize,
-        rhs.2 as isize,
-        if acc { 1.0 } else { 0.0 },
-        beta,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    );
 }
 
 /// q: [heads, n, d], k: [heads, m, d], v: [heads, m, dv], out and dout: [heads, n, dv], lse: [heads, n].
@@ -105,27 +69,25 @@ pub fn attention_backward_f32(
                 unsafe {
                     // P = exp(scale · q kᵀ − lse): [rows, m]
                     matmul(
-                        rows,
-                        m,
-                        d,
+                        [rows, m, d],
                         p.as_mut_ptr(),
                         m,
                         false,
                         (qb.as_ptr(), 1, d),
                         (kh.as_ptr(), d, 1),
                         scale,
+                        gemm::Parallelism::None,
                     );
                     // dP = g vᵀ: [rows, m]
                     matmul(
-                        rows,
-                        m,
-                        dv,
+                        [rows, m, dv],
                         ds.as_mut_ptr(),
                         m,
                         false,
                         (gb.as_ptr(), 1, dv),
                         (vh.as_ptr(), dv, 1),
                         1.0,
+                        gemm::Parallelism::None,
                     );
                 }
                 for (i, (prow, dsrow)) in p.chunks_mut(m).zip(ds.chunks_mut(m)).enumerate() {
@@ -139,39 +101,36 @@ pub fn attention_backward_f32(
                 unsafe {
                     // dv += Pᵀ g: [m, dv]
                     matmul(
-                        m,
-                        dv,
-                        rows,
+                        [m, dv, rows],
                         dvh.as_mut_ptr(),
                         dv,
                         !first,
                         (p.as_ptr(), m, 1),
                         (gb.as_ptr(), 1, dv),
                         1.0,
+                        gemm::Parallelism::None,
                     );
                     // dq = scale · dS k: [rows, d]
                     matmul(
-                        rows,
-                        d,
-                        m,
+                        [rows, d, m],
                         dqh[r0 * d..].as_mut_ptr(),
                         d,
                         false,
                         (ds.as_ptr(), 1, m),
                         (kh.as_ptr(), 1, d),
                         scale,
+                        gemm::Parallelism::None,
                     );
                     // dk += scale · dSᵀ q: [m, d]
                     matmul(
-                        m,
-                        d,
-                        rows,
+                        [m, d, rows],
                         dkh.as_mut_ptr(),
                         d,
                         !first,
                         (ds.as_ptr(), m, 1),
                         (qb.as_ptr(), 1, d),
                         scale,
+                        gemm::Parallelism::None,
                     );
                 }
             }

@@ -3,5 +3,7 @@
 
 pub mod attention;
 pub mod attention_backward;
+pub mod conv;
 pub mod math;
+mod matmul;
 pub mod norm;

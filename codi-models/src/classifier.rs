@@ -1,6 +1,7 @@
 //! The evaluation classifier: a small residual CNN over 32×32 RGB whose penultimate features define the
 //! Fréchet distance (FD) of every evaluation, and whose labels give class agreement.
 
+use crate::layers::cpu_conv::conv2d_forward;
 use crate::layers::norm::group_norm_silu;
 use std::path::Path;
 
@@ -96,9 +97,9 @@ pub struct ClassifierBlock<B: Backend> {
 
 impl<B: Backend> ClassifierBlock<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(group_norm_silu(&self.norm1, x.clone()));
-        let h = self.conv2.forward(group_norm_silu(&self.norm2, h));
-        self.shortcut.forward(x) + h
+        let h = conv2d_forward(&self.conv1, group_norm_silu(&self.norm1, x.clone()));
+        let h = conv2d_forward(&self.conv2, group_norm_silu(&self.norm2, h));
+        conv2d_forward(&self.shortcut, x) + h
     }
 }
 
@@ -114,7 +115,7 @@ pub struct Classifier<B: Backend> {
 impl<B: Backend> Classifier<B> {
     /// The penultimate features. x: [batch, 3, H, W] in [−1, 1] → [batch, feature_dim]
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut h = self.conv_in.forward(x);
+        let mut h = conv2d_forward(&self.conv_in, x);
         for b in &self.blocks {
             h = b.forward(h);
         }

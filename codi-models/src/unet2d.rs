@@ -1,6 +1,7 @@
 //! diffusers' `UNet2DModel`: the unconditional (pixel-space) UNet with spatial self-attention blocks.
 
 use crate::diffusers_json::defaults::{eight, eps, groups, one, onef, three, two, yes};
+use crate::layers::cpu_conv::conv2d_forward;
 use crate::layers::norm::group_norm_silu;
 use burn::config::Config;
 use burn::module::Module;
@@ -203,7 +204,7 @@ impl<B: Backend> UNet2DModel<B> {
             self.flip_sin_to_cos,
             self.freq_shift,
         ));
-        let mut x = self.conv_in.forward(sample);
+        let mut x = conv2d_forward(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             let (h, states) = block.forward(x, Some(&emb), None);
@@ -214,8 +215,7 @@ impl<B: Backend> UNet2DModel<B> {
         for block in &self.up_blocks {
             x = block.forward(x, Some(&mut skips), Some(&emb), None);
         }
-        self.conv_out
-            .forward(group_norm_silu(&self.conv_norm_out, x))
+        conv2d_forward(&self.conv_out, group_norm_silu(&self.conv_norm_out, x))
     }
 
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {

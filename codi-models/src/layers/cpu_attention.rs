@@ -7,8 +7,6 @@
 //! backward is `codi_kernels::attention_backward` (it keeps the inputs, the output and one log-sum-exp per
 //! query row). Other backends keep burn's op.
 
-use std::any::Any;
-
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -18,7 +16,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 
-use crate::layers::host::{on_cpu_autodiff_f32, on_cpu_f32, to_host};
+use crate::layers::host::{downcast, on_cpu_autodiff_f32, on_cpu_f32, to_host};
 use codi_kernels::attention::{attention_f32, attention_f32_lse, AttentionShape};
 use codi_kernels::attention_backward::attention_backward_f32;
 
@@ -58,13 +56,6 @@ fn attention_shape<B: Backend>(q: &Tensor<B, 4>, v: &Tensor<B, 4>) -> AttentionS
         d,
         dv,
     }
-}
-
-/// Moves a value between a generic type and the concrete one a `TypeId` test has shown it to be.
-fn downcast<T: 'static, U: 'static>(t: T) -> U {
-    *(Box::new(t) as Box<dyn Any>)
-        .downcast::<U>()
-        .expect("the backend was checked before the call")
 }
 
 use burn::tensor::ops::FloatTensor as Primitive;

@@ -1,6 +1,6 @@
 //! Tensors of the CPU backend to and from plain f32 buffers, for the `codi_kernels` host kernels.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 
 use burn::tensor::{backend::Backend, DType, Tensor};
 use codi_core::device::{CpuAutodiff, CpuBackend};
@@ -19,4 +19,11 @@ pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 /// Whether `B` is the autodiff CPU backend and `t` holds f32: where an op with a host-kernel backward applies.
 pub fn on_cpu_autodiff_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
     TypeId::of::<B>() == TypeId::of::<CpuAutodiff>() && t.dtype() == DType::F32
+}
+
+/// Moves a value between a generic type and the concrete one a `TypeId` test has shown it to be.
+pub fn downcast<T: 'static, U: 'static>(t: T) -> U {
+    *(Box::new(t) as Box<dyn Any>)
+        .downcast::<U>()
+        .expect("the backend was checked before the call")
 }

@@ -1,5 +1,6 @@
 //! diffusers `ResnetBlock2D` (time_embedding_norm "default", no up/down inside).
 
+use crate::layers::cpu_conv::conv2d_forward;
 use crate::layers::norm::group_norm_silu;
 use burn::config::Config;
 use burn::module::Module;
@@ -58,15 +59,15 @@ impl ResnetBlock2DConfig {
 impl<B: Backend> ResnetBlock2D<B> {
     /// x: [batch, in, h, w], temb: [batch, temb_channels] → [batch, out, h, w]
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
-        let mut h = self.conv1.forward(group_norm_silu(&self.norm1, x.clone()));
+        let mut h = conv2d_forward(&self.conv1, group_norm_silu(&self.norm1, x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(silu(temb.clone()));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(group_norm_silu(&self.norm2, h));
+        let h = conv2d_forward(&self.conv2, group_norm_silu(&self.norm2, h));
         let skip = match &self.conv_shortcut {
-            Some(c) => c.forward(x),
+            Some(c) => conv2d_forward(c, x),
             None => x,
         };
         let out = skip + h;

@@ -1,5 +1,6 @@
 //! diffusers `Downsample2D` and `Upsample2D` (with conv).
 
+use crate::layers::cpu_conv::conv2d_forward;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::module::interpolate;
@@ -42,7 +43,7 @@ impl<B: Backend> Downsample2D<B> {
         } else {
             x
         };
-        self.conv.forward(x)
+        conv2d_forward(&self.conv, x)
     }
 }
 
@@ -64,6 +65,6 @@ impl<B: Backend> Upsample2D<B> {
         let [_, _, h, w] = x.dims();
         let size = size.unwrap_or([2 * h, 2 * w]);
         let x = interpolate(x, size, InterpolateOptions::new(InterpolateMode::Nearest));
-        self.conv.forward(x)
+        conv2d_forward(&self.conv, x)
     }
 }

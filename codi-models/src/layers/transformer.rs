@@ -1,6 +1,7 @@
 //! diffusers `Transformer2DModel` with `BasicTransformerBlock`s (self-attention, cross-attention to the text,
 //! GEGLU feed-forward), as used in SD's cross-attention UNet blocks.
 
+use crate::layers::cpu_conv::conv2d_forward;
 use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;
@@ -152,7 +153,7 @@ impl<B: Backend> Transformer2DModel<B> {
             x.reshape([b, ch, h * w]).swap_dims(1, 2)
         };
         let mut t = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(conv.forward(x)),
+            Projection::Conv(conv) => to_tokens(conv2d_forward(conv, x)),
             Projection::Linear(lin) => lin.forward(to_tokens(x)),
         };
         for block in &self.transformer_blocks {
@@ -160,7 +161,9 @@ impl<B: Backend> Transformer2DModel<B> {
         }
         let inner = t.dims()[2];
         let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(t.swap_dims(1, 2).reshape([b, inner, h, w])),
+            Projection::Conv(conv) => {
+                conv2d_forward(conv, t.swap_dims(1, 2).reshape([b, inner, h, w]))
+            }
             Projection::Linear(lin) => lin.forward(t).swap_dims(1, 2).reshape([b, c, h, w]),
         };
         out + residual
