@@ -51,12 +51,12 @@ impl ConvShape {
         ]
     }
     /// Sample `n`'s im2col columns: its input itself for a pointwise convolution, else written into `col`.
-    fn columns<'a>(&self, x: &'a [f32], n: usize, col: &'a mut [f32]) -> &'a [f32] {
+    fn columns<'a>(&self, x: &'a [f32], n: usize, col: &'a mut [f32], par: bool) -> &'a [f32] {
         let xn = &x[n * self.c_in * self.h * self.w..(n + 1) * self.c_in * self.h * self.w];
         if self.is_pointwise() {
             return xn;
         }
-        im2col(xn, self, col);
+        im2col(xn, self, col, par);
         col
     }
 }
@@ -68,85 +68,98 @@ pub struct ConvGrads {
     pub db: Vec<f32>,
 }
 
-/// A gemm on rayon's threads: dst[r, c] = Σ lhs[r, i] rhs[i, c] (+ dst if `acc`), dst dense.
-unsafe fn matmul_par(
-    [rows, cols, inner]: [usize; 3],
+/// dst[r, c] = Σ lhs[r, i] rhs[i, c] (+ dst if `acc`), dst dense; on rayon's threads if `par`.
+unsafe fn matmul_dense(
+    dims: [usize; 3],
     dst: *mut f32,
     acc: bool,
     lhs: Operand,
     rhs: Operand,
+    par: bool,
 ) {
-    matmul(
-        [rows, cols, inner],
-        dst,
-        cols,
-        acc,
-        lhs,
-        rhs,
-        1.0,
-        gemm::Parallelism::Rayon(rayon::current_num_threads()),
-    );
+    let parallelism = if par {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    matmul(dims, dst, dims[1], acc, lhs, rhs, 1.0, parallelism);
+}
+
+/// Runs `f` on each (index, chunk), on rayon's threads if `par`.
+fn for_each_chunk(
+    buf: &mut [f32],
+    chunk: usize,
+    par: bool,
+    f: impl Fn((usize, &mut [f32])) + Sync + Send,
+) {
+    if par {
+        buf.par_chunks_mut(chunk).enumerate().for_each(f);
+    } else {
+        buf.chunks_mut(chunk).enumerate().for_each(f);
+    }
+}
+
+/// Whether to spread the samples over the threads (each sample's work on one thread) rather than each
+/// sample's gemms: small per-sample problems pay the threads' start-up on every gemm otherwise.
+fn sample_parallel(s: &ConvShape) -> bool {
+    s.batch >= rayon::current_num_threads()
 }
 
 /// col[(c, i, j), (y, x)] = x[c, y·s − p + i, x·s − p + j] (0 outside), one sample: [patch, h_out · w_out].
-fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32]) {
+fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32], par: bool) {
     let (ho, wo) = (s.h_out(), s.w_out());
-    col.par_chunks_mut(s.kh * s.kw * ho * wo)
-        .enumerate()
-        .for_each(|(c, cc)| {
-            let xc = &x[c * s.h * s.w..(c + 1) * s.h * s.w];
-            for i in 0..s.kh {
-                for j in 0..s.kw {
-                    let row = &mut cc[(i * s.kw + j) * ho * wo..(i * s.kw + j + 1) * ho * wo];
-                    for y in 0..ho {
-                        let out = &mut row[y * wo..(y + 1) * wo];
-                        let iy = (y * s.stride[0] + i) as isize - s.pad[0] as isize;
-                        if iy < 0 || iy >= s.h as isize {
-                            out.fill(0.0);
-                            continue;
-                        }
-                        let xrow = &xc[iy as usize * s.w..(iy as usize + 1) * s.w];
-                        for (xo, o) in out.iter_mut().enumerate() {
-                            let ix = (xo * s.stride[1] + j) as isize - s.pad[1] as isize;
-                            *o = if ix >= 0 && ix < s.w as isize {
-                                xrow[ix as usize]
-                            } else {
-                                0.0
-                            };
-                        }
+    for_each_chunk(col, s.kh * s.kw * ho * wo, par, |(c, cc)| {
+        let xc = &x[c * s.h * s.w..(c + 1) * s.h * s.w];
+        for i in 0..s.kh {
+            for j in 0..s.kw {
+                let row = &mut cc[(i * s.kw + j) * ho * wo..(i * s.kw + j + 1) * ho * wo];
+                for y in 0..ho {
+                    let out = &mut row[y * wo..(y + 1) * wo];
+                    let iy = (y * s.stride[0] + i) as isize - s.pad[0] as isize;
+                    if iy < 0 || iy >= s.h as isize {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let xrow = &xc[iy as usize * s.w..(iy as usize + 1) * s.w];
+                    for (xo, o) in out.iter_mut().enumerate() {
+                        let ix = (xo * s.stride[1] + j) as isize - s.pad[1] as isize;
+                        *o = if ix >= 0 && ix < s.w as isize {
+                            xrow[ix as usize]
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// The adjoint of [`im2col`]: dx[c, ·, ·] = Σ of the col entries that read it, one sample.
-fn col2im(col: &[f32], s: &ConvShape, dx: &mut [f32]) {
+fn col2im(col: &[f32], s: &ConvShape, dx: &mut [f32], par: bool) {
     let (ho, wo) = (s.h_out(), s.w_out());
-    dx.par_chunks_mut(s.h * s.w)
-        .enumerate()
-        .for_each(|(c, dxc)| {
-            dxc.fill(0.0);
-            let cc = &col[c * s.kh * s.kw * ho * wo..(c + 1) * s.kh * s.kw * ho * wo];
-            for i in 0..s.kh {
-                for j in 0..s.kw {
-                    let row = &cc[(i * s.kw + j) * ho * wo..(i * s.kw + j + 1) * ho * wo];
-                    for y in 0..ho {
-                        let iy = (y * s.stride[0] + i) as isize - s.pad[0] as isize;
-                        if iy < 0 || iy >= s.h as isize {
-                            continue;
-                        }
-                        let drow = &mut dxc[iy as usize * s.w..(iy as usize + 1) * s.w];
-                        for (xo, &g) in row[y * wo..(y + 1) * wo].iter().enumerate() {
-                            let ix = (xo * s.stride[1] + j) as isize - s.pad[1] as isize;
-                            if ix >= 0 && ix < s.w as isize {
-                                drow[ix as usize] += g;
-                            }
+    for_each_chunk(dx, s.h * s.w, par, |(c, dxc)| {
+        dxc.fill(0.0);
+        let cc = &col[c * s.kh * s.kw * ho * wo..(c + 1) * s.kh * s.kw * ho * wo];
+        for i in 0..s.kh {
+            for j in 0..s.kw {
+                let row = &cc[(i * s.kw + j) * ho * wo..(i * s.kw + j + 1) * ho * wo];
+                for y in 0..ho {
+                    let iy = (y * s.stride[0] + i) as isize - s.pad[0] as isize;
+                    if iy < 0 || iy >= s.h as isize {
+                        continue;
+                    }
+                    let drow = &mut dxc[iy as usize * s.w..(iy as usize + 1) * s.w];
+                    for (xo, &g) in row[y * wo..(y + 1) * wo].iter().enumerate() {
+                        let ix = (xo * s.stride[1] + j) as isize - s.pad[1] as isize;
+                        if ix >= 0 && ix < s.w as isize {
+                            drow[ix as usize] += g;
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// x: [batch, c_in, h, w], weight: [c_out, c_in, kh, kw], bias: [c_out] → [batch, c_out, h_out, w_out].
@@ -155,26 +168,60 @@ pub fn conv2d_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape)
     assert_eq!(x.len(), s.batch * s.c_in * s.h * s.w);
     assert_eq!(weight.len(), s.c_out * patch);
     let mut out = vec![0f32; s.batch * s.c_out * pix];
-    let mut col = s.col_buffer();
-    for (n, on) in out.chunks_mut(s.c_out * pix).enumerate() {
-        let cols = s.columns(x, n, &mut col);
+    let sample = |n: usize, on: &mut [f32], col: &mut Vec<f32>, par: bool| {
+        let cols = s.columns(x, n, col, par);
         // SAFETY: the operands are the buffers asserted or allocated above, with their row-major strides.
         unsafe {
-            matmul_par(
+            matmul_dense(
                 [s.c_out, pix, patch],
                 on.as_mut_ptr(),
                 false,
                 (weight.as_ptr(), 1, patch),
                 (cols.as_ptr(), 1, pix),
+                par,
             );
         }
         if let Some(b) = bias {
-            on.par_chunks_mut(pix)
-                .zip(b.par_iter())
-                .for_each(|(row, &bc)| row.iter_mut().for_each(|v| *v += bc));
+            for (row, &bc) in on.chunks_mut(pix).zip(b) {
+                row.iter_mut().for_each(|v| *v += bc);
+            }
+        }
+    };
+    if sample_parallel(&s) {
+        out.par_chunks_mut(s.c_out * pix)
+            .enumerate()
+            .for_each_init(|| s.col_buffer(), |col, (n, on)| sample(n, on, col, false));
+    } else {
+        let mut col = s.col_buffer();
+        for (n, on) in out.chunks_mut(s.c_out * pix).enumerate() {
+            sample(n, on, &mut col, true);
         }
     }
     out
+}
+
+/// Per-thread accumulators of the backward pass: dW, db and the two im2col-sized scratch buffers.
+struct Accumulators {
+    dw: Vec<f32>,
+    db: Vec<f32>,
+    col: Vec<f32>,
+    dcol: Vec<f32>,
+}
+
+impl Accumulators {
+    fn new(s: &ConvShape) -> Self {
+        Self {
+            dw: vec![0f32; s.c_out * s.patch()],
+            db: vec![0f32; s.c_out],
+            col: s.col_buffer(),
+            dcol: s.col_buffer(),
+        }
+    }
+    fn merge(mut self, other: Self) -> Self {
+        self.dw.iter_mut().zip(&other.dw).for_each(|(a, b)| *a += b);
+        self.db.iter_mut().zip(&other.db).for_each(|(a, b)| *a += b);
+        self
+    }
 }
 
 /// Gradients of [`conv2d_f32`] given the output gradient `g`: [batch, c_out, h_out, w_out].
@@ -183,50 +230,67 @@ pub fn conv2d_backward_f32(x: &[f32], weight: &[f32], g: &[f32], s: ConvShape) -
     assert_eq!(x.len(), s.batch * s.c_in * s.h * s.w);
     assert_eq!(weight.len(), s.c_out * patch);
     assert_eq!(g.len(), s.batch * s.c_out * pix);
-    let mut grads = ConvGrads {
-        dx: vec![0f32; x.len()],
-        dw: vec![0f32; weight.len()],
-        db: vec![0f32; s.c_out],
-    };
-    let (mut col, mut dcol) = (s.col_buffer(), s.col_buffer());
-    for n in 0..s.batch {
+    let mut dx = vec![0f32; x.len()];
+    let sample = |n: usize, dxn: &mut [f32], acc: &mut Accumulators, par: bool| {
         let gn = &g[n * s.c_out * pix..(n + 1) * s.c_out * pix];
-        let dxn = &mut grads.dx[n * s.c_in * s.h * s.w..(n + 1) * s.c_in * s.h * s.w];
-        let cols = s.columns(x, n, &mut col);
+        let cols = s.columns(x, n, &mut acc.col, par);
         // SAFETY: as in the forward; transposes are expressed as swapped strides.
         unsafe {
             // dW += g colᵀ: [c_out, patch]
-            matmul_par(
+            matmul_dense(
                 [s.c_out, patch, pix],
-                grads.dw.as_mut_ptr(),
-                n > 0,
+                acc.dw.as_mut_ptr(),
+                true,
                 (gn.as_ptr(), 1, pix),
                 (cols.as_ptr(), pix, 1),
+                par,
             );
             // dcol = Wᵀ g: [patch, pix]
             let dst = if s.is_pointwise() {
                 dxn.as_mut_ptr()
             } else {
-                dcol.as_mut_ptr()
+                acc.dcol.as_mut_ptr()
             };
-            matmul_par(
+            matmul_dense(
                 [patch, pix, s.c_out],
                 dst,
                 false,
                 (weight.as_ptr(), patch, 1),
                 (gn.as_ptr(), 1, pix),
+                par,
             );
         }
         if !s.is_pointwise() {
-            col2im(&dcol, &s, dxn);
+            col2im(&acc.dcol, &s, dxn, par);
         }
-        grads
-            .db
-            .par_iter_mut()
-            .zip(gn.par_chunks(pix))
-            .for_each(|(d, row)| *d += row.iter().sum::<f32>());
+        for (d, row) in acc.db.iter_mut().zip(gn.chunks(pix)) {
+            *d += row.iter().sum::<f32>();
+        }
+    };
+    let per_sample = s.c_in * s.h * s.w;
+    let acc = if sample_parallel(&s) {
+        dx.par_chunks_mut(per_sample)
+            .enumerate()
+            .fold(
+                || Accumulators::new(&s),
+                |mut acc, (n, dxn)| {
+                    sample(n, dxn, &mut acc, false);
+                    acc
+                },
+            )
+            .reduce(|| Accumulators::new(&s), Accumulators::merge)
+    } else {
+        let mut acc = Accumulators::new(&s);
+        for (n, dxn) in dx.chunks_mut(per_sample).enumerate() {
+            sample(n, dxn, &mut acc, true);
+        }
+        acc
+    };
+    ConvGrads {
+        dx,
+        dw: acc.dw,
+        db: acc.db,
     }
-    grads
 }
 
 #[cfg(test)]
@@ -281,7 +345,9 @@ mod tests {
             stride: [1, 1],
             pad: [1, 1],
         };
+        // Batch 1 runs each sample's gemms on the threads, batch 2 spreads the samples (on 2+ threads).
         vec![
+            ConvShape { batch: 1, ..base },
             base,
             ConvShape {
                 stride: [2, 2],
