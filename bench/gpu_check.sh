@@ -3,7 +3,12 @@
 # `--features cuda`, stripped and xz-compressed as .gpu/codi.xz, and diffusers as a wheel in .whl/
 # (the machine has torch). Carry both:
 #   cargo build -p codi-cli --features cuda && strip -o /tmp/codi target/debug/codi && xz -9 -T2 -c /tmp/codi > .gpu/codi.xz
+#   (11 MB). The working tree must stay under the device's 64 MiB: slim the diffusers wheel (pip download
+#   diffusers==0.42.1 --no-deps; unzip; delete everything in diffusers/pipelines and diffusers/modular_pipelines
+#   but their __init__.py; zip again: 2.1 MB instead of 6.2 MB; the models import without them).
 #   device run: bash bench/gpu_check.sh   (carry .gpu .whl)
+# In session 5 (H100) every phase hit its limit before codi's first call returned: CubeCL compiles each kernel
+# (and ~5 autotune candidates per shape) at first launch; see bench/gpu-logs and the performance chapter.
 # It times SD-1.5's UNet + ControlNet CoDi training step (64×64 latents, batch 1) in codi and in PyTorch on the
 # same card, in f32 and in bf16, then the forward workloads; each phase has its own time limit and writes
 # its JSON (and log) under $OUT, so a slow phase still leaves the earlier ones.

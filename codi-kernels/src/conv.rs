@@ -369,12 +369,19 @@ mod tests {
         ]
     }
 
+    /// Seeded input, weight and bias for `s`.
+    fn inputs(s: &ConvShape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        (
+            pseudo_normal(s.batch * s.c_in * s.h * s.w, 1, 1.0),
+            pseudo_normal(s.c_out * s.c_in * s.kh * s.kw, 2, 1.0),
+            pseudo_normal(s.c_out, 3, 1.0),
+        )
+    }
+
     #[test]
     fn forward_matches_the_definition() {
         for s in shapes() {
-            let x = pseudo_normal(s.batch * s.c_in * s.h * s.w, 1, 1.0);
-            let w = pseudo_normal(s.c_out * s.c_in * s.kh * s.kw, 2, 1.0);
-            let b = pseudo_normal(s.c_out, 3, 1.0);
+            let (x, w, b) = inputs(&s);
             let got = conv2d_f32(&x, &w, Some(&b), s);
             let want = naive(&x, &w, &b, &s);
             let err = got
@@ -389,9 +396,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         for s in shapes() {
-            let x = pseudo_normal(s.batch * s.c_in * s.h * s.w, 1, 1.0);
-            let w = pseudo_normal(s.c_out * s.c_in * s.kh * s.kw, 2, 1.0);
-            let b = pseudo_normal(s.c_out, 3, 1.0);
+            let (x, w, b) = inputs(&s);
             let g = pseudo_normal(s.batch * s.c_out * s.h_out() * s.w_out(), 4, 1.0);
             let grads = conv2d_backward_f32(&x, &w, &g, s);
             // The loss Σ g ∘ conv is linear in each argument, so a central difference is exact up to rounding.
