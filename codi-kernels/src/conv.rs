@@ -63,9 +63,19 @@ impl ConvShape {
 
 /// Gradients of a convolution's input, weight and bias.
 pub struct ConvGrads {
-    pub dx: Vec<f32>,
-    pub dw: Vec<f32>,
+    /// None when not asked for.
+    pub dx: Option<Vec<f32>>,
+    /// None when not asked for.
+    pub dw: Option<Vec<f32>>,
     pub db: Vec<f32>,
+}
+
+/// Which gradients the backward pass computes (a frozen backbone's convolutions need no weight gradient, the
+/// first convolution on data no input gradient). The bias gradient is always computed; it is one row sum.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    pub input: bool,
+    pub weight: bool,
 }
 
 /// dst[r, c] = Σ lhs[r, i] rhs[i, c] (+ dst if `acc`), dst dense; on rayon's threads if `par`.
@@ -225,49 +235,62 @@ impl Accumulators {
 }
 
 /// Gradients of [`conv2d_f32`] given the output gradient `g`: [batch, c_out, h_out, w_out].
-pub fn conv2d_backward_f32(x: &[f32], weight: &[f32], g: &[f32], s: ConvShape) -> ConvGrads {
+pub fn conv2d_backward_f32(
+    x: &[f32],
+    weight: &[f32],
+    g: &[f32],
+    s: ConvShape,
+    wanted: Wanted,
+) -> ConvGrads {
     let (patch, pix) = (s.patch(), s.pixels_out());
     assert_eq!(x.len(), s.batch * s.c_in * s.h * s.w);
     assert_eq!(weight.len(), s.c_out * patch);
     assert_eq!(g.len(), s.batch * s.c_out * pix);
-    let mut dx = vec![0f32; x.len()];
+    // The samples are walked as chunks of dx; without an input gradient each chunk is one unused float.
+    let per_sample = if wanted.input { s.c_in * s.h * s.w } else { 1 };
+    let mut dx = vec![0f32; per_sample * s.batch];
     let sample = |n: usize, dxn: &mut [f32], acc: &mut Accumulators, par: bool| {
         let gn = &g[n * s.c_out * pix..(n + 1) * s.c_out * pix];
-        let cols = s.columns(x, n, &mut acc.col, par);
         // SAFETY: as in the forward; transposes are expressed as swapped strides.
-        unsafe {
+        if wanted.weight {
+            let cols = s.columns(x, n, &mut acc.col, par);
             // dW += g colᵀ: [c_out, patch]
-            matmul_dense(
-                [s.c_out, patch, pix],
-                acc.dw.as_mut_ptr(),
-                true,
-                (gn.as_ptr(), 1, pix),
-                (cols.as_ptr(), pix, 1),
-                par,
-            );
+            unsafe {
+                matmul_dense(
+                    [s.c_out, patch, pix],
+                    acc.dw.as_mut_ptr(),
+                    true,
+                    (gn.as_ptr(), 1, pix),
+                    (cols.as_ptr(), pix, 1),
+                    par,
+                );
+            }
+        }
+        if wanted.input {
             // dcol = Wᵀ g: [patch, pix]
             let dst = if s.is_pointwise() {
                 dxn.as_mut_ptr()
             } else {
                 acc.dcol.as_mut_ptr()
             };
-            matmul_dense(
-                [patch, pix, s.c_out],
-                dst,
-                false,
-                (weight.as_ptr(), patch, 1),
-                (gn.as_ptr(), 1, pix),
-                par,
-            );
-        }
-        if !s.is_pointwise() {
-            col2im(&acc.dcol, &s, dxn, par);
+            unsafe {
+                matmul_dense(
+                    [patch, pix, s.c_out],
+                    dst,
+                    false,
+                    (weight.as_ptr(), patch, 1),
+                    (gn.as_ptr(), 1, pix),
+                    par,
+                );
+            }
+            if !s.is_pointwise() {
+                col2im(&acc.dcol, &s, dxn, par);
+            }
         }
         for (d, row) in acc.db.iter_mut().zip(gn.chunks(pix)) {
             *d += row.iter().sum::<f32>();
         }
     };
-    let per_sample = s.c_in * s.h * s.w;
     let acc = if sample_parallel(&s) {
         dx.par_chunks_mut(per_sample)
             .enumerate()
@@ -287,8 +310,8 @@ pub fn conv2d_backward_f32(x: &[f32], weight: &[f32], g: &[f32], s: ConvShape) -
         acc
     };
     ConvGrads {
-        dx,
-        dw: acc.dw,
+        dx: wanted.input.then_some(dx),
+        dw: wanted.weight.then_some(acc.dw),
         db: acc.db,
     }
 }
@@ -398,7 +421,23 @@ mod tests {
         for s in shapes() {
             let (x, w, b) = inputs(&s);
             let g = pseudo_normal(s.batch * s.c_out * s.h_out() * s.w_out(), 4, 1.0);
-            let grads = conv2d_backward_f32(&x, &w, &g, s);
+            let all = Wanted {
+                input: true,
+                weight: true,
+            };
+            let grads = conv2d_backward_f32(&x, &w, &g, s, all);
+            let (dx, dw) = (grads.dx.expect("dx"), grads.dw.expect("dw"));
+            // Asking for one gradient gives the same values (up to the order of the per-thread sums), and not
+            // the other.
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| (p - q).abs() < 1e-5);
+            for (input, weight) in [(true, false), (false, true)] {
+                let one = conv2d_backward_f32(&x, &w, &g, s, Wanted { input, weight });
+                assert_eq!(one.dx.is_some(), input);
+                assert_eq!(one.dw.is_some(), weight);
+                assert!(one.dx.is_none_or(|d| close(&d, &dx)), "{s:?}: dx alone");
+                assert!(one.dw.is_none_or(|d| close(&d, &dw)), "{s:?}: dw alone");
+                assert!(close(&one.db, &grads.db), "{s:?}: db");
+            }
             // The loss Σ g ∘ conv is linear in each argument, so a central difference is exact up to rounding.
             let loss = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
                 naive(x, w, b, &s)
@@ -421,8 +460,8 @@ mod tests {
                     );
                 }
             };
-            check("dx", &x, &grads.dx, &|v| loss(v, &w, &b));
-            check("dw", &w, &grads.dw, &|v| loss(&x, v, &b));
+            check("dx", &x, &dx, &|v| loss(v, &w, &b));
+            check("dw", &w, &dw, &|v| loss(&x, v, &b));
             check("db", &b, &grads.db, &|v| loss(&x, &w, v));
         }
     }

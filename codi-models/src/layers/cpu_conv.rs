@@ -15,7 +15,7 @@ use burn::nn::PaddingConfig2d;
 use burn::tensor::ops::FloatTensor as Primitive;
 use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
-use codi_kernels::conv::{conv2d_backward_f32, conv2d_f32, ConvShape};
+use codi_kernels::conv::{conv2d_backward_f32, conv2d_f32, ConvShape, Wanted};
 
 use crate::layers::host::{downcast, on_cpu_autodiff_f32, to_host};
 
@@ -102,13 +102,17 @@ impl Backward<CpuBackend, 3> for ConvBackward {
         let device = g.device();
         let s = ops.state;
         let sh = s.shape;
-        let d = conv2d_backward_f32(&s.x, &s.weight, &to_host(g), sh);
+        let wanted = Wanted {
+            input: node_x.is_some(),
+            weight: node_w.is_some(),
+        };
+        let d = conv2d_backward_f32(&s.x, &s.weight, &to_host(g), sh, wanted);
         let [b, ci, h, w, co, kh, kw] = [sh.batch, sh.c_in, sh.h, sh.w, sh.c_out, sh.kh, sh.kw];
-        if let Some(node) = node_x {
-            grads.register::<CpuBackend>(node.id, host_tensor(d.dx, [b, ci, h, w], &device));
+        if let (Some(node), Some(dx)) = (node_x, d.dx) {
+            grads.register::<CpuBackend>(node.id, host_tensor(dx, [b, ci, h, w], &device));
         }
-        if let Some(node) = node_w {
-            grads.register::<CpuBackend>(node.id, host_tensor(d.dw, [co, ci, kh, kw], &device));
+        if let (Some(node), Some(dw)) = (node_w, d.dw) {
+            grads.register::<CpuBackend>(node.id, host_tensor(dw, [co, ci, kh, kw], &device));
         }
         if let Some(node) = node_b {
             grads.register::<CpuBackend>(node.id, host_tensor(d.db, [co], &device));
@@ -176,6 +180,42 @@ mod tests {
                 Tensor::from_inner(t.inner() + n.mul_scalar(0.3)).require_grad()
             })
         }
+    }
+
+    /// Makes every parameter a constant (a frozen backbone).
+    struct Freeze;
+
+    impl ModuleMapper<CpuAutodiff> for Freeze {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: Param<Tensor<CpuAutodiff, D>>,
+        ) -> Param<Tensor<CpuAutodiff, D>> {
+            param.map(|t| Tensor::from_inner(t.inner()))
+        }
+    }
+
+    #[test]
+    fn a_frozen_convolution_passes_the_input_gradient_only() {
+        type AB = CpuAutodiff;
+        let dev = Default::default();
+        let conv: Conv2d<AB> = conv2d(5, 7, 3, 1, &dev);
+        let conv = conv.map(&mut Freeze);
+        let x = Tensor::<AB, 4>::from_inner(
+            codi_core::SeededNoise::new(8).sample::<CpuBackend, 4>([2, 5, 9, 8], &dev),
+        )
+        .require_grad();
+        let grad = |ours: bool| {
+            let out = if ours {
+                conv2d_forward(&conv, x.clone())
+            } else {
+                conv.forward(x.clone())
+            };
+            let grads = (out.clone() * out).sum().backward();
+            assert!(conv.weight.val().grad(&grads).is_none());
+            x.grad(&grads).expect("input gradient")
+        };
+        let err = codi_core::tensor_ops::max_abs_diff(grad(true), grad(false));
+        assert!(err < 1e-4, "dx: max |codi − burn| = {err}");
     }
 
     #[test]
