@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::math::{exp_approx, has_avx2_fma};
+use crate::matmul::matmul;
 
 /// Query rows per task: a [ROWS, n_kv] block of scores stays in the cache for the value matmul.
 pub const ROWS: usize = 64;
@@ -60,26 +61,16 @@ pub fn attention_f32_lse(
                         let vh = &v[hd * m * dv..(hd + 1) * m * dv];
                         let s = &mut scores[..rows * m];
                         // s = scale · q kᵀ: [rows, m]
+                        // SAFETY: the blocks are in bounds of q, k, v and the score buffer.
                         unsafe {
-                            gemm::gemm(
-                                rows,
-                                m,
-                                d,
+                            matmul(
+                                [rows, m, d],
                                 s.as_mut_ptr(),
-                                1,
-                                m as isize,
+                                m,
                                 false,
-                                qb.as_ptr(),
-                                1,
-                                d as isize,
-                                kh.as_ptr(),
-                                d as isize,
-                                1,
-                                0.0,
+                                (qb.as_ptr(), 1, d),
+                                (kh.as_ptr(), d, 1),
                                 scale,
-                                false,
-                                false,
-                                false,
                                 gemm::Parallelism::None,
                             );
                         }
@@ -92,26 +83,16 @@ pub fn attention_f32_lse(
                             *l = max + total.ln();
                         }
                         // o = p v: [rows, dv]
+                        // SAFETY: the blocks are in bounds of q, k, v and the score buffer.
                         unsafe {
-                            gemm::gemm(
-                                rows,
-                                dv,
-                                m,
+                            matmul(
+                                [rows, dv, m],
                                 ob.as_mut_ptr(),
-                                1,
-                                dv as isize,
+                                dv,
                                 false,
-                                s.as_ptr(),
-                                1,
-                                m as isize,
-                                vh.as_ptr(),
-                                1,
-                                dv as isize,
-                                0.0,
+                                (s.as_ptr(), 1, m),
+                                (vh.as_ptr(), 1, dv),
                                 1.0,
-                                false,
-                                false,
-                                false,
                                 gemm::Parallelism::None,
                             );
                         }

@@ -319,6 +319,11 @@ impl BackendTask for Run {
 }
 
 pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
+    if args.python.is_some() && matches!(device, DeviceSpec::Wgpu(_)) {
+        bail!(
+            "--python compares on the same device, and PyTorch has no wgpu device: use cpu or cuda"
+        );
+    }
     if args.python.is_some() && args.save.is_none() {
         args.save = Some(std::env::temp_dir().join(format!(
             "codi-bench-{}-{}",

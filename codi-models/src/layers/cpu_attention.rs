@@ -12,11 +12,13 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::ops::{AttentionModuleOptions, FloatTensor as Primitive};
 use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 
-use crate::layers::host::{downcast, on_cpu_autodiff_f32, on_cpu_f32, to_host};
+use crate::layers::host::{
+    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host, to_host,
+};
 use codi_kernels::attention::{attention_f32, attention_f32_lse, AttentionShape};
 use codi_kernels::attention_backward::attention_backward_f32;
 
@@ -26,9 +28,15 @@ pub fn scaled_dot_product<B: Backend>(
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let shape = attention_shape(&q, &v);
-    let [b, h, n, _] = q.dims();
-    let dv = shape.dv;
+    let [b, h, n, d] = q.dims();
+    let [_, _, m, dv] = v.dims();
+    let shape = AttentionShape {
+        heads: b * h,
+        n,
+        m,
+        d,
+        dv,
+    };
     if on_cpu_f32(&q) && on_cpu_f32(&k) && on_cpu_f32(&v) {
         let device = q.device();
         let out = attention_f32(&to_host(q), &to_host(k), &to_host(v), shape);
@@ -40,25 +48,12 @@ pub fn scaled_dot_product<B: Backend>(
             downcast(k.into_primitive().tensor()),
             downcast(v.into_primitive().tensor()),
             shape,
+            [b, h],
         );
         return Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
     }
     attention(q, k, v, None, None, AttentionModuleOptions::default())
 }
-
-fn attention_shape<B: Backend>(q: &Tensor<B, 4>, v: &Tensor<B, 4>) -> AttentionShape {
-    let [b, h, n, d] = q.dims();
-    let [_, _, m, dv] = v.dims();
-    AttentionShape {
-        heads: b * h,
-        n,
-        m,
-        d,
-        dv,
-    }
-}
-
-use burn::tensor::ops::FloatTensor as Primitive;
 
 /// What the backward pass needs, on the host.
 #[derive(Debug, Clone)]
@@ -85,29 +80,21 @@ impl Backward<CpuBackend, 3> for AttentionBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_q, node_k, node_v] = ops.parents;
-        let dout = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(
-            grads.consume::<CpuBackend>(&ops.node),
-        ));
-        let device = dout.device();
+        let dout = primitive_to_host::<4>(grads.consume::<CpuBackend>(&ops.node));
         let s = ops.state;
-        let g = attention_backward_f32(&s.q, &s.k, &s.v, &s.out, &s.lse, &to_host(dout), s.shape);
+        let g = attention_backward_f32(&s.q, &s.k, &s.v, &s.out, &s.lse, &dout, s.shape);
         let AttentionShape { n, m, d, dv, .. } = s.shape;
         let [b, h] = s.batch_heads;
-        let tensor = |values: Vec<f32>, rows: usize, width: usize| {
-            Tensor::<CpuBackend, 4>::from_data(
-                TensorData::new(values, [b, h, rows, width]),
-                &device,
-            )
-            .into_primitive()
-            .tensor()
-        };
         for (node, values, rows, width) in [
             (node_q, g.dq, n, d),
             (node_k, g.dk, m, d),
             (node_v, g.dv, m, dv),
         ] {
             if let Some(node) = node {
-                grads.register::<CpuBackend>(node.id, tensor(values, rows, width));
+                grads.register::<CpuBackend>(
+                    node.id,
+                    host_to_primitive(values, [b, h, rows, width]),
+                );
             }
         }
     }
@@ -119,21 +106,12 @@ fn tracked_attention(
     k: Primitive<CpuAutodiff>,
     v: Primitive<CpuAutodiff>,
     shape: AttentionShape,
+    [b, h]: [usize; 2],
 ) -> Primitive<CpuAutodiff> {
-    let inner = |t: &Primitive<CpuAutodiff>| {
-        Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(t.primitive.clone()))
-    };
-    let (qi, ki, vi) = (inner(&q), inner(&k), inner(&v));
-    let device = qi.device();
-    let [b, h, n, _] = qi.dims();
-    let (qh, kh, vh) = (to_host(qi), to_host(ki), to_host(vi));
+    let host = |t: &Primitive<CpuAutodiff>| primitive_to_host::<4>(t.primitive.clone());
+    let (qh, kh, vh) = (host(&q), host(&k), host(&v));
     let (out, lse) = attention_f32_lse(&qh, &kh, &vh, shape);
-    let output = Tensor::<CpuBackend, 4>::from_data(
-        TensorData::new(out.clone(), [b, h, n, shape.dv]),
-        &device,
-    )
-    .into_primitive()
-    .tensor();
+    let output = host_to_primitive(out.clone(), [b, h, shape.n, shape.dv]);
     match AttentionBackward
         .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
         .compute_bound()
@@ -162,7 +140,7 @@ mod tests {
 
     #[test]
     fn scaled_dot_product_agrees_with_burn_on_the_cpu_backend() {
-        type B = codi_core::device::CpuBackend;
+        type B = CpuBackend;
         let dev = Default::default();
         let mut noise = codi_core::SeededNoise::new(4);
         let q = noise.sample::<B, 4>([2, 4, 70, 16], &dev);

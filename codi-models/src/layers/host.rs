@@ -2,7 +2,8 @@
 
 use std::any::{Any, TypeId};
 
-use burn::tensor::{backend::Backend, DType, Tensor};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 
 /// Whether `B` is the CPU backend (burn-flex) and `t` holds f32: the case the host kernels serve. Every
@@ -26,4 +27,22 @@ pub fn downcast<T: 'static, U: 'static>(t: T) -> U {
     *(Box::new(t) as Box<dyn Any>)
         .downcast::<U>()
         .expect("the backend was checked before the call")
+}
+
+/// The values of an f32 primitive of the CPU backend (rank `D`), row-major: what the autodiff ops hand their
+/// kernels (an autodiff tensor's `.primitive`, a gradient from `Gradients::consume`).
+pub fn primitive_to_host<const D: usize>(t: FloatTensor<CpuBackend>) -> Vec<f32> {
+    to_host(Tensor::<CpuBackend, D>::from_primitive(
+        TensorPrimitive::Float(t),
+    ))
+}
+
+/// Host values as a primitive of the CPU backend, for an autodiff op's output or gradients.
+pub fn host_to_primitive<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+) -> FloatTensor<CpuBackend> {
+    Tensor::<CpuBackend, D>::from_data(TensorData::new(values, shape), &Default::default())
+        .into_primitive()
+        .tensor()
 }
