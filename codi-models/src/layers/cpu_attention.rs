@@ -17,7 +17,8 @@ use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 
 use crate::layers::host::{
-    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host, to_host,
+    downcast, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host, swap_heads_and_tokens, to_host,
+    token_major_to_primitive,
 };
 use codi_kernels::attention::{attention_f32, attention_f32_lse, AttentionShape};
 use codi_kernels::attention_backward::attention_backward_f32;
@@ -40,7 +41,10 @@ pub fn scaled_dot_product<B: Backend>(
     if on_cpu_f32(&q) && on_cpu_f32(&k) && on_cpu_f32(&v) {
         let device = q.device();
         let out = attention_f32(&to_host(q), &to_host(k), &to_host(v), shape);
-        return Tensor::from_data(TensorData::new(out, [b, h, n, dv]), &device);
+        // Token-major memory: the caller's merge of the heads is then free.
+        let out = swap_heads_and_tokens(&out, [b, h, n, dv]);
+        return Tensor::<B, 4>::from_data(TensorData::new(out, [b, n, h, dv]), &device)
+            .swap_dims(1, 2);
     }
     if on_cpu_autodiff_f32(&q) && on_cpu_autodiff_f32(&k) && on_cpu_autodiff_f32(&v) {
         let out = tracked_attention(
@@ -80,7 +84,7 @@ impl Backward<CpuBackend, 3> for AttentionBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_q, node_k, node_v] = ops.parents;
-        let dout = primitive_to_host::<4>(grads.consume::<CpuBackend>(&ops.node));
+        let dout = primitive_to_host(grads.consume::<CpuBackend>(&ops.node));
         let s = ops.state;
         let g = attention_backward_f32(&s.q, &s.k, &s.v, &s.out, &s.lse, &dout, s.shape);
         let AttentionShape { n, m, d, dv, .. } = s.shape;
@@ -91,10 +95,10 @@ impl Backward<CpuBackend, 3> for AttentionBackward {
             (node_v, g.dv, m, dv),
         ] {
             if let Some(node) = node {
-                grads.register::<CpuBackend>(
-                    node.id,
-                    host_to_primitive(values, [b, h, rows, width]),
-                );
+                // Token-major, as the head split they flow back through is laid out.
+                let shape = [b, h, rows, width];
+                let values = swap_heads_and_tokens(&values, shape);
+                grads.register::<CpuBackend>(node.id, token_major_to_primitive(values, shape));
             }
         }
     }
@@ -108,10 +112,11 @@ fn tracked_attention(
     shape: AttentionShape,
     [b, h]: [usize; 2],
 ) -> Primitive<CpuAutodiff> {
-    let host = |t: &Primitive<CpuAutodiff>| primitive_to_host::<4>(t.primitive.clone());
+    let host = |t: &Primitive<CpuAutodiff>| primitive_to_host(t.primitive.clone());
     let (qh, kh, vh) = (host(&q), host(&k), host(&v));
     let (out, lse) = attention_f32_lse(&qh, &kh, &vh, shape);
-    let output = host_to_primitive(out.clone(), [b, h, shape.n, shape.dv]);
+    let out_shape = [b, h, shape.n, shape.dv];
+    let output = token_major_to_primitive(swap_heads_and_tokens(&out, out_shape), out_shape);
     match AttentionBackward
         .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
         .compute_bound()

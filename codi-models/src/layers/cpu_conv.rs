@@ -86,7 +86,7 @@ impl Backward<CpuBackend, 3> for ConvBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_w, node_b] = ops.parents;
-        let g = primitive_to_host::<4>(grads.consume::<CpuBackend>(&ops.node));
+        let g = primitive_to_host(grads.consume::<CpuBackend>(&ops.node));
         let s = ops.state;
         let sh = s.shape;
         let wanted = Wanted {
@@ -113,9 +113,9 @@ fn tracked_conv(
     bias: Primitive<CpuAutodiff>,
     shape: ConvShape,
 ) -> Primitive<CpuAutodiff> {
-    let xh = primitive_to_host::<4>(x.primitive.clone());
-    let wh = primitive_to_host::<4>(weight.primitive.clone());
-    let bh = primitive_to_host::<1>(bias.primitive.clone());
+    let xh = primitive_to_host(x.primitive.clone());
+    let wh = primitive_to_host(weight.primitive.clone());
+    let bh = primitive_to_host(bias.primitive.clone());
     // For inference burn-flex's forward convolution is at least as fast (VAE decode 8.96 s against 9.97 s
     // through this kernel); under autodiff the kernel's forward measured no slower, and keeps both passes on
     // one im2col layout.

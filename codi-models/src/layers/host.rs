@@ -2,8 +2,9 @@
 
 use std::any::{Any, TypeId};
 
+use burn::backend::flex::FlexTensor;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 
 /// Whether `B` is the CPU backend (burn-flex) and `t` holds f32: the case the host kernels serve. Every
@@ -14,7 +15,72 @@ pub fn on_cpu_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
 
 /// The tensor's values, row-major; only for tensors that pass [`on_cpu_f32`].
 pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().into_vec::<f32>().expect("an f32 tensor")
+    flex_values(downcast(t.into_primitive().tensor()))
+}
+
+/// A burn-flex f32 tensor's values, row-major. burn-flex copies a view it cannot fold to two axes (the
+/// [b, heads, n, d] head split of attention) one element at a time through a generic index walk; here the
+/// runs along a unit-stride last axis are copied whole.
+fn flex_values(t: FlexTensor) -> Vec<f32> {
+    let layout = t.layout();
+    let dims = layout.shape().as_slice();
+    let strides = layout.strides();
+    let rank = dims.len();
+    let n = layout.num_elements();
+    let strided_rows = rank >= 3
+        && !layout.is_contiguous()
+        && strides[rank - 1] == 1
+        && strides.iter().all(|&s| s >= 0)
+        && dims[rank - 1] >= 8;
+    if !strided_rows {
+        return t.into_data().into_vec::<f32>().expect("an f32 tensor");
+    }
+    let src: &[f32] = t.storage::<f32>();
+    let row = dims[rank - 1];
+    let mut out = Vec::with_capacity(n);
+    let mut index = vec![0usize; rank - 1];
+    for _ in 0..n / row {
+        let start = layout.start_offset()
+            + index
+                .iter()
+                .zip(strides)
+                .map(|(&i, &s)| i * s as usize)
+                .sum::<usize>();
+        out.extend_from_slice(&src[start..start + row]);
+        for axis in (0..rank - 1).rev() {
+            index[axis] += 1;
+            if index[axis] < dims[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+    out
+}
+
+/// [b, h, n, d] ↔ [b, n, h, d] on the host (the same permutation both ways).
+pub fn swap_heads_and_tokens(values: &[f32], [b, h, n, d]: [usize; 4]) -> Vec<f32> {
+    let mut out = vec![0.0f32; values.len()];
+    for bi in 0..b {
+        for hi in 0..h {
+            for ni in 0..n {
+                let src = ((bi * h + hi) * n + ni) * d;
+                let dst = ((bi * n + ni) * h + hi) * d;
+                out[dst..dst + d].copy_from_slice(&values[src..src + d]);
+            }
+        }
+    }
+    out
+}
+
+/// Values laid out [b, n, h, d] as a [b, h, n, d] primitive (a view with heads and tokens swapped), so that
+/// the usual merge of heads, swap_dims(1, 2) then reshape, costs no copy.
+pub fn token_major_to_primitive(
+    values: Vec<f32>,
+    [b, h, n, d]: [usize; 4],
+) -> FloatTensor<CpuBackend> {
+    use burn::tensor::ops::FloatTensorOps;
+    CpuBackend::float_swap_dims(host_to_primitive(values, [b, n, h, d]), 1, 2)
 }
 
 /// Whether `B` is the autodiff CPU backend and `t` holds f32: where an op with a host-kernel backward applies.
@@ -31,10 +97,8 @@ pub fn downcast<T: 'static, U: 'static>(t: T) -> U {
 
 /// The values of an f32 primitive of the CPU backend (rank `D`), row-major: what the autodiff ops hand their
 /// kernels (an autodiff tensor's `.primitive`, a gradient from `Gradients::consume`).
-pub fn primitive_to_host<const D: usize>(t: FloatTensor<CpuBackend>) -> Vec<f32> {
-    to_host(Tensor::<CpuBackend, D>::from_primitive(
-        TensorPrimitive::Float(t),
-    ))
+pub fn primitive_to_host(t: FloatTensor<CpuBackend>) -> Vec<f32> {
+    flex_values(t)
 }
 
 /// Host values as a primitive of the CPU backend, for an autodiff op's output or gradients.
@@ -45,4 +109,41 @@ pub fn host_to_primitive<const D: usize>(
     Tensor::<CpuBackend, D>::from_data(TensorData::new(values, shape), &Default::default())
         .into_primitive()
         .tensor()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorPrimitive;
+    use codi_core::NoiseSource;
+
+    #[test]
+    fn strided_views_come_to_the_host_in_row_major_order() {
+        let mut noise = codi_core::SeededNoise::new(8);
+        let t = noise.sample::<CpuBackend, 4>([2, 9, 3, 10], &Default::default());
+        let views = [
+            t.clone().swap_dims(1, 2),
+            t.clone().permute([2, 0, 1, 3]),
+            t.clone().narrow(3, 1, 8).swap_dims(0, 1),
+            t.clone().swap_dims(2, 3),
+            t.clone().narrow(1, 2, 5),
+        ];
+        for (i, v) in views.into_iter().enumerate() {
+            let want = v.clone().into_data().into_vec::<f32>().unwrap();
+            assert_eq!(to_host(v), want, "view {i}");
+        }
+    }
+
+    #[test]
+    fn the_head_swap_is_its_own_inverse_and_a_free_view() {
+        let shape = [2, 3, 5, 4];
+        let values: Vec<f32> = (0..120).map(|i| i as f32).collect();
+        let swapped = swap_heads_and_tokens(&values, shape);
+        assert_eq!(swap_heads_and_tokens(&swapped, [2, 5, 3, 4]), values);
+        let t = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(
+            token_major_to_primitive(swapped, shape),
+        ));
+        assert_eq!(t.dims(), shape);
+        assert_eq!(t.into_data().into_vec::<f32>().unwrap(), values);
+    }
 }

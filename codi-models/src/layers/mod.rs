@@ -4,6 +4,7 @@ pub mod attention;
 pub mod blocks;
 pub mod cpu_attention;
 pub mod cpu_conv;
+pub mod cpu_geglu;
 pub mod embeddings;
 pub mod host;
 pub mod norm;

@@ -7,7 +7,9 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::{activation::gelu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
+
+use crate::layers::cpu_geglu::geglu;
 
 use super::attention::{Attention, AttentionConfig};
 use super::conv2d;
@@ -31,12 +33,7 @@ impl<B: Backend> FeedForward<B> {
 
     /// x: [batch, n, dim] → [batch, n, dim]
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.proj.forward(x);
-        let inner = h.dims()[2] / 2;
-        let mut parts = h.split(inner, 2);
-        let gate = parts.pop().expect("two halves");
-        let hidden = parts.pop().expect("two halves");
-        self.out.forward(hidden * gelu(gate))
+        self.out.forward(geglu(self.proj.forward(x)))
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod classifier;
+pub mod lr;
 pub mod output;
 pub mod presets;
 pub mod renderer;
@@ -55,6 +56,8 @@ pub struct TrainLoopConfig {
     /// Data loader threads (0 = load in the training thread).
     #[config(default = 0)]
     pub num_workers: usize,
+    /// Warm-up + cosine decay of the learning rate over the run; absent (older configs) = constant.
+    pub lr_schedule: Option<lr::CosineScheduleConfig>,
 }
 
 impl TrainLoopConfig {
@@ -175,7 +178,7 @@ where
         Some(_) => Some(EpochOneLogs::set_aside(&run.dir)?),
         None => None,
     };
-    let result = training.launch(Learner::new(model, optim, loop_cfg.learning_rate));
+    let result = training.launch(Learner::new(model, optim, lr::schedule(loop_cfg)));
     if let (Some(e), Some(kept)) = (resumed, kept) {
         kept.restore(e + 1)?;
     }

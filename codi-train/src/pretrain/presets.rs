@@ -7,6 +7,7 @@ use codi_models::unet::{DownBlockType, UpBlockType};
 use codi_models::{AutoencoderKLConfig, CLIPTextConfig, UNet2DConditionModelConfig};
 
 use super::classifier::ClassifierPretrainConfig;
+use super::lr::CosineScheduleConfig;
 use super::teacher::TeacherPretrainConfig;
 use super::vae::VaePretrainConfig;
 use super::TrainLoopConfig;
@@ -27,14 +28,15 @@ pub fn vae() -> VaePretrainConfig {
 
 pub fn classifier() -> ClassifierPretrainConfig {
     ClassifierPretrainConfig::new(
-        ClassifierConfig::new(NUM_LABELS).with_block_out_channels(vec![16, 32, 64]),
+        ClassifierConfig::new(NUM_LABELS).with_block_out_channels(vec![16, 32, 64, 128]),
         TrainLoopConfig::new()
             .with_batch_size(64)
-            .with_num_epochs(8)
+            .with_num_epochs(15)
             .with_steps_per_epoch(400)
             .with_valid_items(2048)
             .with_learning_rate(2e-3)
-            .with_weight_decay(1e-4),
+            .with_weight_decay(1e-4)
+            .with_lr_schedule(Some(CosineScheduleConfig::new().with_warmup_steps(200))),
         DataConfig::new(),
     )
 }
