@@ -95,8 +95,8 @@ pub fn downcast<T: 'static, U: 'static>(t: T) -> U {
         .expect("the backend was checked before the call")
 }
 
-/// The values of an f32 primitive of the CPU backend (rank `D`), row-major: what the autodiff ops hand their
-/// kernels (an autodiff tensor's `.primitive`, a gradient from `Gradients::consume`).
+/// The values of an f32 primitive of the CPU backend (any rank and layout), row-major: what the autodiff ops
+/// hand their kernels (an autodiff tensor's `.primitive`, a gradient from `Gradients::consume`).
 pub fn primitive_to_host(t: FloatTensor<CpuBackend>) -> Vec<f32> {
     flex_values(t)
 }
