@@ -23,7 +23,7 @@ use burn::module::AutodiffModule;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::AdamWConfig;
 use burn::tensor::backend::AutodiffBackend;
-use burn::train::metric::LossMetric;
+use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainStep};
 
 use crate::error::TrainError;
@@ -158,6 +158,7 @@ where
     );
     let mut training = SupervisedTraining::new(&run.dir, train, valid)
         .metric_train_numeric(LossMetric::new())
+        .metric_train_numeric(LearningRateMetric::new())
         .metric_valid_numeric(LossMetric::new())
         .with_file_checkpointer(checkpoint::AtomicRecorder::default())
         .num_epochs(loop_cfg.num_epochs)

@@ -77,7 +77,12 @@ pub struct LogRenderer {
     last_print: Instant,
     log: Option<File>,
     history: Arc<Mutex<History>>,
+    /// The optimizer's current learning rate (burn-train's `LearningRateMetric`), shown as is, not averaged.
+    lr: Option<f64>,
 }
+
+/// The name burn-train gives its learning-rate metric.
+const LR_METRIC: &str = "Learning Rate";
 
 impl LogRenderer {
     /// `run` names the model in each line; lines are printed at most every `every`, and appended to `log`.
@@ -100,6 +105,7 @@ impl LogRenderer {
             last_print: now,
             log: log.and_then(|p| File::options().create(true).append(true).open(p).ok()),
             history,
+            lr: None,
         }
     }
 
@@ -124,7 +130,9 @@ impl LogRenderer {
                     count,
                 } => (aggregated_value, count),
             };
-            if valid {
+            if name == LR_METRIC {
+                self.lr = Some(v);
+            } else if valid {
                 self.valid.add(&name, v, n);
             } else {
                 self.train.add(&name, v, n);
@@ -172,14 +180,18 @@ impl MetricsRendererTraining for LogRenderer {
         let left_epoch = elapsed.as_secs_f64() * (1.0 - frac) / frac.max(1e-9);
         let epochs_left = item.global_progress.items_total.saturating_sub(epoch) as f64;
         let eta = left_epoch + epochs_left * elapsed.as_secs_f64() / frac.max(1e-9);
+        let lr = self
+            .lr
+            .map_or(String::new(), |lr| format!("  lr {}", fmt_value(lr)));
         let line = format!(
-            "[{}] epoch {}/{}  step {}  {:>3.0}%  {}  | {:.2} steps/s  elapsed {}  eta {}",
+            "[{}] epoch {}/{}  step {}  {:>3.0}%  {}{}  | {:.2} steps/s  elapsed {}  eta {}",
             self.run,
             epoch,
             item.global_progress.items_total,
             step,
             frac * 100.0,
             self.train.line(),
+            lr,
             rate,
             fmt_duration(now - self.start),
             fmt_duration(Duration::from_secs_f64(eta.max(0.0))),
