@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use burn::train::metric::{MetricDefinition, MetricId};
+use burn::train::metric::{LearningRateMetric, Metric, MetricDefinition, MetricId};
 use burn::train::renderer::{
     EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
     MetricsRendererTraining, ProgressType, TrainingProgress,
@@ -79,10 +79,9 @@ pub struct LogRenderer {
     history: Arc<Mutex<History>>,
     /// The optimizer's current learning rate (burn-train's `LearningRateMetric`), shown as is, not averaged.
     lr: Option<f64>,
+    /// The id burn-train registered that metric under.
+    lr_id: Option<MetricId>,
 }
-
-/// The name burn-train gives its learning-rate metric.
-const LR_METRIC: &str = "Learning Rate";
 
 impl LogRenderer {
     /// `run` names the model in each line; lines are printed at most every `every`, and appended to `log`.
@@ -106,6 +105,7 @@ impl LogRenderer {
             log: log.and_then(|p| File::options().create(true).append(true).open(p).ok()),
             history,
             lr: None,
+            lr_id: None,
         }
     }
 
@@ -130,7 +130,7 @@ impl LogRenderer {
                     count,
                 } => (aggregated_value, count),
             };
-            if name == LR_METRIC {
+            if self.lr_id.as_ref() == Some(&entry.metric_id) {
                 self.lr = Some(v);
             } else if valid {
                 self.valid.add(&name, v, n);
@@ -244,6 +244,9 @@ impl MetricsRenderer for LogRenderer {
     fn manual_close(&mut self) {}
 
     fn register_metric(&mut self, definition: MetricDefinition) {
+        if *definition.name == *LearningRateMetric::new().name() {
+            self.lr_id = Some(definition.metric_id.clone());
+        }
         self.names.insert(definition.metric_id, definition.name);
     }
 }
