@@ -5,7 +5,8 @@
 
 use rayon::prelude::*;
 
-use crate::matmul::{matmul, Operand};
+use crate::scratch::with_scratch;
+use crate::sgemm::{gemm_packed, PackRhs, PackedLhs, View, NR};
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,25 +40,13 @@ impl ConvShape {
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
     }
-    /// The im2col buffer of one sample (empty for a pointwise convolution).
-    fn col_buffer(&self) -> Vec<f32> {
-        vec![
-            0f32;
-            if self.is_pointwise() {
-                0
-            } else {
-                self.patch() * self.pixels_out()
-            }
-        ]
-    }
-    /// Sample `n`'s im2col columns: its input itself for a pointwise convolution, else written into `col`.
-    fn columns<'a>(&self, x: &'a [f32], n: usize, col: &'a mut [f32], par: bool) -> &'a [f32] {
-        let xn = &x[n * self.c_in * self.h * self.w..(n + 1) * self.c_in * self.h * self.w];
+    /// Floats of one sample's im2col buffer (none for a pointwise convolution).
+    fn col_len(&self) -> usize {
         if self.is_pointwise() {
-            return xn;
+            0
+        } else {
+            self.patch() * self.pixels_out()
         }
-        im2col(xn, self, col, par);
-        col
     }
 }
 
@@ -76,23 +65,6 @@ pub struct ConvGrads {
 pub struct Wanted {
     pub input: bool,
     pub weight: bool,
-}
-
-/// dst[r, c] = Σ lhs[r, i] rhs[i, c] (+ dst if `acc`), dst dense; on rayon's threads if `par`.
-unsafe fn matmul_dense(
-    dims: [usize; 3],
-    dst: *mut f32,
-    acc: bool,
-    lhs: Operand,
-    rhs: Operand,
-    par: bool,
-) {
-    let parallelism = if par {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
-    matmul(dims, dst, dims[1], acc, lhs, rhs, 1.0, parallelism);
 }
 
 /// Runs `f` on each (index, chunk), on rayon's threads if `par`.
@@ -115,6 +87,14 @@ fn sample_parallel(s: &ConvShape) -> bool {
     s.batch >= rayon::current_num_threads()
 }
 
+/// For stride 1 along x: the output columns [lo, hi) whose input column xo + j − pad lies inside the row.
+fn valid_run(s: &ConvShape, j: usize) -> (usize, usize) {
+    let wo = s.w_out();
+    let lo = s.pad[1].saturating_sub(j).min(wo);
+    let hi = (s.w + s.pad[1]).saturating_sub(j).clamp(lo, wo);
+    (lo, hi)
+}
+
 /// col[(c, i, j), (y, x)] = x[c, y·s − p + i, x·s − p + j] (0 outside), one sample: [patch, h_out · w_out].
 fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32], par: bool) {
     let (ho, wo) = (s.h_out(), s.w_out());
@@ -123,6 +103,7 @@ fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32], par: bool) {
         for i in 0..s.kh {
             for j in 0..s.kw {
                 let row = &mut cc[(i * s.kw + j) * ho * wo..(i * s.kw + j + 1) * ho * wo];
+                let (lo, hi) = valid_run(s, j);
                 for y in 0..ho {
                     let out = &mut row[y * wo..(y + 1) * wo];
                     let iy = (y * s.stride[0] + i) as isize - s.pad[0] as isize;
@@ -131,6 +112,13 @@ fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32], par: bool) {
                         continue;
                     }
                     let xrow = &xc[iy as usize * s.w..(iy as usize + 1) * s.w];
+                    if s.stride[1] == 1 {
+                        out[..lo].fill(0.0);
+                        out[hi..].fill(0.0);
+                        let from = lo + j - s.pad[1];
+                        out[lo..hi].copy_from_slice(&xrow[from..from + (hi - lo)]);
+                        continue;
+                    }
                     for (xo, o) in out.iter_mut().enumerate() {
                         let ix = (xo * s.stride[1] + j) as isize - s.pad[1] as isize;
                         *o = if ix >= 0 && ix < s.w as isize {
@@ -154,13 +142,23 @@ fn col2im(col: &[f32], s: &ConvShape, dx: &mut [f32], par: bool) {
         for i in 0..s.kh {
             for j in 0..s.kw {
                 let row = &cc[(i * s.kw + j) * ho * wo..(i * s.kw + j + 1) * ho * wo];
+                let (lo, hi) = valid_run(s, j);
                 for y in 0..ho {
                     let iy = (y * s.stride[0] + i) as isize - s.pad[0] as isize;
                     if iy < 0 || iy >= s.h as isize {
                         continue;
                     }
                     let drow = &mut dxc[iy as usize * s.w..(iy as usize + 1) * s.w];
-                    for (xo, &g) in row[y * wo..(y + 1) * wo].iter().enumerate() {
+                    let grow = &row[y * wo..(y + 1) * wo];
+                    if s.stride[1] == 1 {
+                        let from = lo + j - s.pad[1];
+                        drow[from..from + (hi - lo)]
+                            .iter_mut()
+                            .zip(&grow[lo..hi])
+                            .for_each(|(d, g)| *d += g);
+                        continue;
+                    }
+                    for (xo, &g) in grow.iter().enumerate() {
                         let ix = (xo * s.stride[1] + j) as isize - s.pad[1] as isize;
                         if ix >= 0 && ix < s.w as isize {
                             drow[ix as usize] += g;
@@ -172,25 +170,89 @@ fn col2im(col: &[f32], s: &ConvShape, dx: &mut [f32], par: bool) {
     });
 }
 
+/// One sample's im2col columns ([patch, h_out · w_out]) written straight into the packed right-operand layout
+/// of the product, so the columns are never stored whole.
+struct Columns<'a> {
+    /// The sample: [c_in, h, w].
+    x: &'a [f32],
+    s: ConvShape,
+}
+
+impl PackRhs for Columns<'_> {
+    fn pack(&self, out: &mut [f32], pc: usize, kc: usize, jc: usize, nc: usize) {
+        let s = &self.s;
+        let (wo, khw) = (s.w_out(), s.kh * s.kw);
+        for (panel, jr) in (0..nc).step_by(NR).enumerate() {
+            let out = &mut out[panel * NR * kc..(panel + 1) * NR * kc];
+            let (p0, cols) = (jc + jr, NR.min(nc - jr));
+            // The panel's pixels as runs within one output row: (y, first x, length, offset in the panel).
+            let mut runs = [(0usize, 0usize, 0usize, 0usize); NR];
+            let (mut nruns, mut p) = (0, p0);
+            while p < p0 + cols {
+                let (y, x0) = (p / wo, p % wo);
+                let len = (wo - x0).min(p0 + cols - p);
+                runs[nruns] = (y, x0, len, p - p0);
+                nruns += 1;
+                p += len;
+            }
+            let (mut c, mut ij) = (pc / khw, pc % khw);
+            for dst in out.chunks_exact_mut(NR) {
+                let (i, j) = (ij / s.kw, ij % s.kw);
+                let xc = &self.x[c * s.h * s.w..(c + 1) * s.h * s.w];
+                dst[cols..].fill(0.0);
+                for &(y, x0, len, off) in &runs[..nruns] {
+                    let d = &mut dst[off..off + len];
+                    let iy = (y * s.stride[0] + i) as isize - s.pad[0] as isize;
+                    if iy < 0 || iy >= s.h as isize {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let row = &xc[iy as usize * s.w..(iy as usize + 1) * s.w];
+                    if s.stride[1] == 1 {
+                        // Input columns start + t for t in 0..len; the valid ones form one range.
+                        let start = x0 as isize + j as isize - s.pad[1] as isize;
+                        let lo = (-start).clamp(0, len as isize) as usize;
+                        let hi = (s.w as isize - start).clamp(lo as isize, len as isize) as usize;
+                        d[..lo].fill(0.0);
+                        d[hi..].fill(0.0);
+                        let from = (start + lo as isize) as usize;
+                        d[lo..hi].copy_from_slice(&row[from..from + (hi - lo)]);
+                    } else {
+                        for (t, v) in d.iter_mut().enumerate() {
+                            let ix = ((x0 + t) * s.stride[1] + j) as isize - s.pad[1] as isize;
+                            *v = if ix >= 0 && ix < s.w as isize {
+                                row[ix as usize]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+                ij += 1;
+                if ij == khw {
+                    ij = 0;
+                    c += 1;
+                }
+            }
+        }
+    }
+}
+
 /// x: [batch, c_in, h, w], weight: [c_out, c_in, kh, kw], bias: [c_out] → [batch, c_out, h_out, w_out].
 pub fn conv2d_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
     let (patch, pix) = (s.patch(), s.pixels_out());
     assert_eq!(x.len(), s.batch * s.c_in * s.h * s.w);
     assert_eq!(weight.len(), s.c_out * patch);
     let mut out = vec![0f32; s.batch * s.c_out * pix];
-    let sample = |n: usize, on: &mut [f32], col: &mut Vec<f32>, par: bool| {
-        let cols = s.columns(x, n, col, par);
-        // SAFETY: the operands are the buffers asserted or allocated above, with their row-major strides.
-        unsafe {
-            matmul_dense(
-                [s.c_out, pix, patch],
-                on.as_mut_ptr(),
-                false,
-                (weight.as_ptr(), 1, patch),
-                (cols.as_ptr(), 1, pix),
-                par,
-            );
-        }
+    // SAFETY: weight holds [c_out, patch] (asserted above).
+    let w = unsafe { PackedLhs::new(View::row_major(weight, patch), s.c_out, patch, 1.0) };
+    let sample = |n: usize, on: &mut [f32], par: bool| {
+        let cols = Columns {
+            x: &x[n * s.c_in * s.h * s.w..(n + 1) * s.c_in * s.h * s.w],
+            s,
+        };
+        // SAFETY: `on` is this sample's [c_out, pix] output; the columns stay inside the sample.
+        unsafe { gemm_packed(pix, on.as_mut_ptr(), pix, false, &w, &cols, par) };
         if let Some(b) = bias {
             for (row, &bc) in on.chunks_mut(pix).zip(b) {
                 row.iter_mut().for_each(|v| *v += bc);
@@ -200,31 +262,26 @@ pub fn conv2d_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape)
     if sample_parallel(&s) {
         out.par_chunks_mut(s.c_out * pix)
             .enumerate()
-            .for_each_init(|| s.col_buffer(), |col, (n, on)| sample(n, on, col, false));
+            .for_each(|(n, on)| sample(n, on, false));
     } else {
-        let mut col = s.col_buffer();
         for (n, on) in out.chunks_mut(s.c_out * pix).enumerate() {
-            sample(n, on, &mut col, true);
+            sample(n, on, true);
         }
     }
     out
 }
 
-/// Per-thread accumulators of the backward pass: dW, db and the two im2col-sized scratch buffers.
+/// Per-thread accumulators of the backward pass: dW and db.
 struct Accumulators {
     dw: Vec<f32>,
     db: Vec<f32>,
-    col: Vec<f32>,
-    dcol: Vec<f32>,
 }
 
 impl Accumulators {
-    fn new(s: &ConvShape) -> Self {
+    fn new(s: &ConvShape, weight: bool) -> Self {
         Self {
-            dw: vec![0f32; s.c_out * s.patch()],
+            dw: vec![0f32; if weight { s.c_out * s.patch() } else { 0 }],
             db: vec![0f32; s.c_out],
-            col: s.col_buffer(),
-            dcol: s.col_buffer(),
         }
     }
     fn merge(mut self, other: Self) -> Self {
@@ -249,42 +306,49 @@ pub fn conv2d_backward_f32(
     // The samples are walked as chunks of dx; without an input gradient each chunk is one unused float.
     let per_sample = if wanted.input { s.c_in * s.h * s.w } else { 1 };
     let mut dx = vec![0f32; per_sample * s.batch];
+    // SAFETY: weight holds [c_out, patch]; its transpose is the left operand of dcol = Wᵀ g.
+    let wt = wanted.input.then(|| unsafe {
+        PackedLhs::new(View::row_major(weight, patch).t(), patch, s.c_out, 1.0)
+    });
     let sample = |n: usize, dxn: &mut [f32], acc: &mut Accumulators, par: bool| {
         let gn = &g[n * s.c_out * pix..(n + 1) * s.c_out * pix];
-        // SAFETY: as in the forward; transposes are expressed as swapped strides.
+        // SAFETY: every view below is a buffer of this sample with its row-major strides (transposes as
+        // swapped strides), and each dst is a separate buffer.
         if wanted.weight {
-            let cols = s.columns(x, n, &mut acc.col, par);
-            // dW += g colᵀ: [c_out, patch]
-            unsafe {
-                matmul_dense(
-                    [s.c_out, patch, pix],
-                    acc.dw.as_mut_ptr(),
-                    true,
-                    (gn.as_ptr(), 1, pix),
-                    (cols.as_ptr(), pix, 1),
-                    par,
-                );
-            }
+            let xn = &x[n * s.c_in * s.h * s.w..(n + 1) * s.c_in * s.h * s.w];
+            with_scratch(s.col_len(), |col| {
+                let cols = if s.is_pointwise() {
+                    xn
+                } else {
+                    im2col(xn, &s, col, par);
+                    &*col
+                };
+                // dW += g colᵀ: [c_out, patch]
+                unsafe {
+                    let g_packed = PackedLhs::new(View::row_major(gn, pix), s.c_out, pix, 1.0);
+                    let col_t = View::row_major(cols, pix).t();
+                    gemm_packed(
+                        patch,
+                        acc.dw.as_mut_ptr(),
+                        patch,
+                        true,
+                        &g_packed,
+                        &col_t,
+                        par,
+                    );
+                }
+            });
         }
-        if wanted.input {
-            // dcol = Wᵀ g: [patch, pix]
-            let dst = if s.is_pointwise() {
-                dxn.as_mut_ptr()
+        if let Some(wt) = &wt {
+            // dcol = Wᵀ g: [patch, pix], written into dx itself for a pointwise convolution.
+            let g_view = View::row_major(gn, pix);
+            if s.is_pointwise() {
+                unsafe { gemm_packed(pix, dxn.as_mut_ptr(), pix, false, wt, &g_view, par) };
             } else {
-                acc.dcol.as_mut_ptr()
-            };
-            unsafe {
-                matmul_dense(
-                    [patch, pix, s.c_out],
-                    dst,
-                    false,
-                    (weight.as_ptr(), patch, 1),
-                    (gn.as_ptr(), 1, pix),
-                    par,
-                );
-            }
-            if !s.is_pointwise() {
-                col2im(&acc.dcol, &s, dxn, par);
+                with_scratch(s.col_len(), |dcol| {
+                    unsafe { gemm_packed(pix, dcol.as_mut_ptr(), pix, false, wt, &g_view, par) };
+                    col2im(dcol, &s, dxn, par);
+                });
             }
         }
         for (d, row) in acc.db.iter_mut().zip(gn.chunks(pix)) {
@@ -292,18 +356,22 @@ pub fn conv2d_backward_f32(
         }
     };
     let acc = if sample_parallel(&s) {
+        // One accumulator per thread: a split of its own would cost a dW-sized buffer and a merge.
+        let per_thread = s.batch.div_ceil(rayon::current_num_threads());
         dx.par_chunks_mut(per_sample)
+            .with_min_len(per_thread)
             .enumerate()
             .fold(
-                || Accumulators::new(&s),
+                || Accumulators::new(&s, wanted.weight),
                 |mut acc, (n, dxn)| {
                     sample(n, dxn, &mut acc, false);
                     acc
                 },
             )
-            .reduce(|| Accumulators::new(&s), Accumulators::merge)
+            .reduce_with(Accumulators::merge)
+            .unwrap_or_else(|| Accumulators::new(&s, wanted.weight))
     } else {
-        let mut acc = Accumulators::new(&s);
+        let mut acc = Accumulators::new(&s, wanted.weight);
         for (n, dxn) in dx.chunks_mut(per_sample).enumerate() {
             sample(n, dxn, &mut acc, true);
         }

@@ -8,3 +8,5 @@ pub mod geglu;
 pub mod math;
 mod matmul;
 pub mod norm;
+mod scratch;
+pub mod sgemm;
