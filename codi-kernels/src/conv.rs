@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::scratch::with_scratch;
-use crate::sgemm::{gemm_packed, PackRhs, PackedLhs, View, NR};
+use crate::sgemm::{gemm_packed, Lhs, PackRhs, PackedLhs, View, NR};
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +252,17 @@ pub fn conv2d_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape)
             s,
         };
         // SAFETY: `on` is this sample's [c_out, pix] output; the columns stay inside the sample.
-        unsafe { gemm_packed(pix, on.as_mut_ptr(), pix, false, &w, &cols, par) };
+        unsafe {
+            gemm_packed(
+                pix,
+                on.as_mut_ptr(),
+                pix,
+                false,
+                Lhs::Packed(&w),
+                &cols,
+                par,
+            )
+        };
         if let Some(b) = bias {
             for (row, &bc) in on.chunks_mut(pix).zip(b) {
                 row.iter_mut().for_each(|v| *v += bc);
@@ -325,17 +335,14 @@ pub fn conv2d_backward_f32(
                 };
                 // dW += g colᵀ: [c_out, patch]
                 unsafe {
-                    let g_packed = PackedLhs::new(View::row_major(gn, pix), s.c_out, pix, 1.0);
+                    let g_rows = Lhs::Rows {
+                        ptr: gn.as_ptr(),
+                        rs: pix,
+                        m: s.c_out,
+                        k: pix,
+                    };
                     let col_t = View::row_major(cols, pix).t();
-                    gemm_packed(
-                        patch,
-                        acc.dw.as_mut_ptr(),
-                        patch,
-                        true,
-                        &g_packed,
-                        &col_t,
-                        par,
-                    );
+                    gemm_packed(patch, acc.dw.as_mut_ptr(), patch, true, g_rows, &col_t, par);
                 }
             });
         }
@@ -343,10 +350,30 @@ pub fn conv2d_backward_f32(
             // dcol = Wᵀ g: [patch, pix], written into dx itself for a pointwise convolution.
             let g_view = View::row_major(gn, pix);
             if s.is_pointwise() {
-                unsafe { gemm_packed(pix, dxn.as_mut_ptr(), pix, false, wt, &g_view, par) };
+                unsafe {
+                    gemm_packed(
+                        pix,
+                        dxn.as_mut_ptr(),
+                        pix,
+                        false,
+                        Lhs::Packed(wt),
+                        &g_view,
+                        par,
+                    )
+                };
             } else {
                 with_scratch(s.col_len(), |dcol| {
-                    unsafe { gemm_packed(pix, dcol.as_mut_ptr(), pix, false, wt, &g_view, par) };
+                    unsafe {
+                        gemm_packed(
+                            pix,
+                            dcol.as_mut_ptr(),
+                            pix,
+                            false,
+                            Lhs::Packed(wt),
+                            &g_view,
+                            par,
+                        )
+                    };
                     col2im(dcol, &s, dxn, par);
                 });
             }

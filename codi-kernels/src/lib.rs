@@ -5,6 +5,7 @@ pub mod attention;
 pub mod attention_backward;
 pub mod conv;
 pub mod geglu;
+pub mod linear;
 pub mod math;
 mod matmul;
 pub mod norm;

@@ -1,4 +1,6 @@
-//! One row-major matrix product through the `gemm` crate, shared by the kernels.
+//! One row-major matrix product for the attention kernels, through [`crate::sgemm`].
+
+use crate::sgemm::{sgemm, View};
 
 /// A matrix operand: (pointer, column stride, row stride); a transpose is the two strides swapped.
 pub(crate) type Operand = (*const f32, usize, usize);
@@ -9,7 +11,7 @@ pub(crate) type Operand = (*const f32, usize, usize);
 /// Every (pointer, strides) must address inside its buffer for the given sizes, and dst must not alias.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn matmul(
-    [rows, cols, inner]: [usize; 3],
+    dims: [usize; 3],
     dst: *mut f32,
     dst_rs: usize,
     acc: bool,
@@ -18,25 +20,7 @@ pub(crate) unsafe fn matmul(
     beta: f32,
     parallelism: gemm::Parallelism,
 ) {
-    gemm::gemm(
-        rows,
-        cols,
-        inner,
-        dst,
-        1,
-        dst_rs as isize,
-        acc,
-        lhs.0,
-        lhs.1 as isize,
-        lhs.2 as isize,
-        rhs.0,
-        rhs.1 as isize,
-        rhs.2 as isize,
-        if acc { 1.0 } else { 0.0 },
-        beta,
-        false,
-        false,
-        false,
-        parallelism,
-    );
+    let view = |(ptr, cs, rs): Operand| View { ptr, rs, cs };
+    let par = !matches!(parallelism, gemm::Parallelism::None);
+    sgemm(dims, dst, dst_rs, acc, view(lhs), view(rhs), beta, par);
 }

@@ -77,16 +77,22 @@ impl PackedLhs {
             let block = &mut data[pc * m_pad..pc * m_pad + m_pad * kc];
             for (panel, out) in block.chunks_mut(MR * kc).enumerate() {
                 let r0 = panel * MR;
-                for i in 0..MR.min(m - r0) {
-                    let row = a.ptr.add((r0 + i) * a.rs + pc * a.cs);
-                    if a.cs == 1 {
-                        let src = std::slice::from_raw_parts(row, kc);
+                let rows = MR.min(m - r0);
+                let base = a.ptr.add(r0 * a.rs + pc * a.cs);
+                if a.cs == 1 {
+                    // Rows contiguous along the depth: one row at a time.
+                    for i in 0..rows {
+                        let src = std::slice::from_raw_parts(base.add(i * a.rs), kc);
                         for (p, &v) in src.iter().enumerate() {
                             out[p * MR + i] = alpha * v;
                         }
-                    } else {
-                        for p in 0..kc {
-                            out[p * MR + i] = alpha * *row.add(p * a.cs);
+                    }
+                } else {
+                    // A transpose (rows adjacent in memory): one depth step at a time.
+                    for (p, dst) in out.chunks_exact_mut(MR).enumerate() {
+                        let col = base.add(p * a.cs);
+                        for (i, d) in dst[..rows].iter_mut().enumerate() {
+                            *d = alpha * *col.add(i * a.rs);
                         }
                     }
                 }
@@ -98,6 +104,48 @@ impl PackedLhs {
     /// Panel `ir` (a multiple of MR) of depth block `pc`, kc deep.
     fn panel(&self, pc: usize, kc: usize, ir: usize) -> *const f32 {
         self.data[pc * self.m_pad + ir * kc..].as_ptr()
+    }
+}
+
+/// The left operand of [`gemm_packed`]: packed, or read in place when its rows are contiguous — packing a
+/// [tokens, features] activation would cost a pass over it for every product.
+#[derive(Clone, Copy)]
+pub(crate) enum Lhs<'a> {
+    Packed(&'a PackedLhs),
+    /// A row-major [m, k] matrix with row stride `rs` (column stride 1).
+    Rows {
+        ptr: *const f32,
+        rs: usize,
+        m: usize,
+        k: usize,
+    },
+}
+
+// SAFETY: read only; the caller keeps the buffer alive for the product.
+unsafe impl Send for Lhs<'_> {}
+unsafe impl Sync for Lhs<'_> {}
+
+impl Lhs<'_> {
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            Lhs::Packed(p) => (p.m, p.k),
+            Lhs::Rows { m, k, .. } => (*m, *k),
+        }
+    }
+
+    /// The tile's MR row pointers at rows ir.., depth pc (rows past the end repeat the last one; their results
+    /// are not stored) and the step between depth entries.
+    unsafe fn rows(&self, pc: usize, kc: usize, ir: usize) -> ([*const f32; MR], usize) {
+        match self {
+            Lhs::Packed(p) => {
+                let panel = p.panel(pc, kc, ir);
+                (std::array::from_fn(|i| panel.add(i)), MR)
+            }
+            Lhs::Rows { ptr, rs, m, .. } => (
+                std::array::from_fn(|i| ptr.add((ir + i).min(m - 1) * rs + pc)),
+                1,
+            ),
+        }
     }
 }
 
@@ -166,11 +214,11 @@ pub(crate) unsafe fn gemm_packed(
     dst: *mut f32,
     ldc: usize,
     acc: bool,
-    a: &PackedLhs,
+    a: Lhs,
     b: &impl PackRhs,
     par: bool,
 ) {
-    let (m, k) = (a.m, a.k);
+    let (m, k) = a.dims();
     if m == 0 || n == 0 {
         return;
     }
@@ -201,7 +249,8 @@ pub(crate) unsafe fn gemm_packed(
                             for ir in (ic..ic + mc).step_by(MR) {
                                 let c = dst.get().add(ir * ldc + jc + jr);
                                 let rows = MR.min(m - ir);
-                                tile(kc, a.panel(pc, kc, ir), bpanel, c, ldc, rows, cols, first);
+                                let (arows, step) = a.rows(pc, kc, ir);
+                                tile(kc, arows, step, bpanel, c, ldc, rows, cols, first);
                             }
                         }
                     }
@@ -237,16 +286,26 @@ pub(crate) unsafe fn sgemm(
     alpha: f32,
     par: bool,
 ) {
+    if a.cs == 1 && alpha == 1.0 {
+        let rows = Lhs::Rows {
+            ptr: a.ptr,
+            rs: a.rs,
+            m,
+            k,
+        };
+        return gemm_packed(n, dst, ldc, acc, rows, &b, par);
+    }
     let a = PackedLhs::new(a, m, k, alpha);
-    gemm_packed(n, dst, ldc, acc, &a, &b, par);
+    gemm_packed(n, dst, ldc, acc, Lhs::Packed(&a), &b, par);
 }
 
-/// One register tile: c[0..rows, 0..cols] (=|+=) Σ_p a[p, 0..MR] ⊗ b[p, 0..NR] over kc packed steps.
+/// One register tile: c[0..rows, 0..cols] (=|+=) Σ_p a[i][p·step] b[p, 0..NR] over kc steps, b packed.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 unsafe fn tile(
     kc: usize,
-    a: *const f32,
+    a: [*const f32; MR],
+    step: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -256,16 +315,17 @@ unsafe fn tile(
 ) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        return x86::tile(kc, a, b, c, ldc, rows, cols, first);
+        return x86::tile(kc, a, step, b, c, ldc, rows, cols, first);
     }
-    portable_tile(kc, a, b, c, ldc, rows, cols, first)
+    portable_tile(kc, a, step, b, c, ldc, rows, cols, first)
 }
 
 /// The tile in plain Rust (the compiler vectorises it for the baseline instruction set).
 #[allow(clippy::too_many_arguments)]
 unsafe fn portable_tile(
     kc: usize,
-    a: *const f32,
+    a: [*const f32; MR],
+    step: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -274,10 +334,10 @@ unsafe fn portable_tile(
     first: bool,
 ) {
     let mut acc = [[0f32; NR]; MR];
-    let a = std::slice::from_raw_parts(a, kc * MR);
     let b = std::slice::from_raw_parts(b, kc * NR);
-    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        for (row, &ai) in acc.iter_mut().zip(ap) {
+    for (p, bp) in b.chunks_exact(NR).enumerate() {
+        for (row, ai) in acc.iter_mut().zip(a) {
+            let ai = *ai.add(p * step);
             for (v, &bj) in row.iter_mut().zip(bp) {
                 *v += ai * bj;
             }
@@ -319,7 +379,8 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
         kc: usize,
-        a: *const f32,
+        a: [*const f32; MR],
+        step: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -328,17 +389,34 @@ mod x86 {
         first: bool,
     ) {
         let mut acc = [_mm256_setzero_ps(); 2 * MR];
-        let (mut a, mut b) = (a, b);
-        for _ in 0..kc {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            for i in 0..MR {
-                let ai = _mm256_broadcast_ss(&*a.add(i));
-                acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
-                acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
+        let mut b = b;
+        if step == MR {
+            // Packed: the MR values of one depth step are adjacent.
+            let mut a = a[0];
+            for _ in 0..kc {
+                let b0 = _mm256_loadu_ps(b);
+                let b1 = _mm256_loadu_ps(b.add(8));
+                for i in 0..MR {
+                    let ai = _mm256_broadcast_ss(&*a.add(i));
+                    acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
+                    acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
+                }
+                a = a.add(MR);
+                b = b.add(NR);
             }
-            a = a.add(MR);
-            b = b.add(NR);
+        } else {
+            let mut a = a;
+            for _ in 0..kc {
+                let b0 = _mm256_loadu_ps(b);
+                let b1 = _mm256_loadu_ps(b.add(8));
+                for i in 0..MR {
+                    let ai = _mm256_broadcast_ss(&*a[i]);
+                    acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
+                    acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
+                    a[i] = a[i].add(step);
+                }
+                b = b.add(NR);
+            }
         }
         if rows == MR && cols == NR {
             for i in 0..MR {
@@ -464,6 +542,9 @@ mod tests {
         }
     }
 
+    type Tile =
+        unsafe fn(usize, [*const f32; MR], usize, *const f32, *mut f32, usize, usize, usize, bool);
+
     #[test]
     fn portable_tile_equals_the_vector_tile() {
         let kc = 37;
@@ -475,36 +556,35 @@ mod tests {
             (4, 9, true),
             (1, 16, false),
         ] {
-            let mut want = vec![0.25f32; MR * NR];
-            let mut got = want.clone();
-            // SAFETY: the buffers hold one full tile.
-            unsafe {
-                portable_tile(
-                    kc,
-                    a.as_ptr(),
-                    b.as_ptr(),
-                    want.as_mut_ptr(),
-                    NR,
-                    rows,
-                    cols,
-                    first,
-                );
-                tile(
-                    kc,
-                    a.as_ptr(),
-                    b.as_ptr(),
-                    got.as_mut_ptr(),
-                    NR,
-                    rows,
-                    cols,
-                    first,
-                );
-            }
-            for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g - w).abs() < 1e-4,
-                    "{rows}x{cols} first {first}: {g} vs {w}"
-                );
+            let run = |f: Tile, a: [*const f32; MR], step: usize| {
+                let mut out = vec![0.25f32; MR * NR];
+                // SAFETY: a and b hold kc steps, out one full tile.
+                unsafe {
+                    f(
+                        kc,
+                        a,
+                        step,
+                        b.as_ptr(),
+                        out.as_mut_ptr(),
+                        NR,
+                        rows,
+                        cols,
+                        first,
+                    )
+                };
+                out
+            };
+            // The buffer read as packed steps of MR, and as MR rows of kc.
+            let packed: [*const f32; MR] = std::array::from_fn(|i| a[i..].as_ptr());
+            let by_rows: [*const f32; MR] = std::array::from_fn(|i| a[i * kc..].as_ptr());
+            for (a, step) in [(packed, MR), (by_rows, 1)] {
+                let (want, got) = (run(portable_tile, a, step), run(tile, a, step));
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() < 1e-4,
+                        "{rows}x{cols} first {first} step {step}: {g} vs {w}"
+                    );
+                }
             }
         }
     }

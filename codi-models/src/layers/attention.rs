@@ -3,6 +3,7 @@
 //! (GroupNorm first, residual connection).
 
 use crate::layers::cpu_attention::scaled_dot_product;
+use crate::layers::cpu_linear::linear_forward;
 use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;
@@ -64,13 +65,13 @@ impl<B: Backend> Attention<B> {
     /// Token attention. x: [batch, n, query_dim], context: [batch, m, cross_dim] (None: x) → [batch, n, query_dim]
     pub fn forward(&self, x: Tensor<B, 3>, context: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
         let ctx = context.unwrap_or_else(|| x.clone());
-        let q = self.split_heads(self.to_q.forward(x));
-        let k = self.split_heads(self.to_k.forward(ctx.clone()));
-        let v = self.split_heads(self.to_v.forward(ctx));
+        let q = self.split_heads(linear_forward(&self.to_q, x));
+        let k = self.split_heads(linear_forward(&self.to_k, ctx.clone()));
+        let v = self.split_heads(linear_forward(&self.to_v, ctx));
         let o = scaled_dot_product(q, k, v); // [b, h, n, d]
         let [b, h, n, d] = o.dims();
         let o = o.swap_dims(1, 2).reshape([b, n, h * d]);
-        self.to_out[0].forward(o)
+        linear_forward(&self.to_out[0], o)
     }
 
     /// Spatial self-attention block. x: [batch, c, h, w] → [batch, c, h, w]

@@ -1,5 +1,6 @@
 //! Sinusoidal timestep features and the time-embedding MLP (diffusers `Timesteps`, `TimestepEmbedding`).
 
+use crate::layers::cpu_linear::linear_forward;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -59,6 +60,6 @@ impl TimestepEmbeddingConfig {
 impl<B: Backend> TimestepEmbedding<B> {
     /// x: [batch, in_channels] → [batch, time_embed_dim]
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.linear_2.forward(silu(self.linear_1.forward(x)))
+        linear_forward(&self.linear_2, silu(linear_forward(&self.linear_1, x)))
     }
 }

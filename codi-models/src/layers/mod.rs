@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod cpu_attention;
 pub mod cpu_conv;
 pub mod cpu_geglu;
+pub mod cpu_linear;
 pub mod embeddings;
 pub mod host;
 pub mod norm;

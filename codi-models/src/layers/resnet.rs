@@ -9,6 +9,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
 use super::conv2d;
+use crate::layers::cpu_linear::linear_forward;
 
 #[derive(Config, Debug)]
 pub struct ResnetBlock2DConfig {
@@ -61,7 +62,7 @@ impl<B: Backend> ResnetBlock2D<B> {
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
         let mut h = conv2d_forward(&self.conv1, group_norm_silu(&self.norm1, x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(silu(temb.clone()));
+            let t = linear_forward(proj, silu(temb.clone()));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }

@@ -13,6 +13,7 @@ use crate::layers::cpu_geglu::geglu;
 
 use super::attention::{Attention, AttentionConfig};
 use super::conv2d;
+use crate::layers::cpu_linear::linear_forward;
 
 /// GEGLU feed-forward: h, g = proj(x).chunk(2); out(h · gelu(g)). Keys `ff.net.0.proj` and `ff.net.2` are
 /// mapped to `ff.proj` and `ff.out` by the weight loader.
@@ -33,7 +34,7 @@ impl<B: Backend> FeedForward<B> {
 
     /// x: [batch, n, dim] → [batch, n, dim]
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.out.forward(geglu(self.proj.forward(x)))
+        linear_forward(&self.out, geglu(linear_forward(&self.proj, x)))
     }
 }
 
@@ -151,7 +152,7 @@ impl<B: Backend> Transformer2DModel<B> {
         };
         let mut t = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv2d_forward(conv, x)),
-            Projection::Linear(lin) => lin.forward(to_tokens(x)),
+            Projection::Linear(lin) => linear_forward(lin, to_tokens(x)),
         };
         for block in &self.transformer_blocks {
             t = block.forward(t, context.clone());
@@ -161,7 +162,7 @@ impl<B: Backend> Transformer2DModel<B> {
             Projection::Conv(conv) => {
                 conv2d_forward(conv, t.swap_dims(1, 2).reshape([b, inner, h, w]))
             }
-            Projection::Linear(lin) => lin.forward(t).swap_dims(1, 2).reshape([b, c, h, w]),
+            Projection::Linear(lin) => linear_forward(lin, t).swap_dims(1, 2).reshape([b, c, h, w]),
         };
         out + residual
     }

@@ -1,0 +1,200 @@
+//! Dense layers on the CPU backend through `codi_kernels::linear`, with and without autodiff: the packed gemm
+//! reads the activations in place, where burn-flex's matmul (the `gemm` crate) ran at about half the speed
+//! on codi's shapes ([tokens, 64–1,280] × [64–1,280, 64–5,120]). Other backends keep burn's `Linear`.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::nn::Linear;
+use burn::tensor::ops::FloatTensor as Primitive;
+use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
+use codi_core::device::{CpuAutodiff, CpuBackend};
+use codi_kernels::linear::{linear_backward_f32, linear_f32, LinearShape};
+
+use crate::layers::host::{
+    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host, to_host,
+};
+
+/// `lin.forward(x)` through the host kernels on the CPU backend. x: [..., d_in] → [..., d_out]
+pub fn linear_forward<B: Backend, const D: usize>(
+    lin: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let [d_in, d_out] = lin.weight.dims();
+    let dims = x.dims();
+    if dims[D - 1] != d_in {
+        // Let burn report the shape error.
+        return lin.forward(x);
+    }
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    let s = LinearShape {
+        rows: dims[..D - 1].iter().product(),
+        d_in,
+        d_out,
+    };
+    if on_cpu_f32(&x) {
+        let device = x.device();
+        let bias = lin.bias.as_ref().map(|b| to_host(b.val()));
+        let out = linear_f32(&to_host(x), &to_host(lin.weight.val()), bias.as_deref(), s);
+        return Tensor::from_data(TensorData::new(out, out_dims), &device);
+    }
+    if on_cpu_autodiff_f32(&x) {
+        let prim =
+            |t: Tensor<B, 2>| downcast::<_, Primitive<CpuAutodiff>>(t.into_primitive().tensor());
+        let out = tracked_linear(
+            prim(x.reshape([s.rows, d_in])),
+            prim(lin.weight.val()),
+            lin.bias
+                .as_ref()
+                .map(|b| downcast(b.val().into_primitive().tensor())),
+            s,
+        );
+        let out: Tensor<B, 2> = Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
+        return out.reshape(out_dims);
+    }
+    lin.forward(x)
+}
+
+#[derive(Debug, Clone)]
+struct LinearState {
+    x: Vec<f32>,
+    weight: Vec<f32>,
+    shape: LinearShape,
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<CpuBackend, 3> for LinearBackward {
+    type State = LinearState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let g = primitive_to_host(grads.consume::<CpuBackend>(&ops.node));
+        let LinearState { x, weight, shape } = ops.state;
+        let d = linear_backward_f32(&x, &weight, &g, shape, node_x.is_some(), node_w.is_some());
+        let LinearShape { rows, d_in, d_out } = shape;
+        if let (Some(node), Some(dx)) = (node_x, d.dx) {
+            grads.register::<CpuBackend>(node.id, host_to_primitive(dx, [rows, d_in]));
+        }
+        if let (Some(node), Some(dw)) = (node_w, d.dw) {
+            grads.register::<CpuBackend>(node.id, host_to_primitive(dw, [d_in, d_out]));
+        }
+        if let Some(node) = node_b {
+            grads.register::<CpuBackend>(node.id, host_to_primitive(d.db, [d_out]));
+        }
+    }
+}
+
+/// One dense-layer op on the autodiff CPU backend, recorded with [`LinearBackward`]. x: [rows, d_in]
+fn tracked_linear(
+    x: Primitive<CpuAutodiff>,
+    weight: Primitive<CpuAutodiff>,
+    bias: Option<Primitive<CpuAutodiff>>,
+    shape: LinearShape,
+) -> Primitive<CpuAutodiff> {
+    let xh = primitive_to_host(x.primitive.clone());
+    let wh = primitive_to_host(weight.primitive.clone());
+    let bh = bias
+        .as_ref()
+        .map(|b| primitive_to_host(b.primitive.clone()));
+    let output = host_to_primitive(
+        linear_f32(&xh, &wh, bh.as_deref(), shape),
+        [shape.rows, shape.d_out],
+    );
+    // Without a bias its slot in the graph holds an untracked constant, which gets no gradient.
+    let bias_node = match bias {
+        Some(b) => b.node.clone(),
+        None => {
+            let zeros = Tensor::<CpuAutodiff, 1>::zeros([shape.d_out], &Default::default());
+            downcast::<_, Primitive<CpuAutodiff>>(zeros.into_primitive().tensor())
+                .node
+                .clone()
+        }
+    };
+    match LinearBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias_node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            LinearState {
+                x: xh,
+                weight: wh,
+                shape,
+            },
+            output,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+    use codi_core::NoiseSource;
+
+    #[test]
+    fn inference_linear_matches_burns() {
+        let dev = Default::default();
+        let mut noise = codi_core::SeededNoise::new(3);
+        for bias in [true, false] {
+            let lin: Linear<CpuBackend> = LinearConfig::new(19, 23).with_bias(bias).init(&dev);
+            let x = noise.sample::<CpuBackend, 3>([2, 37, 19], &dev);
+            let err = codi_core::tensor_ops::max_abs_diff(
+                linear_forward(&lin, x.clone()),
+                lin.forward(x),
+            );
+            assert!(err < 1e-5, "bias {bias}: max |codi − burn| = {err}");
+        }
+    }
+
+    #[test]
+    fn autodiff_linear_matches_burns_values_and_gradients() {
+        type AB = CpuAutodiff;
+        let dev = Default::default();
+        let mut noise = codi_core::SeededNoise::new(4);
+        for bias in [true, false] {
+            let lin: Linear<AB> = LinearConfig::new(19, 23).with_bias(bias).init(&dev);
+            let x = Tensor::<AB, 3>::from_inner(noise.sample::<CpuBackend, 3>([2, 37, 19], &dev))
+                .require_grad();
+            let w = Tensor::<AB, 3>::from_inner(noise.sample::<CpuBackend, 3>([2, 37, 23], &dev));
+            let run = |ours: bool| {
+                let out = if ours {
+                    linear_forward(&lin, x.clone())
+                } else {
+                    lin.forward(x.clone())
+                };
+                let grads = (out.clone() * w.clone()).sum().backward();
+                let db = lin.bias.as_ref().map(|b| b.val().grad(&grads).expect("db"));
+                (
+                    out.inner(),
+                    x.grad(&grads).expect("dx"),
+                    lin.weight.val().grad(&grads).expect("dw"),
+                    db,
+                )
+            };
+            let (ours, theirs) = (run(true), run(false));
+            use codi_core::tensor_ops::max_abs_diff as diff;
+            let mut errs = vec![
+                ("output", diff(ours.0, theirs.0)),
+                ("dx", diff(ours.1, theirs.1)),
+                ("dw", diff(ours.2, theirs.2)),
+            ];
+            if let (Some(a), Some(b)) = (ours.3, theirs.3) {
+                errs.push(("db", diff(a, b)));
+            }
+            for (name, err) in errs {
+                assert!(err < 1e-4, "bias {bias} {name}: max |codi − burn| = {err}");
+            }
+        }
+    }
+}
