@@ -5,6 +5,7 @@
 //!
 //! With P = softmax(S), S = scale · q kᵀ, o = P v and g = ∂L/∂o:
 //! dv = Pᵀ g, dP = g vᵀ, dS = P ∘ (dP − rowsum(g ∘ o)), dq = scale · dS k, dk = scale · dSᵀ q.
+//! dv and dk are accumulated transposed (dvᵀ = gᵀ P, dkᵀ = scale · qᵀ dS) and transposed once per head.
 
 use rayon::prelude::*;
 
@@ -57,6 +58,11 @@ pub fn attention_backward_f32(
             let lh = &lse[hd * n..(hd + 1) * n];
             let mut p = vec![0f32; ROWS * m];
             let mut ds = vec![0f32; ROWS * m];
+            // dv and dk accumulate transposed ([dv, m], [d, m]): the probabilities are then the right operand,
+            // packed by plain row copies, and the register tiles run along the m keys rather than the narrow
+            // head width.
+            let mut dvt = vec![0f32; dv * m];
+            let mut dkt = vec![0f32; d * m];
             for r0 in (0..n).step_by(ROWS) {
                 let rows = ROWS.min(n - r0);
                 let qb = &qh[r0 * d..(r0 + rows) * d];
@@ -96,21 +102,22 @@ pub fn attention_backward_f32(
                         .zip(&ob[i * dv..(i + 1) * dv])
                         .map(|(a, b)| a * b)
                         .sum();
-                    softmax_grad_row(prow, dsrow, lh[r0 + i], delta);
+                    softmax_grad_row(prow, dsrow, lh[r0 + i], delta, scale);
                 }
+                // Now ds = scale · dS.
                 unsafe {
-                    // dv += Pᵀ g: [m, dv]
+                    // dvᵀ += gᵀ P: [dv, m]
                     matmul(
-                        [m, dv, rows],
-                        dvh.as_mut_ptr(),
-                        dv,
+                        [dv, m, rows],
+                        dvt.as_mut_ptr(),
+                        m,
                         !first,
-                        (p.as_ptr(), m, 1),
-                        (gb.as_ptr(), 1, dv),
+                        (gb.as_ptr(), dv, 1),
+                        (p.as_ptr(), 1, m),
                         1.0,
                         gemm::Parallelism::None,
                     );
-                    // dq = scale · dS k: [rows, d]
+                    // dq = (scale · dS) k: [rows, d]
                     matmul(
                         [rows, d, m],
                         dqh[r0 * d..].as_mut_ptr(),
@@ -118,50 +125,61 @@ pub fn attention_backward_f32(
                         false,
                         (ds.as_ptr(), 1, m),
                         (kh.as_ptr(), 1, d),
-                        scale,
+                        1.0,
                         gemm::Parallelism::None,
                     );
-                    // dk += scale · dSᵀ q: [m, d]
+                    // dkᵀ += qᵀ (scale · dS): [d, m]
                     matmul(
-                        [m, d, rows],
-                        dkh.as_mut_ptr(),
-                        d,
+                        [d, m, rows],
+                        dkt.as_mut_ptr(),
+                        m,
                         !first,
-                        (ds.as_ptr(), m, 1),
-                        (qb.as_ptr(), 1, d),
-                        scale,
+                        (qb.as_ptr(), d, 1),
+                        (ds.as_ptr(), 1, m),
+                        1.0,
                         gemm::Parallelism::None,
                     );
                 }
             }
+            transpose_into(&dvt, dv, m, dvh);
+            transpose_into(&dkt, d, m, dkh);
         });
     grads
 }
 
-/// p ← exp(p − lse); ds ← p ∘ (ds − delta).
-fn softmax_grad_row(p: &mut [f32], ds: &mut [f32], lse: f32, delta: f32) {
+/// dst[c, r] = src[r, c] for src: [rows, cols].
+fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    for (r, row) in src.chunks_exact(cols).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * rows + r] = v;
+        }
+    }
+}
+
+/// p ← exp(p − lse); ds ← scale · p ∘ (ds − delta).
+fn softmax_grad_row(p: &mut [f32], ds: &mut [f32], lse: f32, delta: f32, scale: f32) {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2_fma() {
             // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { softmax_grad_row_avx2(p, ds, lse, delta) };
+            return unsafe { softmax_grad_row_avx2(p, ds, lse, delta, scale) };
         }
     }
-    softmax_grad_row_generic(p, ds, lse, delta)
+    softmax_grad_row_generic(p, ds, lse, delta, scale)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_grad_row_avx2(p: &mut [f32], ds: &mut [f32], lse: f32, delta: f32) {
-    softmax_grad_row_generic(p, ds, lse, delta)
+unsafe fn softmax_grad_row_avx2(p: &mut [f32], ds: &mut [f32], lse: f32, delta: f32, scale: f32) {
+    softmax_grad_row_generic(p, ds, lse, delta, scale)
 }
 
 #[inline(always)]
-fn softmax_grad_row_generic(p: &mut [f32], ds: &mut [f32], lse: f32, delta: f32) {
+fn softmax_grad_row_generic(p: &mut [f32], ds: &mut [f32], lse: f32, delta: f32, scale: f32) {
     for (x, g) in p.iter_mut().zip(ds.iter_mut()) {
         let e = exp_approx(*x - lse);
         *x = e;
-        *g = e * (*g - delta);
+        *g = scale * e * (*g - delta);
     }
 }
 
