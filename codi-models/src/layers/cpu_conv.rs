@@ -19,7 +19,8 @@ use codi_core::device::{CpuAutodiff, CpuBackend};
 use codi_kernels::conv::{conv2d_backward_f32, conv2d_f32, ConvShape, Wanted};
 
 use crate::layers::host::{
-    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host, to_host,
+    downcast, host_to_primitive, host_values, on_cpu_autodiff_f32, on_cpu_f32, primitive_values,
+    HostValues,
 };
 
 /// `conv.forward(x)`, through the host kernels on the autodiff CPU backend. x: [b, c_in, h, w]
@@ -30,9 +31,9 @@ pub fn conv2d_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B
     if on_cpu_f32(&x) {
         let device = x.device();
         let out = conv2d_f32(
-            &to_host(x),
-            &to_host(conv.weight.val()),
-            Some(&to_host(bias.val())),
+            &host_values(x),
+            &host_values(conv.weight.val()),
+            Some(&host_values(bias.val())),
             shape,
         );
         let dims = [shape.batch, shape.c_out, shape.h_out(), shape.w_out()];
@@ -82,8 +83,8 @@ fn host_shape<B: Backend>(conv: &Conv2d<B>, x: &Tensor<B, 4>) -> Option<ConvShap
 
 #[derive(Debug, Clone)]
 struct ConvState {
-    x: Vec<f32>,
-    weight: Vec<f32>,
+    x: HostValues,
+    weight: HostValues,
     shape: ConvShape,
 }
 
@@ -100,7 +101,7 @@ impl Backward<CpuBackend, 3> for ConvBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_w, node_b] = ops.parents;
-        let g = primitive_to_host(grads.consume::<CpuBackend>(&ops.node));
+        let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
         let s = ops.state;
         let sh = s.shape;
         let wanted = Wanted {
@@ -127,9 +128,9 @@ fn tracked_conv(
     bias: Primitive<CpuAutodiff>,
     shape: ConvShape,
 ) -> Primitive<CpuAutodiff> {
-    let xh = primitive_to_host(x.primitive.clone());
-    let wh = primitive_to_host(weight.primitive.clone());
-    let bh = primitive_to_host(bias.primitive.clone());
+    let xh = primitive_values(x.primitive.clone());
+    let wh = primitive_values(weight.primitive.clone());
+    let bh = primitive_values(bias.primitive.clone());
     let output = host_to_primitive(
         conv2d_f32(&xh, &wh, Some(&bh), shape),
         [shape.batch, shape.c_out, shape.h_out(), shape.w_out()],

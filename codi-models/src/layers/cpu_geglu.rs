@@ -12,7 +12,8 @@ use codi_core::device::{CpuAutodiff, CpuBackend};
 use codi_kernels::geglu::{geglu_backward_f32, geglu_f32};
 
 use crate::layers::host::{
-    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host, to_host,
+    downcast, host_to_primitive, host_values, on_cpu_autodiff_f32, on_cpu_f32, primitive_values,
+    HostValues,
 };
 
 /// a · gelu(g) for h = [a | g] along the last axis. h: [b, n, 2·inner] → [b, n, inner]
@@ -21,7 +22,7 @@ pub fn geglu<B: Backend>(h: Tensor<B, 3>) -> Tensor<B, 3> {
     let inner = two_inner / 2;
     if on_cpu_f32(&h) {
         let device = h.device();
-        let out = geglu_f32(&to_host(h), inner);
+        let out = geglu_f32(&host_values(h), inner);
         return Tensor::from_data(TensorData::new(out, [b, n, inner]), &device);
     }
     if on_cpu_autodiff_f32(&h) {
@@ -39,7 +40,7 @@ struct GegluBackward;
 
 impl Backward<CpuBackend, 1> for GegluBackward {
     /// The input h on the host and the output's shape [b, n, inner].
-    type State = (Vec<f32>, [usize; 3]);
+    type State = (HostValues, [usize; 3]);
 
     fn backward(
         self,
@@ -48,7 +49,7 @@ impl Backward<CpuBackend, 1> for GegluBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node] = ops.parents;
-        let dout = primitive_to_host(grads.consume::<CpuBackend>(&ops.node));
+        let dout = primitive_values(grads.consume::<CpuBackend>(&ops.node));
         let (h, [b, n, inner]) = ops.state;
         if let Some(node) = node {
             let dh = geglu_backward_f32(&h, &dout, inner);
@@ -59,7 +60,7 @@ impl Backward<CpuBackend, 1> for GegluBackward {
 
 /// One GEGLU op on the autodiff CPU backend, recorded with [`GegluBackward`].
 fn tracked_geglu(h: Primitive<CpuAutodiff>, shape: [usize; 3]) -> Primitive<CpuAutodiff> {
-    let hh = primitive_to_host(h.primitive.clone());
+    let hh = primitive_values(h.primitive.clone());
     let output = host_to_primitive(geglu_f32(&hh, shape[2]), shape);
     match GegluBackward
         .prepare::<NoCheckpointing>([h.node.clone()])

@@ -13,7 +13,8 @@ use codi_core::device::{CpuAutodiff, CpuBackend};
 use codi_kernels::linear::{linear_backward_f32, linear_f32, LinearShape};
 
 use crate::layers::host::{
-    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host, to_host,
+    downcast, host_to_primitive, host_values, on_cpu_autodiff_f32, on_cpu_f32, primitive_values,
+    HostValues,
 };
 
 /// `lin.forward(x)` through the host kernels on the CPU backend. x: [..., d_in] → [..., d_out]
@@ -36,8 +37,13 @@ pub fn linear_forward<B: Backend, const D: usize>(
     };
     if on_cpu_f32(&x) {
         let device = x.device();
-        let bias = lin.bias.as_ref().map(|b| to_host(b.val()));
-        let out = linear_f32(&to_host(x), &to_host(lin.weight.val()), bias.as_deref(), s);
+        let bias = lin.bias.as_ref().map(|b| host_values(b.val()));
+        let out = linear_f32(
+            &host_values(x),
+            &host_values(lin.weight.val()),
+            bias.as_deref(),
+            s,
+        );
         return Tensor::from_data(TensorData::new(out, out_dims), &device);
     }
     if on_cpu_autodiff_f32(&x) {
@@ -59,8 +65,8 @@ pub fn linear_forward<B: Backend, const D: usize>(
 
 #[derive(Debug, Clone)]
 struct LinearState {
-    x: Vec<f32>,
-    weight: Vec<f32>,
+    x: HostValues,
+    weight: HostValues,
     shape: LinearShape,
 }
 
@@ -77,7 +83,7 @@ impl Backward<CpuBackend, 3> for LinearBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_w, node_b] = ops.parents;
-        let g = primitive_to_host(grads.consume::<CpuBackend>(&ops.node));
+        let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
         let LinearState { x, weight, shape } = ops.state;
         let d = linear_backward_f32(&x, &weight, &g, shape, node_x.is_some(), node_w.is_some());
         let LinearShape { rows, d_in, d_out } = shape;
@@ -100,11 +106,9 @@ fn tracked_linear(
     bias: Option<Primitive<CpuAutodiff>>,
     shape: LinearShape,
 ) -> Primitive<CpuAutodiff> {
-    let xh = primitive_to_host(x.primitive.clone());
-    let wh = primitive_to_host(weight.primitive.clone());
-    let bh = bias
-        .as_ref()
-        .map(|b| primitive_to_host(b.primitive.clone()));
+    let xh = primitive_values(x.primitive.clone());
+    let wh = primitive_values(weight.primitive.clone());
+    let bh = bias.as_ref().map(|b| primitive_values(b.primitive.clone()));
     let output = host_to_primitive(
         linear_f32(&xh, &wh, bh.as_deref(), shape),
         [shape.rows, shape.d_out],

@@ -18,6 +18,50 @@ pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     flex_values(downcast(t.into_primitive().tensor()))
 }
 
+/// A CPU-backend f32 tensor's values for a host kernel: the tensor itself when its storage is already
+/// contiguous (read in place, no copy — its buffer is shared, not duplicated, by an op that keeps it for its
+/// backward pass), otherwise a row-major copy.
+#[derive(Debug, Clone)]
+pub enum HostValues {
+    InPlace(FlexTensor),
+    Copied(Vec<f32>),
+}
+
+impl HostValues {
+    pub fn of(t: FlexTensor) -> Self {
+        if t.dtype() == DType::F32 && t.as_slice::<f32>().is_some() {
+            HostValues::InPlace(t)
+        } else {
+            HostValues::Copied(flex_values(t))
+        }
+    }
+
+    /// The values, row-major.
+    pub fn slice(&self) -> &[f32] {
+        match self {
+            HostValues::InPlace(t) => t.as_slice::<f32>().expect("checked contiguous f32"),
+            HostValues::Copied(v) => v,
+        }
+    }
+}
+
+impl std::ops::Deref for HostValues {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        self.slice()
+    }
+}
+
+/// [`HostValues`] of a tensor that passes [`on_cpu_f32`].
+pub fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostValues {
+    HostValues::of(downcast(t.into_primitive().tensor()))
+}
+
+/// [`HostValues`] of an f32 primitive of the CPU backend.
+pub fn primitive_values(t: FloatTensor<CpuBackend>) -> HostValues {
+    HostValues::of(t)
+}
+
 /// A burn-flex f32 tensor's values, row-major. burn-flex copies a view it cannot fold to two axes (the
 /// [b, heads, n, d] head split of attention) one element at a time through a generic index walk; here the
 /// runs along a unit-stride last axis are copied whole.
