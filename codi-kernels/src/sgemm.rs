@@ -440,24 +440,6 @@ mod x86 {
     }
 }
 
-/// Row-major c = a · b ([m, k] · [k, n]), for benchmarks outside the crate.
-pub fn bench_sgemm([m, n, k]: [usize; 3], c: &mut [f32], a: &[f32], b: &[f32], par: bool) {
-    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    // SAFETY: the asserts above bound every access.
-    unsafe {
-        sgemm(
-            [m, n, k],
-            c.as_mut_ptr(),
-            n,
-            false,
-            View::row_major(a, k),
-            View::row_major(b, n),
-            1.0,
-            par,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

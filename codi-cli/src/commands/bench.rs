@@ -1,21 +1,24 @@
-//! `codi bench ops`: the backend's speed on the two operations that dominate a diffusion UNet, a matmul and
-//! a 3×3 convolution, forward and backward — to choose a CPU backend and to see what a UNet can hope for.
+//! `codi bench ops`: the speed of the operations that dominate a diffusion UNet — the backend's matmul, a
+//! dense layer and a 3×3 convolution as codi's models run them (on the CPU backend, the host kernels), and
+//! the backend's own convolution — forward and forward + backward.
 
 use std::time::Instant;
 
 use anyhow::Result;
 use burn::module::AutodiffModule;
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::PaddingConfig2d;
+use burn::nn::{LinearConfig, PaddingConfig2d};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use clap::{Args as ClapArgs, Subcommand};
 use codi_core::device::{with_backend, BackendTask, DeviceSpec};
+use codi_models::layers::cpu_conv::conv2d_forward;
+use codi_models::layers::cpu_linear::linear_forward;
 use serde::Serialize;
 
 #[derive(Subcommand)]
 pub enum Bench {
-    /// Matmul and 3×3 conv, forward and backward, on the chosen --device.
+    /// Matmul, dense layer and 3×3 conv, forward and backward, on the chosen --device.
     Ops(OpsArgs),
     /// UNet and UNet + ControlNet forward at a named config, optionally against PyTorch.
     Models(super::bench_models::Args),
@@ -90,6 +93,33 @@ impl BackendTask for Ops {
             gflops: 3.0 * flops / ms / 1e6,
         });
 
+        // A dense layer at a UNet transformer's shape (8 × 32 × 32 tokens, 256 wide), through codi's op.
+        let (tokens, width) = (8192, 256);
+        let lin = LinearConfig::new(width, width).init::<B>(&device);
+        let t = Tensor::<B, 2>::random([tokens, width], Distribution::Normal(0.0, 1.0), &device);
+        let flops = 2.0 * (tokens * width * width) as f64;
+        let (lin_inner, ti) = (lin.valid(), t.clone().inner());
+        let op = format!("dense [{tokens}, {width}]x[{width}, {width}]");
+        let ms = time_ms(iters, || sync(linear_forward(&lin_inner, ti.clone())));
+        rows.push(Row {
+            op: op.clone(),
+            pass: "forward",
+            ms,
+            gflops: flops / ms / 1e6,
+        });
+        let ms = time_ms(iters, || {
+            let g = linear_forward(&lin, t.clone().require_grad())
+                .sum()
+                .backward();
+            sync(lin.weight.grad(&g).expect("gradient"));
+        });
+        rows.push(Row {
+            op,
+            pass: "forward+backward",
+            ms,
+            gflops: 3.0 * flops / ms / 1e6,
+        });
+
         let (batch, c, hw) = (16, 128, 32);
         let conv = Conv2dConfig::new([c, c], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -98,24 +128,39 @@ impl BackendTask for Ops {
         let flops = 2.0 * (batch * c * c * 9 * hw * hw) as f64;
         let inner = conv.valid();
         let xi = x.clone().inner();
-        let ms = time_ms(iters, || sync(inner.forward(xi.clone())));
-        let op = format!("conv3x3 {c}->{c} {hw}x{hw} batch {batch}");
-        rows.push(Row {
-            op: op.clone(),
-            pass: "forward",
-            ms,
-            gflops: flops / ms / 1e6,
-        });
-        let ms = time_ms(iters, || {
-            let g = conv.forward(x.clone().require_grad()).sum().backward();
-            sync(conv.weight.grad(&g).expect("gradient"));
-        });
-        rows.push(Row {
-            op,
-            pass: "forward+backward",
-            ms,
-            gflops: 3.0 * flops / ms / 1e6,
-        });
+        // codi's convolution (the host kernels on the CPU backend) and the backend's own.
+        for (label, ours) in [("codi", true), ("backend", false)] {
+            let op = format!("conv3x3 {c}->{c} {hw}x{hw} batch {batch} ({label})");
+            let ms = time_ms(iters, || {
+                sync(if ours {
+                    conv2d_forward(&inner, xi.clone())
+                } else {
+                    inner.forward(xi.clone())
+                })
+            });
+            rows.push(Row {
+                op: op.clone(),
+                pass: "forward",
+                ms,
+                gflops: flops / ms / 1e6,
+            });
+            let ms = time_ms(iters, || {
+                let x = x.clone().require_grad();
+                let out = if ours {
+                    conv2d_forward(&conv, x)
+                } else {
+                    conv.forward(x)
+                };
+                let g = out.sum().backward();
+                sync(conv.weight.grad(&g).expect("gradient"));
+            });
+            rows.push(Row {
+                op,
+                pass: "forward+backward",
+                ms,
+                gflops: 3.0 * flops / ms / 1e6,
+            });
+        }
         rows
     }
 }
@@ -133,10 +178,10 @@ pub fn run(cmd: Bench, device: DeviceSpec) -> Result<()> {
                     "backend: {device} ({} threads available)",
                     std::thread::available_parallelism().map_or(1, |n| n.get())
                 );
-                println!("{:<34} {:<17} {:>10} {:>9}", "op", "pass", "ms", "GFLOP/s");
+                println!("{:<44} {:<17} {:>10} {:>9}", "op", "pass", "ms", "GFLOP/s");
                 for r in rows {
                     println!(
-                        "{:<34} {:<17} {:>10.2} {:>9.1}",
+                        "{:<44} {:<17} {:>10.2} {:>9.1}",
                         r.op, r.pass, r.ms, r.gflops
                     );
                 }
