@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::scratch::with_scratch;
-use crate::sgemm::{gemm_packed, Lhs, PackRhs, PackedLhs, View, NR};
+use crate::sgemm::{copy_run, gemm_packed, Lhs, PackRhs, PackedLhs, View, NR};
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +216,7 @@ impl PackRhs for Columns<'_> {
                         d[..lo].fill(0.0);
                         d[hi..].fill(0.0);
                         let from = (start + lo as isize) as usize;
-                        d[lo..hi].copy_from_slice(&row[from..from + (hi - lo)]);
+                        copy_run(&mut d[lo..hi], &row[from..from + (hi - lo)]);
                     } else {
                         for (t, v) in d.iter_mut().enumerate() {
                             let ix = ((x0 + t) * s.stride[1] + j) as isize - s.pad[1] as isize;
