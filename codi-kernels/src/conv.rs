@@ -95,6 +95,16 @@ fn valid_run(s: &ConvShape, j: usize) -> (usize, usize) {
     (lo, hi)
 }
 
+/// out[lo..hi] ← row[from..], zeros elsewhere in out (a run of one im2col row, `from` ≥ 0 when lo < hi).
+fn copy_shifted(out: &mut [f32], row: &[f32], lo: usize, hi: usize, from: isize) {
+    out[..lo].fill(0.0);
+    out[hi..].fill(0.0);
+    if lo < hi {
+        let from = from as usize;
+        copy_run(&mut out[lo..hi], &row[from..from + (hi - lo)]);
+    }
+}
+
 /// col[(c, i, j), (y, x)] = x[c, y·s − p + i, x·s − p + j] (0 outside), one sample: [patch, h_out · w_out].
 fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32], par: bool) {
     let (ho, wo) = (s.h_out(), s.w_out());
@@ -113,10 +123,7 @@ fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32], par: bool) {
                     }
                     let xrow = &xc[iy as usize * s.w..(iy as usize + 1) * s.w];
                     if s.stride[1] == 1 {
-                        out[..lo].fill(0.0);
-                        out[hi..].fill(0.0);
-                        let from = lo + j - s.pad[1];
-                        out[lo..hi].copy_from_slice(&xrow[from..from + (hi - lo)]);
+                        copy_shifted(out, xrow, lo, hi, (lo + j) as isize - s.pad[1] as isize);
                         continue;
                     }
                     for (xo, o) in out.iter_mut().enumerate() {
@@ -213,10 +220,7 @@ impl PackRhs for Columns<'_> {
                         let start = x0 as isize + j as isize - s.pad[1] as isize;
                         let lo = (-start).clamp(0, len as isize) as usize;
                         let hi = (s.w as isize - start).clamp(lo as isize, len as isize) as usize;
-                        d[..lo].fill(0.0);
-                        d[hi..].fill(0.0);
-                        let from = (start + lo as isize) as usize;
-                        copy_run(&mut d[lo..hi], &row[from..from + (hi - lo)]);
+                        copy_shifted(d, row, lo, hi, start + lo as isize);
                     } else {
                         for (t, v) in d.iter_mut().enumerate() {
                             let ix = ((x0 + t) * s.stride[1] + j) as isize - s.pad[1] as isize;

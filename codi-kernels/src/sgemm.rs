@@ -402,34 +402,18 @@ mod x86 {
         first: bool,
     ) {
         let mut acc = [_mm256_setzero_ps(); 2 * MR];
-        let mut b = b;
-        if step == MR {
-            // Packed: the MR values of one depth step are adjacent.
-            let mut a = a[0];
-            for _ in 0..kc {
-                let b0 = _mm256_loadu_ps(b);
-                let b1 = _mm256_loadu_ps(b.add(8));
-                for i in 0..MR {
-                    let ai = _mm256_broadcast_ss(&*a.add(i));
-                    acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
-                    acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
-                }
-                a = a.add(MR);
-                b = b.add(NR);
+        // The six row pointers share one offset register after strength reduction, packed (step MR) or not.
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kc {
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
+            for i in 0..MR {
+                let ai = _mm256_broadcast_ss(&*a[i]);
+                acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
+                acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
+                a[i] = a[i].add(step);
             }
-        } else {
-            let mut a = a;
-            for _ in 0..kc {
-                let b0 = _mm256_loadu_ps(b);
-                let b1 = _mm256_loadu_ps(b.add(8));
-                for i in 0..MR {
-                    let ai = _mm256_broadcast_ss(&*a[i]);
-                    acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
-                    acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
-                    a[i] = a[i].add(step);
-                }
-                b = b.add(NR);
-            }
+            b = b.add(NR);
         }
         if rows == MR && cols == NR {
             for i in 0..MR {

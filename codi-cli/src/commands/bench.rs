@@ -65,6 +65,31 @@ fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
 
 struct Ops(OpsArgs);
 
+/// The rows of one op: its forward time and its forward + backward time (counted as 3× the forward's FLOPs).
+fn timed_pair(
+    rows: &mut Vec<Row>,
+    op: String,
+    flops: f64,
+    iters: usize,
+    forward: impl FnMut(),
+    forward_backward: impl FnMut(),
+) {
+    let ms = time_ms(iters, forward);
+    rows.push(Row {
+        op: op.clone(),
+        pass: "forward",
+        ms,
+        gflops: flops / ms / 1e6,
+    });
+    let ms = time_ms(iters, forward_backward);
+    rows.push(Row {
+        op,
+        pass: "forward+backward",
+        ms,
+        gflops: 3.0 * flops / ms / 1e6,
+    });
+}
+
 impl BackendTask for Ops {
     type Output = Vec<Row>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Vec<Row> {
@@ -73,93 +98,69 @@ impl BackendTask for Ops {
         let n = 512;
         let a = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
         let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
-        let flops = 2.0 * (n * n * n) as f64;
-        let ms = time_ms(iters, || sync(a.clone().inner().matmul(b.clone().inner())));
-        rows.push(Row {
-            op: format!("matmul {n}x{n}"),
-            pass: "forward",
-            ms,
-            gflops: flops / ms / 1e6,
-        });
-        let ms = time_ms(iters, || {
-            let w = b.clone().require_grad();
-            let g = a.clone().matmul(w.clone()).sum().backward();
-            sync(w.grad(&g).expect("gradient"));
-        });
-        rows.push(Row {
-            op: format!("matmul {n}x{n}"),
-            pass: "forward+backward",
-            ms,
-            gflops: 3.0 * flops / ms / 1e6,
-        });
+        timed_pair(
+            &mut rows,
+            format!("matmul {n}x{n}"),
+            2.0 * (n * n * n) as f64,
+            iters,
+            || sync(a.clone().inner().matmul(b.clone().inner())),
+            || {
+                let w = b.clone().require_grad();
+                let g = a.clone().matmul(w.clone()).sum().backward();
+                sync(w.grad(&g).expect("gradient"));
+            },
+        );
 
         // A dense layer at a UNet transformer's shape (8 × 32 × 32 tokens, 256 wide), through codi's op.
         let (tokens, width) = (8192, 256);
         let lin = LinearConfig::new(width, width).init::<B>(&device);
         let t = Tensor::<B, 2>::random([tokens, width], Distribution::Normal(0.0, 1.0), &device);
-        let flops = 2.0 * (tokens * width * width) as f64;
         let (lin_inner, ti) = (lin.valid(), t.clone().inner());
-        let op = format!("dense [{tokens}, {width}]x[{width}, {width}]");
-        let ms = time_ms(iters, || sync(linear_forward(&lin_inner, ti.clone())));
-        rows.push(Row {
-            op: op.clone(),
-            pass: "forward",
-            ms,
-            gflops: flops / ms / 1e6,
-        });
-        let ms = time_ms(iters, || {
-            let g = linear_forward(&lin, t.clone().require_grad())
-                .sum()
-                .backward();
-            sync(lin.weight.grad(&g).expect("gradient"));
-        });
-        rows.push(Row {
-            op,
-            pass: "forward+backward",
-            ms,
-            gflops: 3.0 * flops / ms / 1e6,
-        });
+        timed_pair(
+            &mut rows,
+            format!("dense [{tokens}, {width}]x[{width}, {width}]"),
+            2.0 * (tokens * width * width) as f64,
+            iters,
+            || sync(linear_forward(&lin_inner, ti.clone())),
+            || {
+                let g = linear_forward(&lin, t.clone().require_grad())
+                    .sum()
+                    .backward();
+                sync(lin.weight.grad(&g).expect("gradient"));
+            },
+        );
 
         let (batch, c, hw) = (16, 128, 32);
         let conv = Conv2dConfig::new([c, c], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init::<B>(&device);
         let x = Tensor::<B, 4>::random([batch, c, hw, hw], Distribution::Normal(0.0, 1.0), &device);
-        let flops = 2.0 * (batch * c * c * 9 * hw * hw) as f64;
-        let inner = conv.valid();
-        let xi = x.clone().inner();
+        let (inner, xi) = (conv.valid(), x.clone().inner());
         // codi's convolution (the host kernels on the CPU backend) and the backend's own.
         for (label, ours) in [("codi", true), ("backend", false)] {
-            let op = format!("conv3x3 {c}->{c} {hw}x{hw} batch {batch} ({label})");
-            let ms = time_ms(iters, || {
-                sync(if ours {
-                    conv2d_forward(&inner, xi.clone())
-                } else {
-                    inner.forward(xi.clone())
-                })
-            });
-            rows.push(Row {
-                op: op.clone(),
-                pass: "forward",
-                ms,
-                gflops: flops / ms / 1e6,
-            });
-            let ms = time_ms(iters, || {
-                let x = x.clone().require_grad();
-                let out = if ours {
-                    conv2d_forward(&conv, x)
-                } else {
-                    conv.forward(x)
-                };
-                let g = out.sum().backward();
-                sync(conv.weight.grad(&g).expect("gradient"));
-            });
-            rows.push(Row {
-                op,
-                pass: "forward+backward",
-                ms,
-                gflops: 3.0 * flops / ms / 1e6,
-            });
+            timed_pair(
+                &mut rows,
+                format!("conv3x3 {c}->{c} {hw}x{hw} batch {batch} ({label})"),
+                2.0 * (batch * c * c * 9 * hw * hw) as f64,
+                iters,
+                || {
+                    sync(if ours {
+                        conv2d_forward(&inner, xi.clone())
+                    } else {
+                        inner.forward(xi.clone())
+                    })
+                },
+                || {
+                    let x = x.clone().require_grad();
+                    let out = if ours {
+                        conv2d_forward(&conv, x)
+                    } else {
+                        conv.forward(x)
+                    };
+                    let g = out.sum().backward();
+                    sync(conv.weight.grad(&g).expect("gradient"));
+                },
+            );
         }
         rows
     }

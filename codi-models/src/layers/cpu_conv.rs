@@ -20,7 +20,7 @@ use codi_kernels::conv::{conv2d_backward_f32, conv2d_f32, ConvShape, Wanted};
 
 use crate::layers::host::{
     downcast, host_to_primitive, host_values, on_cpu_autodiff_f32, on_cpu_f32, primitive_values,
-    HostValues,
+    register_grad, HostValues,
 };
 
 /// `conv.forward(x)`, through the host kernels on the autodiff CPU backend. x: [b, c_in, h, w]
@@ -110,15 +110,9 @@ impl Backward<CpuBackend, 3> for ConvBackward {
         };
         let d = conv2d_backward_f32(&s.x, &s.weight, &g, sh, wanted);
         let [b, ci, h, w, co, kh, kw] = [sh.batch, sh.c_in, sh.h, sh.w, sh.c_out, sh.kh, sh.kw];
-        if let (Some(node), Some(dx)) = (node_x, d.dx) {
-            grads.register::<CpuBackend>(node.id, host_to_primitive(dx, [b, ci, h, w]));
-        }
-        if let (Some(node), Some(dw)) = (node_w, d.dw) {
-            grads.register::<CpuBackend>(node.id, host_to_primitive(dw, [co, ci, kh, kw]));
-        }
-        if let Some(node) = node_b {
-            grads.register::<CpuBackend>(node.id, host_to_primitive(d.db, [co]));
-        }
+        register_grad(grads, node_x.map(|n| n.id), d.dx, [b, ci, h, w]);
+        register_grad(grads, node_w.map(|n| n.id), d.dw, [co, ci, kh, kw]);
+        register_grad(grads, node_b.map(|n| n.id), Some(d.db), [co]);
     }
 }
 

@@ -14,7 +14,7 @@ use codi_kernels::linear::{linear_backward_f32, linear_f32, LinearShape};
 
 use crate::layers::host::{
     downcast, host_to_primitive, host_values, on_cpu_autodiff_f32, on_cpu_f32, primitive_values,
-    HostValues,
+    register_grad, HostValues,
 };
 
 /// `lin.forward(x)` through the host kernels on the CPU backend. x: [..., d_in] → [..., d_out]
@@ -87,15 +87,9 @@ impl Backward<CpuBackend, 3> for LinearBackward {
         let LinearState { x, weight, shape } = ops.state;
         let d = linear_backward_f32(&x, &weight, &g, shape, node_x.is_some(), node_w.is_some());
         let LinearShape { rows, d_in, d_out } = shape;
-        if let (Some(node), Some(dx)) = (node_x, d.dx) {
-            grads.register::<CpuBackend>(node.id, host_to_primitive(dx, [rows, d_in]));
-        }
-        if let (Some(node), Some(dw)) = (node_w, d.dw) {
-            grads.register::<CpuBackend>(node.id, host_to_primitive(dw, [d_in, d_out]));
-        }
-        if let Some(node) = node_b {
-            grads.register::<CpuBackend>(node.id, host_to_primitive(d.db, [d_out]));
-        }
+        register_grad(grads, node_x.map(|n| n.id), d.dx, [rows, d_in]);
+        register_grad(grads, node_w.map(|n| n.id), d.dw, [d_in, d_out]);
+        register_grad(grads, node_b.map(|n| n.id), Some(d.db), [d_out]);
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::any::{Any, TypeId};
 
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
@@ -143,6 +145,19 @@ pub fn downcast<T: 'static, U: 'static>(t: T) -> U {
 /// hand their kernels (an autodiff tensor's `.primitive`, a gradient from `Gradients::consume`).
 pub fn primitive_to_host(t: FloatTensor<CpuBackend>) -> Vec<f32> {
     flex_values(t)
+}
+
+/// In an autodiff op's backward pass: registers `values`, shaped `shape`, as the gradient of the parent
+/// `node` when the parent is tracked and the gradient was computed.
+pub fn register_grad<const D: usize>(
+    grads: &mut Gradients,
+    node: Option<NodeId>,
+    values: Option<Vec<f32>>,
+    shape: [usize; D],
+) {
+    if let (Some(node), Some(values)) = (node, values) {
+        grads.register::<CpuBackend>(node, host_to_primitive(values, shape));
+    }
 }
 
 /// Host values as a primitive of the CPU backend, for an autodiff op's output or gradients.
