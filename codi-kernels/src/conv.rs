@@ -95,6 +95,12 @@ fn valid_run(s: &ConvShape, j: usize) -> (usize, usize) {
     (lo, hi)
 }
 
+/// The input row that output row `y` reads at kernel row `i` of one channel `xc` ([h, w]); None in the padding.
+fn input_row<'a>(xc: &'a [f32], s: &ConvShape, y: usize, i: usize) -> Option<&'a [f32]> {
+    let iy = (y * s.stride[0] + i).checked_sub(s.pad[0])?;
+    (iy < s.h).then(|| &xc[iy * s.w..(iy + 1) * s.w])
+}
+
 /// out[lo..hi] ← row[from..], zeros elsewhere in out (a run of one im2col row, `from` ≥ 0 when lo < hi).
 fn copy_shifted(out: &mut [f32], row: &[f32], lo: usize, hi: usize, from: isize) {
     out[..lo].fill(0.0);
@@ -116,12 +122,10 @@ fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32], par: bool) {
                 let (lo, hi) = valid_run(s, j);
                 for y in 0..ho {
                     let out = &mut row[y * wo..(y + 1) * wo];
-                    let iy = (y * s.stride[0] + i) as isize - s.pad[0] as isize;
-                    if iy < 0 || iy >= s.h as isize {
+                    let Some(xrow) = input_row(xc, s, y, i) else {
                         out.fill(0.0);
                         continue;
-                    }
-                    let xrow = &xc[iy as usize * s.w..(iy as usize + 1) * s.w];
+                    };
                     if s.stride[1] == 1 {
                         copy_shifted(out, xrow, lo, hi, (lo + j) as isize - s.pad[1] as isize);
                         continue;
@@ -209,12 +213,10 @@ impl PackRhs for Columns<'_> {
                 dst[cols..].fill(0.0);
                 for &(y, x0, len, off) in &runs[..nruns] {
                     let d = &mut dst[off..off + len];
-                    let iy = (y * s.stride[0] + i) as isize - s.pad[0] as isize;
-                    if iy < 0 || iy >= s.h as isize {
+                    let Some(row) = input_row(xc, s, y, i) else {
                         d.fill(0.0);
                         continue;
-                    }
-                    let row = &xc[iy as usize * s.w..(iy as usize + 1) * s.w];
+                    };
                     if s.stride[1] == 1 {
                         // Input columns start + t for t in 0..len; the valid ones form one range.
                         let start = x0 as isize + j as isize - s.pad[1] as isize;
