@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::math::{exp_approx, has_avx2_fma};
-use crate::matmul::matmul;
+use crate::sgemm::{sgemm, View};
 
 /// Query rows per task: a [ROWS, n_kv] block of scores stays in the cache for the value matmul.
 pub const ROWS: usize = 64;
@@ -63,15 +63,15 @@ pub fn attention_f32_lse(
                         // s = scale · q kᵀ: [rows, m]
                         // SAFETY: the blocks are in bounds of q, k, v and the score buffer.
                         unsafe {
-                            matmul(
+                            sgemm(
                                 [rows, m, d],
                                 s.as_mut_ptr(),
                                 m,
                                 false,
-                                (qb.as_ptr(), 1, d),
-                                (kh.as_ptr(), d, 1),
+                                View::row_major(qb, d),
+                                View::row_major(kh, d).t(),
                                 scale,
-                                gemm::Parallelism::None,
+                                false,
                             );
                         }
                         let mut sums = [0f32; ROWS];
@@ -85,15 +85,15 @@ pub fn attention_f32_lse(
                         // o = p v: [rows, dv]
                         // SAFETY: the blocks are in bounds of q, k, v and the score buffer.
                         unsafe {
-                            matmul(
+                            sgemm(
                                 [rows, dv, m],
                                 ob.as_mut_ptr(),
                                 dv,
                                 false,
-                                (s.as_ptr(), 1, m),
-                                (vh.as_ptr(), 1, dv),
+                                View::row_major(s, m),
+                                View::row_major(vh, dv),
                                 1.0,
-                                gemm::Parallelism::None,
+                                false,
                             );
                         }
                         for (orow, sum) in ob.chunks_mut(dv).zip(sums) {

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::attention::{AttentionShape, ROWS};
 use crate::math::{exp_approx, has_avx2_fma};
-use crate::matmul::matmul;
+use crate::sgemm::{sgemm, View};
 
 /// Gradients of q, k and v, shaped like them.
 pub struct AttentionGrads {
@@ -74,26 +74,26 @@ pub fn attention_backward_f32(
                 // SAFETY: every pointer/stride pair addresses inside its slice, sized by the asserts above.
                 unsafe {
                     // P = exp(scale · q kᵀ − lse): [rows, m]
-                    matmul(
+                    sgemm(
                         [rows, m, d],
                         p.as_mut_ptr(),
                         m,
                         false,
-                        (qb.as_ptr(), 1, d),
-                        (kh.as_ptr(), d, 1),
+                        View::row_major(qb, d),
+                        View::row_major(kh, d).t(),
                         scale,
-                        gemm::Parallelism::None,
+                        false,
                     );
                     // dP = g vᵀ: [rows, m]
-                    matmul(
+                    sgemm(
                         [rows, m, dv],
                         ds.as_mut_ptr(),
                         m,
                         false,
-                        (gb.as_ptr(), 1, dv),
-                        (vh.as_ptr(), dv, 1),
+                        View::row_major(gb, dv),
+                        View::row_major(vh, dv).t(),
                         1.0,
-                        gemm::Parallelism::None,
+                        false,
                     );
                 }
                 for (i, (prow, dsrow)) in p.chunks_mut(m).zip(ds.chunks_mut(m)).enumerate() {
@@ -107,37 +107,37 @@ pub fn attention_backward_f32(
                 // Now ds = scale · dS.
                 unsafe {
                     // dvᵀ += gᵀ P: [dv, m]
-                    matmul(
+                    sgemm(
                         [dv, m, rows],
                         dvt.as_mut_ptr(),
                         m,
                         !first,
-                        (gb.as_ptr(), dv, 1),
-                        (p.as_ptr(), 1, m),
+                        View::row_major(gb, dv).t(),
+                        View::row_major(p, m),
                         1.0,
-                        gemm::Parallelism::None,
+                        false,
                     );
                     // dq = (scale · dS) k: [rows, d]
-                    matmul(
+                    sgemm(
                         [rows, d, m],
                         dqh[r0 * d..].as_mut_ptr(),
                         d,
                         false,
-                        (ds.as_ptr(), 1, m),
-                        (kh.as_ptr(), 1, d),
+                        View::row_major(ds, m),
+                        View::row_major(kh, d),
                         1.0,
-                        gemm::Parallelism::None,
+                        false,
                     );
                     // dkᵀ += qᵀ (scale · dS): [d, m]
-                    matmul(
+                    sgemm(
                         [d, m, rows],
                         dkt.as_mut_ptr(),
                         m,
                         !first,
-                        (qb.as_ptr(), d, 1),
-                        (ds.as_ptr(), 1, m),
+                        View::row_major(qb, d).t(),
+                        View::row_major(ds, m),
                         1.0,
-                        gemm::Parallelism::None,
+                        false,
                     );
                 }
             }

@@ -7,7 +7,6 @@ pub mod conv;
 pub mod geglu;
 pub mod linear;
 pub mod math;
-mod matmul;
 pub mod norm;
 mod scratch;
 pub mod sgemm;

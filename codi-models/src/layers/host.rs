@@ -31,7 +31,8 @@ pub enum HostValues {
 
 impl HostValues {
     pub fn of(t: FlexTensor) -> Self {
-        if t.dtype() == DType::F32 && t.as_slice::<f32>().is_some() {
+        // `as_slice` is None for another dtype or a non-contiguous layout.
+        if t.as_slice::<f32>().is_some() {
             HostValues::InPlace(t)
         } else {
             HostValues::Copied(flex_values(t))
