@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::scratch::with_scratch;
-use crate::sgemm::{copy_run, gemm_packed, Lhs, PackRhs, PackedLhs, View, NR};
+use crate::sgemm::{copy_run, gemm_packed, Lhs, PackRhs, PackedLhs, View, KC, NR};
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,8 +189,9 @@ struct Columns<'a> {
     s: ConvShape,
 }
 
-impl PackRhs for Columns<'_> {
-    fn pack(&self, out: &mut [f32], pc: usize, kc: usize, jc: usize, nc: usize) {
+impl Columns<'_> {
+    /// Any stride and padding: each entry is bounds-checked against the input.
+    fn pack_general(&self, out: &mut [f32], pc: usize, kc: usize, jc: usize, nc: usize) {
         let s = &self.s;
         let (wo, khw) = (s.w_out(), s.kh * s.kw);
         for (panel, jr) in (0..nc).step_by(NR).enumerate() {
@@ -242,6 +243,88 @@ impl PackRhs for Columns<'_> {
             }
         }
     }
+
+    /// Stride 1, no padding: every entry lies inside the input, at the pixel's offset y·w + x plus an offset
+    /// that depends only on the block row, so each panel row is one straight copy.
+    fn pack_inside(&self, out: &mut [f32], pc: usize, kc: usize, jc: usize, nc: usize) {
+        let s = &self.s;
+        let (wo, khw, plane) = (s.w_out(), s.kh * s.kw, s.h * s.w);
+        let mut shift = [0usize; KC];
+        let (mut c, mut ij) = (pc / khw, pc % khw);
+        for sh in &mut shift[..kc] {
+            *sh = c * plane + (ij / s.kw) * s.w + ij % s.kw;
+            ij += 1;
+            if ij == khw {
+                ij = 0;
+                c += 1;
+            }
+        }
+        let shift = &shift[..kc];
+        for (panel, jr) in (0..nc).step_by(NR).enumerate() {
+            let out = &mut out[panel * NR * kc..(panel + 1) * NR * kc];
+            let (p0, cols) = (jc + jr, NR.min(nc - jr));
+            if cols == NR && p0 % wo + NR <= wo {
+                let base = (p0 / wo) * s.w + p0 % wo;
+                for (dst, &sh) in out.chunks_exact_mut(NR).zip(shift) {
+                    copy_run(dst, &self.x[base + sh..base + sh + NR]);
+                }
+                continue;
+            }
+            // The panel's pixels as runs within one output row: (input offset, length, offset in the panel).
+            let mut runs = [(0usize, 0usize, 0usize); NR];
+            let (mut nruns, mut p) = (0, p0);
+            while p < p0 + cols {
+                let (y, x0) = (p / wo, p % wo);
+                let len = (wo - x0).min(p0 + cols - p);
+                runs[nruns] = (y * s.w + x0, len, p - p0);
+                nruns += 1;
+                p += len;
+            }
+            for (dst, &sh) in out.chunks_exact_mut(NR).zip(shift) {
+                dst[cols..].fill(0.0);
+                for &(base, len, off) in &runs[..nruns] {
+                    copy_run(
+                        &mut dst[off..off + len],
+                        &self.x[base + sh..base + sh + len],
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl PackRhs for Columns<'_> {
+    fn pack(&self, out: &mut [f32], pc: usize, kc: usize, jc: usize, nc: usize) {
+        if self.s.stride == [1, 1] && self.s.pad == [0, 0] {
+            self.pack_inside(out, pc, kc, jc, nc)
+        } else {
+            self.pack_general(out, pc, kc, jc, nc)
+        }
+    }
+}
+
+/// Runs `f` on the columns of one sample `xn` ([c_in, h, w]); a padded stride-1 convolution first copies the
+/// sample into a zero-bordered buffer, so that packing needs no bounds checks.
+fn with_columns<R>(xn: &[f32], s: &ConvShape, f: impl FnOnce(&Columns) -> R) -> R {
+    if s.stride != [1, 1] || s.pad == [0, 0] {
+        return f(&Columns { x: xn, s: *s });
+    }
+    let (hp, wp) = (s.h + 2 * s.pad[0], s.w + 2 * s.pad[1]);
+    with_scratch(s.c_in * hp * wp, |xp| {
+        xp.fill(0.0);
+        for (xc, pc) in xn.chunks(s.h * s.w).zip(xp.chunks_mut(hp * wp)) {
+            for (row, prow) in xc.chunks(s.w).zip(pc[s.pad[0] * wp..].chunks_mut(wp)) {
+                prow[s.pad[1]..s.pad[1] + s.w].copy_from_slice(row);
+            }
+        }
+        let inside = ConvShape {
+            h: hp,
+            w: wp,
+            pad: [0, 0],
+            ..*s
+        };
+        f(&Columns { x: xp, s: inside })
+    })
 }
 
 /// x: [batch, c_in, h, w], weight: [c_out, c_in, kh, kw], bias: [c_out] → [batch, c_out, h_out, w_out].
@@ -253,22 +336,11 @@ pub fn conv2d_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape)
     // SAFETY: weight holds [c_out, patch] (asserted above).
     let w = unsafe { PackedLhs::new(View::row_major(weight, patch), s.c_out, patch, 1.0) };
     let sample = |n: usize, on: &mut [f32], par: bool| {
-        let cols = Columns {
-            x: &x[n * s.c_in * s.h * s.w..(n + 1) * s.c_in * s.h * s.w],
-            s,
-        };
+        let xn = &x[n * s.c_in * s.h * s.w..(n + 1) * s.c_in * s.h * s.w];
         // SAFETY: `on` is this sample's [c_out, pix] output; the columns stay inside the sample.
-        unsafe {
-            gemm_packed(
-                pix,
-                on.as_mut_ptr(),
-                pix,
-                false,
-                Lhs::Packed(&w),
-                &cols,
-                par,
-            )
-        };
+        with_columns(xn, &s, |cols| unsafe {
+            gemm_packed(pix, on.as_mut_ptr(), pix, false, Lhs::Packed(&w), cols, par)
+        });
         if let Some(b) = bias {
             for (row, &bc) in on.chunks_mut(pix).zip(b) {
                 row.iter_mut().for_each(|v| *v += bc);
@@ -472,6 +544,18 @@ mod tests {
         // Batch 1 runs each sample's gemms on the threads, batch 2 spreads the samples (on 2+ threads).
         vec![
             ConvShape { batch: 1, ..base },
+            // Rows of 20 pixels: whole 16-pixel panels within a row, and panels across rows.
+            ConvShape {
+                batch: 1,
+                c_in: 2,
+                h: 5,
+                w: 20,
+                ..base
+            },
+            ConvShape {
+                pad: [0, 0],
+                ..base
+            },
             base,
             ConvShape {
                 stride: [2, 2],

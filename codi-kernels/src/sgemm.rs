@@ -17,7 +17,7 @@ pub(crate) const MR: usize = 6;
 /// Columns of the register tile (pixels in a convolution): two 8-float vectors.
 pub(crate) const NR: usize = 16;
 /// Depth of one packed block: an NR-wide panel of it (16 KB) stays in L1 across all row panels.
-const KC: usize = 256;
+pub(crate) const KC: usize = 256;
 /// Rows of one block of the left operand walked per right panel (MC × KC floats = 144 KB, in L2).
 const MC: usize = 144;
 /// Columns of one packed block of the right operand.
@@ -401,19 +401,41 @@ mod x86 {
         cols: usize,
         first: bool,
     ) {
+        // The tile's rows of c lie a whole row stride apart, out of the prefetchers' reach: ask for them now so
+        // that the misses overlap the products.
+        if kc >= 32 {
+            for i in 0..rows {
+                let row = c.add(i * ldc) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(row);
+                _mm_prefetch::<_MM_HINT_T0>(row.add(4 * cols - 4));
+            }
+        }
         let mut acc = [_mm256_setzero_ps(); 2 * MR];
         // The six row pointers share one offset register after strength reduction, packed (step MR) or not.
         let (mut a, mut b) = (a, b);
-        for _ in 0..kc {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            for i in 0..MR {
-                let ai = _mm256_broadcast_ss(&*a[i]);
-                acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
-                acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
-                a[i] = a[i].add(step);
+        if cols <= 8 {
+            // A narrow product (attention's values at head width 8): the right half of the panel is padding.
+            for _ in 0..kc {
+                let b0 = _mm256_loadu_ps(b);
+                for i in 0..MR {
+                    let ai = _mm256_broadcast_ss(&*a[i]);
+                    acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
+                    a[i] = a[i].add(step);
+                }
+                b = b.add(NR);
             }
-            b = b.add(NR);
+        } else {
+            for _ in 0..kc {
+                let b0 = _mm256_loadu_ps(b);
+                let b1 = _mm256_loadu_ps(b.add(8));
+                for i in 0..MR {
+                    let ai = _mm256_broadcast_ss(&*a[i]);
+                    acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
+                    acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
+                    a[i] = a[i].add(step);
+                }
+                b = b.add(NR);
+            }
         }
         if rows == MR && cols == NR {
             for i in 0..MR {
@@ -534,6 +556,8 @@ mod tests {
             (MR, NR, false),
             (4, 9, true),
             (1, 16, false),
+            (MR, 8, false),
+            (3, 5, true),
         ] {
             let run = |f: Tile, a: [*const f32; MR], step: usize| {
                 let mut out = vec![0.25f32; MR * NR];
