@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::math::{exp_approx, has_avx2_fma};
+use crate::math::{exp_approx_with, has_avx2_fma};
 use crate::sgemm::{sgemm, View};
 
 /// Query rows per task: a [ROWS, n_kv] block of scores stays in the cache for the value matmul.
@@ -115,23 +115,24 @@ fn exp_normalise(row: &mut [f32]) -> (f32, f32) {
             return unsafe { exp_normalise_avx2(row) };
         }
     }
-    exp_normalise_generic(row)
+    exp_normalise_generic::<false>(row)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp_normalise_avx2(row: &mut [f32]) -> (f32, f32) {
-    exp_normalise_generic(row)
+    exp_normalise_generic::<true>(row)
 }
 
 /// Written with 8 independent lanes so the compiler vectorises it at whatever width it targets.
 #[inline(always)]
-fn exp_normalise_generic(row: &mut [f32]) -> (f32, f32) {
+fn exp_normalise_generic<const FUSED: bool>(row: &mut [f32]) -> (f32, f32) {
     const L: usize = 8;
-    let mut mx = [f32::NEG_INFINITY; L];
-    let mut chunks = row.chunks_exact(L);
+    // Four vectors of running maxima: one would make the pass one dependency chain.
+    let mut mx = [f32::NEG_INFINITY; 4 * L];
+    let mut chunks = row.chunks_exact(4 * L);
     for c in &mut chunks {
-        for i in 0..L {
+        for i in 0..4 * L {
             mx[i] = if c[i] > mx[i] { c[i] } else { mx[i] };
         }
     }
@@ -143,14 +144,14 @@ fn exp_normalise_generic(row: &mut [f32]) -> (f32, f32) {
     let mut chunks = row.chunks_exact_mut(L);
     for c in &mut chunks {
         for i in 0..L {
-            let e = exp_approx(c[i] - max);
+            let e = exp_approx_with::<FUSED>(c[i] - max);
             c[i] = e;
             acc[i] += e;
         }
     }
     let mut sum: f32 = acc.iter().sum();
     for x in chunks.into_remainder() {
-        *x = exp_approx(*x - max);
+        *x = exp_approx_with::<FUSED>(*x - max);
         sum += *x;
     }
     (max, sum)

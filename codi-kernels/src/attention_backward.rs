@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use crate::attention::{AttentionShape, ROWS};
-use crate::math::{exp_approx, has_avx2_fma};
+use crate::math::{exp_approx_with, has_avx2_fma};
 use crate::sgemm::{sgemm, View};
 
 /// Gradients of q, k and v, shaped like them.
@@ -165,19 +165,25 @@ fn softmax_grad_row(p: &mut [f32], ds: &mut [f32], lse: f32, delta: f32, scale: 
             return unsafe { softmax_grad_row_avx2(p, ds, lse, delta, scale) };
         }
     }
-    softmax_grad_row_generic(p, ds, lse, delta, scale)
+    softmax_grad_row_generic::<false>(p, ds, lse, delta, scale)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_grad_row_avx2(p: &mut [f32], ds: &mut [f32], lse: f32, delta: f32, scale: f32) {
-    softmax_grad_row_generic(p, ds, lse, delta, scale)
+    softmax_grad_row_generic::<true>(p, ds, lse, delta, scale)
 }
 
 #[inline(always)]
-fn softmax_grad_row_generic(p: &mut [f32], ds: &mut [f32], lse: f32, delta: f32, scale: f32) {
+fn softmax_grad_row_generic<const FUSED: bool>(
+    p: &mut [f32],
+    ds: &mut [f32],
+    lse: f32,
+    delta: f32,
+    scale: f32,
+) {
     for (x, g) in p.iter_mut().zip(ds.iter_mut()) {
-        let e = exp_approx(*x - lse);
+        let e = exp_approx_with::<FUSED>(*x - lse);
         *x = e;
         *g = scale * e * (*g - delta);
     }

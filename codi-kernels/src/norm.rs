@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::math::{has_avx2_fma, silu};
+use crate::math::{has_avx2_fma, mul_add, silu_with};
 
 /// Sizes and parameters of a GroupNorm over x: [n, channels, spatial].
 #[derive(Debug, Clone, Copy)]
@@ -53,20 +53,24 @@ pub fn group_norm_f32(x: &mut [f32], spec: GroupNormSpec<'_>) {
                 // SAFETY: the CPU has the features the function is compiled for.
                 return unsafe { normalise_group_avx2(chunk, first_channel, &spec) };
             }
-            normalise_group(chunk, first_channel, &spec)
+            normalise_group::<false>(chunk, first_channel, &spec)
         });
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn normalise_group_avx2(chunk: &mut [f32], first_channel: usize, spec: &GroupNormSpec<'_>) {
-    normalise_group(chunk, first_channel, spec)
+    normalise_group::<true>(chunk, first_channel, spec)
 }
 
 /// One group: [channels/groups, spatial]. Mean first, then the variance of the centred values (two passes,
 /// as stable as PyTorch's).
 #[inline(always)]
-fn normalise_group(chunk: &mut [f32], first_channel: usize, spec: &GroupNormSpec<'_>) {
+fn normalise_group<const FUSED: bool>(
+    chunk: &mut [f32],
+    first_channel: usize,
+    spec: &GroupNormSpec<'_>,
+) {
     let len = chunk.len() as f64;
     let mean = (lane_sum(chunk, |x| x) / len) as f32;
     let var = (lane_sum(chunk, |x| (x - mean) * (x - mean)) / len) as f32;
@@ -77,10 +81,12 @@ fn normalise_group(chunk: &mut [f32], first_channel: usize, spec: &GroupNormSpec
         });
         let scale = rstd * gamma;
         let shift = beta - mean * scale;
+        let affine = |v: f32| mul_add::<FUSED>(v, scale, shift);
         if spec.silu {
-            row.iter_mut().for_each(|v| *v = silu(*v * scale + shift));
+            row.iter_mut()
+                .for_each(|v| *v = silu_with::<FUSED>(affine(*v)));
         } else {
-            row.iter_mut().for_each(|v| *v = *v * scale + shift);
+            row.iter_mut().for_each(|v| *v = affine(*v));
         }
     }
 }
