@@ -10,3 +10,4 @@ pub mod math;
 pub mod norm;
 mod scratch;
 pub mod sgemm;
+pub mod transpose;

@@ -32,6 +32,26 @@ pub struct OpsArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// 3×3 convolution shapes to time, each C_IN,C_OUT,SIZE,BATCH (repeatable; default 128,128,32,16).
+    #[arg(long = "conv", value_parser = parse_conv_shape)]
+    convs: Vec<[usize; 4]>,
+    /// Also time the backend's own convolution on each shape (slow: its backward is ~5× codi's).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    backend_conv: bool,
+}
+
+fn parse_conv_shape(s: &str) -> Result<[usize; 4], String> {
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("'{s}': {e} (expected C_IN,C_OUT,SIZE,BATCH)"))?;
+    match v[..] {
+        [ci, co, hw, b] if ci > 0 && co > 0 && hw > 0 && b > 0 => Ok([ci, co, hw, b]),
+        _ => Err(format!(
+            "'{s}': expected four positive integers C_IN,C_OUT,SIZE,BATCH"
+        )),
+    }
 }
 
 #[derive(Serialize)]
@@ -130,37 +150,52 @@ impl BackendTask for Ops {
             },
         );
 
-        let (batch, c, hw) = (16, 128, 32);
-        let conv = Conv2dConfig::new([c, c], [3, 3])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            .init::<B>(&device);
-        let x = Tensor::<B, 4>::random([batch, c, hw, hw], Distribution::Normal(0.0, 1.0), &device);
-        let (inner, xi) = (conv.valid(), x.clone().inner());
-        // codi's convolution (the host kernels on the CPU backend) and the backend's own.
-        for (label, ours) in [("codi", true), ("backend", false)] {
-            timed_pair(
-                &mut rows,
-                format!("conv3x3 {c}->{c} {hw}x{hw} batch {batch} ({label})"),
-                2.0 * (batch * c * c * 9 * hw * hw) as f64,
-                iters,
-                || {
-                    sync(if ours {
-                        conv2d_forward(&inner, xi.clone())
-                    } else {
-                        inner.forward(xi.clone())
-                    })
-                },
-                || {
-                    let x = x.clone().require_grad();
-                    let out = if ours {
-                        conv2d_forward(&conv, x)
-                    } else {
-                        conv.forward(x)
-                    };
-                    let g = out.sum().backward();
-                    sync(conv.weight.grad(&g).expect("gradient"));
-                },
+        let convs = if self.0.convs.is_empty() {
+            vec![[128, 128, 32, 16]]
+        } else {
+            self.0.convs.clone()
+        };
+        for [c_in, c_out, hw, batch] in convs {
+            let conv = Conv2dConfig::new([c_in, c_out], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init::<B>(&device);
+            let x = Tensor::<B, 4>::random(
+                [batch, c_in, hw, hw],
+                Distribution::Normal(0.0, 1.0),
+                &device,
             );
+            let (inner, xi) = (conv.valid(), x.clone().inner());
+            // codi's convolution (the host kernels on the CPU backend) and the backend's own.
+            let kinds: &[(&str, bool)] = if self.0.backend_conv {
+                &[("codi", true), ("backend", false)]
+            } else {
+                &[("codi", true)]
+            };
+            for &(label, ours) in kinds {
+                timed_pair(
+                    &mut rows,
+                    format!("conv3x3 {c_in}->{c_out} {hw}x{hw} batch {batch} ({label})"),
+                    2.0 * (batch * c_in * c_out * 9 * hw * hw) as f64,
+                    iters,
+                    || {
+                        sync(if ours {
+                            conv2d_forward(&inner, xi.clone())
+                        } else {
+                            inner.forward(xi.clone())
+                        })
+                    },
+                    || {
+                        let x = x.clone().require_grad();
+                        let out = if ours {
+                            conv2d_forward(&conv, x)
+                        } else {
+                            conv.forward(x)
+                        };
+                        let g = out.sum().backward();
+                        sync(conv.weight.grad(&g).expect("gradient"));
+                    },
+                );
+            }
         }
         rows
     }

@@ -62,6 +62,11 @@ pub struct Args {
         default_value = "unet_forward,unet_controlnet_forward,vae_decode,codi_train_step"
     )]
     workloads: Vec<String>,
+    /// Rounds of (codi, PyTorch) in turn; the ratio printed is the median of the rounds' ratios. This
+    /// machine's speed drifts by more than the ratio within minutes, so a ratio from one codi run and one
+    /// PyTorch run minutes apart is weak evidence.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 const WORKLOADS: [&str; 4] = [
@@ -352,52 +357,50 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
         }
         None => rayon::current_num_threads(),
     };
-    let codi = with_backend_as(device, args.dtype, Run { args: args.clone() })??;
-    let mut torch: HashMap<String, f64> = HashMap::new();
-    if let (Some(py), Some(dir)) = (&args.python, &args.save) {
-        let script = args.script.clone().unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_bench.py")
-        });
-        let out = Command::new(py)
-            .arg(&script)
-            .arg(dir)
-            .args([
-                "--iters",
-                &args.iters.to_string(),
-                "--threads",
-                &threads.to_string(),
-                "--mode",
-                setup(&args.config, args.batch, args.mode)?.mode.name(),
-                "--device",
-                match device {
-                    DeviceSpec::Cuda(_) => "cuda",
-                    _ => "cpu",
-                },
-                "--dtype",
-                args.dtype.name(),
-            ])
-            .output()
-            .with_context(|| format!("cannot run {}", py.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{} failed:\n{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    // Per workload: each round's codi and PyTorch times.
+    let mut codi_ms: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut torch_ms: HashMap<String, Vec<f64>> = HashMap::new();
+    for round in 0..args.rounds {
+        for t in with_backend_as(device, args.dtype, Run { args: args.clone() })?? {
+            match codi_ms.iter_mut().find(|(w, _)| *w == t.workload) {
+                Some((_, v)) => v.push(t.ms),
+                None => codi_ms.push((t.workload, vec![t.ms])),
+            }
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).context("pytorch_bench.py printed no JSON")?;
-        for (k, ms) in v["timings"].as_object().into_iter().flatten() {
-            torch.insert(k.clone(), ms.as_f64().unwrap_or(f64::NAN));
-        }
-        for (k, d) in v["max_abs_diff"].as_object().into_iter().flatten() {
-            eprintln!("parity {k}: max |codi − PyTorch| = {d}");
+        if let (Some(py), Some(dir)) = (&args.python, &args.save) {
+            for (k, ms) in run_pytorch(&args, py, dir, threads, device, round == 0)? {
+                torch_ms.entry(k).or_default().push(ms);
+            }
         }
     }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let codi: Vec<Timing> = codi_ms
+        .iter()
+        .map(|(w, v)| Timing::new(w, median(v)))
+        .collect();
+    // The median of the per-round ratios, and the ratios themselves.
+    let ratios: HashMap<String, Vec<f64>> = codi_ms
+        .iter()
+        .filter_map(|(w, c)| {
+            let p = torch_ms.get(w)?;
+            Some((w.clone(), c.iter().zip(p).map(|(c, p)| c / p).collect()))
+        })
+        .collect();
+    let torch: HashMap<String, f64> = torch_ms
+        .iter()
+        .map(|(k, v)| (k.clone(), median(v)))
+        .collect();
     if args.json {
         let rows: Vec<_> = codi
             .iter()
-            .map(|c| serde_json::json!({"workload": c.workload, "codi_ms": c.ms, "pytorch_ms": torch.get(&c.workload)}))
+            .map(|c| serde_json::json!({"workload": c.workload, "codi_ms": c.ms, "pytorch_ms": torch.get(&c.workload), "ratios": ratios.get(&c.workload)}))
             .collect();
         println!(
             "{}",
@@ -417,11 +420,79 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
         "workload", "codi ms", "PyTorch ms", "codi/PyTorch"
     );
     for c in codi {
-        let (p, r) = match torch.get(&c.workload) {
-            Some(p) => (format!("{p:.1}"), format!("{:.2}", c.ms / p)),
-            None => ("-".into(), "-".into()),
+        let (p, r, each) = match (torch.get(&c.workload), ratios.get(&c.workload)) {
+            (Some(p), Some(r)) => (
+                format!("{p:.1}"),
+                format!("{:.2}", median(r)),
+                if r.len() > 1 {
+                    let each: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+                    format!("   rounds {}", each.join(" "))
+                } else {
+                    String::new()
+                },
+            ),
+            _ => ("-".into(), "-".into(), String::new()),
         };
-        println!("{:<26} {:>10.1} {:>12} {:>14}", c.workload, c.ms, p, r);
+        println!(
+            "{:<26} {:>10.1} {:>12} {:>14}{each}",
+            c.workload, c.ms, p, r
+        );
     }
     Ok(())
+}
+
+/// Runs bench/pytorch_bench.py on the saved folder: each workload's median time in ms (the parity lines
+/// printed when `report`).
+fn run_pytorch(
+    args: &Args,
+    py: &Path,
+    dir: &Path,
+    threads: usize,
+    device: DeviceSpec,
+    report: bool,
+) -> Result<HashMap<String, f64>> {
+    let script = args
+        .script
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_bench.py"));
+    let out = Command::new(py)
+        .arg(&script)
+        .arg(dir)
+        .args([
+            "--iters",
+            &args.iters.to_string(),
+            "--threads",
+            &threads.to_string(),
+            "--mode",
+            setup(&args.config, args.batch, args.mode)?.mode.name(),
+            "--device",
+            match device {
+                DeviceSpec::Cuda(_) => "cuda",
+                _ => "cpu",
+            },
+            "--dtype",
+            args.dtype.name(),
+        ])
+        .output()
+        .with_context(|| format!("cannot run {}", py.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("pytorch_bench.py printed no JSON")?;
+    if report {
+        for (k, d) in v["max_abs_diff"].as_object().into_iter().flatten() {
+            eprintln!("parity {k}: max |codi − PyTorch| = {d}");
+        }
+    }
+    Ok(v["timings"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, ms)| (k.clone(), ms.as_f64().unwrap_or(f64::NAN)))
+        .collect())
 }

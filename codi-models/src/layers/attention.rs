@@ -4,6 +4,7 @@
 
 use crate::layers::cpu_attention::scaled_dot_product;
 use crate::layers::cpu_linear::linear_forward;
+use crate::layers::host::tokens_to_channels;
 use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;
@@ -83,10 +84,7 @@ impl<B: Backend> Attention<B> {
             None => x,
         };
         let tokens = x.reshape([b, c, h * w]).swap_dims(1, 2);
-        let out = self
-            .forward(tokens, None)
-            .swap_dims(1, 2)
-            .reshape([b, c, h, w]);
+        let out = tokens_to_channels(self.forward(tokens, None)).reshape([b, c, h, w]);
         let out = out + residual;
         if self.rescale_output_factor == 1.0 {
             out

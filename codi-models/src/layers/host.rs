@@ -6,7 +6,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 
 /// Whether `B` is the CPU backend (burn-flex) and `t` holds f32: the case the host kernels serve. Every
@@ -74,6 +74,12 @@ fn flex_values(t: FlexTensor) -> Vec<f32> {
     let strides = layout.strides();
     let rank = dims.len();
     let n = layout.num_elements();
+    if let Some(batches) = batched_transpose(dims, strides) {
+        // A [.., C, R] buffer seen as [.., R, C] (an NCHW activation as tokens × channels).
+        let (r, c) = (dims[rank - 2], dims[rank - 1]);
+        let src = &t.storage::<f32>()[layout.start_offset()..][..n];
+        return codi_kernels::transpose::transpose_batched(src, batches, c, r);
+    }
     let strided_rows = rank >= 3
         && !layout.is_contiguous()
         && strides[rank - 1] == 1
@@ -105,6 +111,27 @@ fn flex_values(t: FlexTensor) -> Vec<f32> {
     out
 }
 
+/// For a view [.., R, C] of a contiguous [.., C, R] buffer (the last two axes swapped, the others in order):
+/// the number of [R, C] matrices.
+fn batched_transpose(dims: &[usize], strides: &[isize]) -> Option<usize> {
+    let rank = dims.len();
+    if rank < 2 || dims[rank - 2] < 2 || dims[rank - 1] < 2 {
+        return None;
+    }
+    let (r, c) = (dims[rank - 2], dims[rank - 1]);
+    if strides[rank - 2] != 1 || strides[rank - 1] != r as isize {
+        return None;
+    }
+    let mut expected = (r * c) as isize;
+    for axis in (0..rank - 2).rev() {
+        if dims[axis] > 1 && strides[axis] != expected {
+            return None;
+        }
+        expected *= dims[axis] as isize;
+    }
+    Some(dims[..rank - 2].iter().product())
+}
+
 /// [b, h, n, d] ↔ [b, n, h, d] on the host (the same permutation both ways).
 pub fn swap_heads_and_tokens(values: &[f32], [b, h, n, d]: [usize; 4]) -> Vec<f32> {
     let mut out = vec![0.0f32; values.len()];
@@ -128,6 +155,22 @@ pub fn token_major_to_primitive(
 ) -> FloatTensor<CpuBackend> {
     use burn::tensor::ops::FloatTensorOps;
     CpuBackend::float_swap_dims(host_to_primitive(values, [b, n, h, d]), 1, 2)
+}
+
+/// Tokens back to channels: [b, n, c] → [b, c, n], row-major on the CPU backend (through the batched
+/// transpose kernel: burn-flex would walk the swapped view one element at a time in the reshape after it); a
+/// view elsewhere.
+pub fn tokens_to_channels<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
+    if !on_cpu_f32(&t) {
+        return t.swap_dims(1, 2);
+    }
+    let [b, n, c] = t.dims();
+    let values = host_values(t);
+    let out = codi_kernels::transpose::transpose_batched(&values, b, n, c);
+    Tensor::from_primitive(TensorPrimitive::Float(downcast(host_to_primitive(
+        out,
+        [b, c, n],
+    ))))
 }
 
 /// Whether `B` is the autodiff CPU backend and `t` holds f32: where an op with a host-kernel backward applies.
@@ -174,7 +217,6 @@ pub fn host_to_primitive<const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::TensorPrimitive;
     use codi_core::NoiseSource;
 
     #[test]
@@ -187,11 +229,35 @@ mod tests {
             t.clone().narrow(3, 1, 8).swap_dims(0, 1),
             t.clone().swap_dims(2, 3),
             t.clone().narrow(1, 2, 5),
+            // NCHW as [N, HW, C]: the batched transpose, across several of its 32 × 32 tiles.
+            noise
+                .sample::<CpuBackend, 3>([2, 33, 70], &Default::default())
+                .swap_dims(1, 2)
+                .unsqueeze_dim::<4>(0),
+            t.clone()
+                .reshape([2, 9, 30])
+                .swap_dims(1, 2)
+                .unsqueeze_dim::<4>(0),
         ];
         for (i, v) in views.into_iter().enumerate() {
             let want = v.clone().into_data().into_vec::<f32>().unwrap();
             assert_eq!(to_host(v), want, "view {i}");
         }
+    }
+
+    #[test]
+    fn tokens_return_to_channels_row_major() {
+        let mut noise = codi_core::SeededNoise::new(9);
+        let t = noise.sample::<CpuBackend, 3>([2, 45, 37], &Default::default());
+        let want = t
+            .clone()
+            .swap_dims(1, 2)
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
+        let got = tokens_to_channels(t);
+        assert_eq!(got.dims(), [2, 37, 45]);
+        assert_eq!(got.into_data().into_vec::<f32>().unwrap(), want);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::layers::cpu_geglu::geglu;
 use super::attention::{Attention, AttentionConfig};
 use super::conv2d;
 use crate::layers::cpu_linear::linear_forward;
+use crate::layers::host::tokens_to_channels;
 
 /// GEGLU feed-forward: h, g = proj(x).chunk(2); out(h · gelu(g)). Keys `ff.net.0.proj` and `ff.net.2` are
 /// mapped to `ff.proj` and `ff.out` by the weight loader.
@@ -160,9 +161,11 @@ impl<B: Backend> Transformer2DModel<B> {
         let inner = t.dims()[2];
         let out = match &self.proj_out {
             Projection::Conv(conv) => {
-                conv2d_forward(conv, t.swap_dims(1, 2).reshape([b, inner, h, w]))
+                conv2d_forward(conv, tokens_to_channels(t).reshape([b, inner, h, w]))
             }
-            Projection::Linear(lin) => linear_forward(lin, t).swap_dims(1, 2).reshape([b, c, h, w]),
+            Projection::Linear(lin) => {
+                tokens_to_channels(linear_forward(lin, t)).reshape([b, c, h, w])
+            }
         };
         out + residual
     }
