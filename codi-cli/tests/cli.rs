@@ -236,7 +236,7 @@ fn the_demo_runs_every_committed_adapter() {
         assert!(std::path::Path::new(a["grid"].as_str().unwrap()).exists());
         assert_eq!(a["scores"].as_array().unwrap().len(), 2);
         if a["task"] == "sr" {
-            // Sharper than its input: 4-step SSIM 0.57 (PE-CoDi) / 0.63 (CoDi) vs 0.48 on 1,000 test pairs.
+            // Sharper than its input: 4-step SSIM 0.57 (PE-CoDi) / 0.66 (CoDi) vs 0.48 on 1,000 test pairs.
             let four = a["scores"][1]["ssim"].as_f64().unwrap();
             let bicubic = a["bicubic"]["ssim"].as_f64().unwrap();
             assert!(

@@ -16,12 +16,17 @@ use crate::data::mixed::{DataConfig, NUM_LABELS};
 /// f = 4: 32×32×3 → 8×8×4.
 pub fn vae() -> VaePretrainConfig {
     VaePretrainConfig::new(
-        AutoencoderKLConfig::new(vec![16, 32, 64]).with_norm_num_groups(8),
+        AutoencoderKLConfig::new(vec![32, 64, 64]).with_norm_num_groups(8),
         TrainLoopConfig::new()
             .with_batch_size(16)
-            .with_num_epochs(8)
+            .with_num_epochs(32)
             .with_steps_per_epoch(250)
-            .with_learning_rate(1e-3),
+            .with_learning_rate(1e-3)
+            .with_lr_schedule(Some(
+                CosineScheduleConfig::new()
+                    .with_warmup_steps(100)
+                    .with_final_ratio(0.01),
+            )),
         DataConfig::new(),
     )
 }
