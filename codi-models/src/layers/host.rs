@@ -157,18 +157,17 @@ pub fn token_major_to_primitive(
     CpuBackend::float_swap_dims(host_to_primitive(values, [b, n, h, d]), 1, 2)
 }
 
-/// Tokens back to channels: [b, n, c] → [b, c, n], row-major on the CPU backend (through the batched
-/// transpose kernel: burn-flex would walk the swapped view one element at a time in the reshape after it); a
-/// view elsewhere.
+/// Tokens back to channels: [b, n, c] → [b, c, n], row-major on the CPU backend (the swapped view comes to
+/// the host through the batched transpose of `flex_values`; burn-flex would walk it one element at a time in
+/// the reshape after it); a view elsewhere.
 pub fn tokens_to_channels<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
     if !on_cpu_f32(&t) {
         return t.swap_dims(1, 2);
     }
     let [b, n, c] = t.dims();
-    let values = host_values(t);
-    let out = codi_kernels::transpose::transpose_batched(&values, b, n, c);
+    let values = to_host(t.swap_dims(1, 2));
     Tensor::from_primitive(TensorPrimitive::Float(downcast(host_to_primitive(
-        out,
+        values,
         [b, c, n],
     ))))
 }
