@@ -1,6 +1,7 @@
 //! Host CPU kernels for the places where codi's CPU backend is slowest (book: performance chapter). They
 //! work on plain slices; `codi-models` decides when a tensor goes through them.
 
+pub mod alloc;
 pub mod attention;
 pub mod attention_backward;
 pub mod conv;
