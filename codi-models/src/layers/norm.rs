@@ -6,21 +6,32 @@
 
 //!
 //! On the CPU backend itself (inference: frozen networks, sampling, evaluation) the whole normalisation, and
-//! the SiLU that usually follows, is one host pass (`codi_kernels::norm`).
+//! the SiLU that usually follows, is one host pass (`codi_kernels::norm`); under autodiff on it, one op whose
+//! backward is one more pass (burn-autodiff's decomposition kept every intermediate and ran the sigmoid's
+//! exponential through libm, element by element).
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
-use burn::tensor::{backend::Backend, Tensor, TensorData};
-use codi_kernels::norm::{group_norm_f32, GroupNormSpec};
+use burn::tensor::ops::FloatTensor as Primitive;
+use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
+use codi_core::device::{CpuAutodiff, CpuBackend};
+use codi_kernels::norm::{group_norm_backward_f32, group_norm_f32, GroupNormSpec};
 
-use crate::layers::host::{on_cpu_f32, to_host};
+use crate::layers::host::{
+    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_values, register_grad,
+    to_host, HostValues,
+};
 
 /// y = (x − μ) / √(σ² + ε) · γ + β per group. x: [batch, channels, …] → same shape
 pub fn group_norm<B: Backend, const D: usize>(
     norm: &GroupNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    match on_host(norm, x, false) {
+    match on_host(norm, x, false).or_else(|x| tracked(norm, x, false)) {
         Ok(y) => y,
         Err(x) => group_norm_ops(norm, x),
     }
@@ -31,7 +42,7 @@ pub fn group_norm_silu<B: Backend, const D: usize>(
     norm: &GroupNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    match on_host(norm, x, true) {
+    match on_host(norm, x, true).or_else(|x| tracked(norm, x, true)) {
         Ok(y) => y,
         Err(x) => silu(group_norm_ops(norm, x)),
     }
@@ -62,6 +73,118 @@ fn on_host<B: Backend, const D: usize>(
     };
     group_norm_f32(&mut data, spec);
     Ok(Tensor::from_data(TensorData::new(data, shape), &device))
+}
+
+/// One op on the autodiff CPU backend (affine norms, f32); otherwise x back unchanged.
+fn tracked<B: Backend, const D: usize>(
+    norm: &GroupNorm<B>,
+    x: Tensor<B, D>,
+    act: bool,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
+        return Err(x);
+    };
+    if !on_cpu_autodiff_f32(&x) {
+        return Err(x);
+    }
+    let dims = x.dims();
+    let (n, c) = (dims[0], dims[1]);
+    let s: usize = dims[2..].iter().product();
+    let prim = |t: Tensor<B, 1>| downcast::<_, Primitive<CpuAutodiff>>(t.into_primitive().tensor());
+    let x3 = downcast::<_, Primitive<CpuAutodiff>>(x.reshape([n, c, s]).into_primitive().tensor());
+    let spec = Spec {
+        dims: [n, c, s],
+        groups: norm.num_groups,
+        eps: norm.epsilon as f32,
+        silu: act,
+    };
+    let out = tracked_group_norm(x3, prim(gamma.val()), prim(beta.val()), spec);
+    Ok(Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(downcast(out))).reshape(dims))
+}
+
+/// A GroupNorm over x: [n, c, s].
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    dims: [usize; 3],
+    groups: usize,
+    eps: f32,
+    silu: bool,
+}
+
+impl Spec {
+    fn kernel<'a>(&self, gamma: &'a [f32], beta: &'a [f32]) -> GroupNormSpec<'a> {
+        GroupNormSpec {
+            channels: self.dims[1],
+            groups: self.groups,
+            spatial: self.dims[2],
+            affine: Some((gamma, beta)),
+            eps: self.eps,
+            silu: self.silu,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct NormState {
+    x: HostValues,
+    gamma: HostValues,
+    beta: HostValues,
+    stats: Vec<[f32; 2]>,
+    spec: Spec,
+}
+
+#[derive(Debug)]
+struct GroupNormBackward;
+
+impl Backward<CpuBackend, 3> for GroupNormBackward {
+    type State = NormState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_g, node_b] = ops.parents;
+        let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
+        let s = ops.state;
+        let d = group_norm_backward_f32(&s.x, &g, &s.stats, s.spec.kernel(&s.gamma, &s.beta));
+        let c = s.spec.dims[1];
+        register_grad(grads, node_x.map(|n| n.id), Some(d.dx), s.spec.dims);
+        register_grad(grads, node_g.map(|n| n.id), Some(d.dgamma), [c]);
+        register_grad(grads, node_b.map(|n| n.id), Some(d.dbeta), [c]);
+    }
+}
+
+fn tracked_group_norm(
+    x: Primitive<CpuAutodiff>,
+    gamma: Primitive<CpuAutodiff>,
+    beta: Primitive<CpuAutodiff>,
+    spec: Spec,
+) -> Primitive<CpuAutodiff> {
+    let xh = primitive_values(x.primitive.clone());
+    let gh = primitive_values(gamma.primitive.clone());
+    let bh = primitive_values(beta.primitive.clone());
+    let mut out = xh.to_vec();
+    let stats = group_norm_f32(&mut out, spec.kernel(&gh, &bh));
+    let output = host_to_primitive(out, spec.dims);
+    match GroupNormBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            NormState {
+                x: xh,
+                gamma: gh,
+                beta: bh,
+                stats,
+                spec,
+            },
+            output,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
 }
 
 /// The tensor-op version (any backend, autodiff included).
@@ -131,5 +254,51 @@ mod tests {
             codi_core::tensor_ops::max_abs_diff(norm.forward(seq.clone()), group_norm(&norm, seq))
                 < 1e-5
         );
+    }
+
+    #[test]
+    fn autodiff_group_norm_matches_burns_gradients() {
+        type AB = codi_core::device::CpuAutodiff;
+        let dev = Default::default();
+        let base = GroupNormConfig::new(4, 8).init::<AB>(&dev);
+        let norm = GroupNorm {
+            gamma: base.gamma.map(|p| {
+                p.map(|_| Tensor::random([8], Distribution::Normal(1.0, 0.5), &dev).require_grad())
+            }),
+            beta: base.beta.map(|p| {
+                p.map(|_| Tensor::random([8], Distribution::Normal(0.0, 0.5), &dev).require_grad())
+            }),
+            ..base
+        };
+        let x = Tensor::<AB, 4>::random([3, 8, 5, 6], Distribution::Normal(0.3, 2.0), &dev)
+            .require_grad();
+        assert!(on_cpu_autodiff_f32(&x), "the test must take the op's path");
+        let w = Tensor::<AB, 4>::random([3, 8, 5, 6], Distribution::Normal(0.0, 1.0), &dev);
+        for act in [false, true] {
+            let run = |ours: bool| {
+                let out = match (ours, act) {
+                    (true, true) => group_norm_silu(&norm, x.clone()),
+                    (true, false) => group_norm(&norm, x.clone()),
+                    (false, true) => silu(group_norm_ops(&norm, x.clone())),
+                    (false, false) => group_norm_ops(&norm, x.clone()),
+                };
+                let grads = (out.clone() * w.clone()).sum().backward();
+                let grad = |t: Tensor<AB, 1>| t.grad(&grads).expect("a gradient");
+                let gamma = norm.gamma.as_ref().unwrap().val();
+                let beta = norm.beta.as_ref().unwrap().val();
+                let dx = x.grad(&grads).expect("a gradient");
+                (out.inner(), dx, grad(gamma), grad(beta))
+            };
+            let (a, b) = (run(true), run(false));
+            use codi_core::tensor_ops::max_abs_diff as diff;
+            for (name, err) in [
+                ("output", diff(a.0, b.0)),
+                ("dx", diff(a.1, b.1)),
+                ("dγ", diff(a.2, b.2)),
+                ("dβ", diff(a.3, b.3)),
+            ] {
+                assert!(err < 1e-4, "silu {act} {name}: max |codi − burn| = {err}");
+            }
+        }
     }
 }
