@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use crate::math::{exp_approx_with, has_avx2_fma};
 use crate::sgemm::{sgemm, View};
+use crate::transpose::transpose;
 
 /// Query rows per task: a [ROWS, n_kv] block of scores stays in the cache for the value matmul.
 pub const ROWS: usize = 64;
@@ -48,6 +49,10 @@ pub fn attention_f32_lse(
         .zip(lse.par_chunks_mut(n))
         .enumerate()
         .for_each(|(hd, (o, l))| {
+            // kᵀ once per head: [d, m] row-major, so that every block packs it by row copies (packing the
+            // transposed view gathered one float at a time, for each block of rows again).
+            let mut kt = vec![0f32; m * d];
+            transpose(&k[hd * m * d..(hd + 1) * m * d], m, d, &mut kt);
             o.par_chunks_mut(ROWS * dv)
                 .zip(l.par_chunks_mut(ROWS))
                 .enumerate()
@@ -57,7 +62,6 @@ pub fn attention_f32_lse(
                         let r0 = blk * ROWS;
                         let rows = ob.len() / dv;
                         let qb = &q[(hd * n + r0) * d..(hd * n + r0 + rows) * d];
-                        let kh = &k[hd * m * d..(hd + 1) * m * d];
                         let vh = &v[hd * m * dv..(hd + 1) * m * dv];
                         let s = &mut scores[..rows * m];
                         // s = scale · q kᵀ: [rows, m]
@@ -69,7 +73,7 @@ pub fn attention_f32_lse(
                                 m,
                                 false,
                                 View::row_major(qb, d),
-                                View::row_major(kh, d).t(),
+                                View::row_major(&kt, m),
                                 scale,
                                 false,
                             );

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use crate::attention::{AttentionShape, ROWS};
 use crate::math::{exp_approx_with, has_avx2_fma};
 use crate::sgemm::{sgemm, View};
+use crate::transpose::transpose;
 
 /// Gradients of q, k and v, shaped like them.
 pub struct AttentionGrads {
@@ -56,6 +57,10 @@ pub fn attention_backward_f32(
             let oh = &out[hd * n * dv..(hd + 1) * n * dv];
             let gh = &dout[hd * n * dv..(hd + 1) * n * dv];
             let lh = &lse[hd * n..(hd + 1) * n];
+            // kᵀ and vᵀ once per head, packed by row copies in every block (see the forward).
+            let (mut kt, mut vt) = (vec![0f32; d * m], vec![0f32; dv * m]);
+            transpose(kh, m, d, &mut kt);
+            transpose(vh, m, dv, &mut vt);
             let mut p = vec![0f32; ROWS * m];
             let mut ds = vec![0f32; ROWS * m];
             // dv and dk accumulate transposed ([dv, m], [d, m]): the probabilities are then the right operand,
@@ -80,7 +85,7 @@ pub fn attention_backward_f32(
                         m,
                         false,
                         View::row_major(qb, d),
-                        View::row_major(kh, d).t(),
+                        View::row_major(&kt, m),
                         scale,
                         false,
                     );
@@ -91,7 +96,7 @@ pub fn attention_backward_f32(
                         m,
                         false,
                         View::row_major(gb, dv),
-                        View::row_major(vh, dv).t(),
+                        View::row_major(&vt, m),
                         1.0,
                         false,
                     );
@@ -141,19 +146,10 @@ pub fn attention_backward_f32(
                     );
                 }
             }
-            transpose_into(&dvt, dv, m, dvh);
-            transpose_into(&dkt, d, m, dkh);
+            transpose(&dvt, dv, m, dvh);
+            transpose(&dkt, d, m, dkh);
         });
     grads
-}
-
-/// dst[c, r] = src[r, c] for src: [rows, cols].
-fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for (r, row) in src.chunks_exact(cols).enumerate().take(rows) {
-        for (c, &v) in row.iter().enumerate() {
-            dst[c * rows + r] = v;
-        }
-    }
 }
 
 /// p ← exp(p − lse); ds ← scale · p ∘ (ds − delta).

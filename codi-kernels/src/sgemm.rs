@@ -171,6 +171,13 @@ impl PackRhs for View {
                         dst[cols..].fill(0.0);
                     }
                 } else {
+                    #[cfg(target_arch = "x86_64")]
+                    if self.rs == 1 && cols == NR && has_avx2_fma() {
+                        // Columns contiguous along the depth (a transposed matrix): 8 × 8 blocks through
+                        // registers instead of one float at a time.
+                        x86::pack_transposed(out, base, self.cs, kc);
+                        continue;
+                    }
                     // Each column is strided along the depth: read it once, write it across the rows.
                     for j in 0..NR {
                         if j < cols {
@@ -383,6 +390,57 @@ unsafe fn store(
 mod x86 {
     use super::{MR, NR};
     use std::arch::x86_64::*;
+
+    /// out[p·NR + j] = col_j[p] for the NR columns col_j = base + j·cs (each contiguous) and p < kc.
+    ///
+    /// # Safety
+    /// AVX2 present; each column holds kc floats; out holds kc·NR.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pack_transposed(out: &mut [f32], base: *const f32, cs: usize, kc: usize) {
+        let dst = out.as_mut_ptr();
+        let full = kc / 8 * 8;
+        for half in 0..NR / 8 {
+            let cols = base.add(half * 8 * cs);
+            for p0 in (0..full).step_by(8) {
+                let r: [__m256; 8] =
+                    std::array::from_fn(|j| _mm256_loadu_ps(cols.add(j * cs + p0)));
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let rows = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (i, row) in rows.into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((p0 + i) * NR + half * 8), row);
+                }
+            }
+            for p in full..kc {
+                for j in 0..8 {
+                    *dst.add(p * NR + half * 8 + j) = *cols.add(j * cs + p);
+                }
+            }
+        }
+    }
 
     /// [`super::tile`] with the 12 accumulators in registers.
     ///

@@ -20,7 +20,7 @@ pub fn transpose_batched(src: &[f32], batches: usize, rows: usize, cols: usize) 
 }
 
 /// dst [cols, rows] ← the transpose of src [rows, cols], tile by tile.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     for r0 in (0..rows).step_by(T) {
         for c0 in (0..cols).step_by(T) {
             for r in r0..(r0 + T).min(rows) {

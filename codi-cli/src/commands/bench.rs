@@ -75,6 +75,8 @@ pub(super) fn time_ms(iters: usize, mut f: impl FnMut()) -> f64 {
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
+    let each: Vec<String> = v.iter().map(|t| format!("{t:.1}")).collect();
+    eprintln!("  timed calls (ms): {}", each.join(" / "));
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
