@@ -5,8 +5,10 @@
 
 use rayon::prelude::*;
 
+use crate::buffer::{as_ptr, written};
 use crate::scratch::with_scratch;
 use crate::sgemm::{copy_run, gemm_packed, Lhs, PackRhs, PackedLhs, View, KC, NR};
+use std::mem::MaybeUninit;
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,31 +334,41 @@ pub fn conv2d_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape)
     let (patch, pix) = (s.patch(), s.pixels_out());
     assert_eq!(x.len(), s.batch * s.c_in * s.h * s.w);
     assert_eq!(weight.len(), s.c_out * patch);
-    let mut out = vec![0f32; s.batch * s.c_out * pix];
+    if s.batch * s.c_out * pix == 0 || patch == 0 {
+        return vec![0f32; s.batch * s.c_out * pix];
+    }
     // SAFETY: weight holds [c_out, patch] (asserted above).
     let w = unsafe { PackedLhs::new(View::row_major(weight, patch), s.c_out, patch, 1.0) };
-    let sample = |n: usize, on: &mut [f32], par: bool| {
+    let sample = |n: usize, on: &mut [MaybeUninit<f32>], par: bool| {
         let xn = &x[n * s.c_in * s.h * s.w..(n + 1) * s.c_in * s.h * s.w];
-        // SAFETY: `on` is this sample's [c_out, pix] output; the columns stay inside the sample.
-        with_columns(xn, &s, |cols| unsafe {
-            gemm_packed(pix, on.as_mut_ptr(), pix, false, Lhs::Packed(&w), cols, par)
-        });
+        // SAFETY: `on` is this sample's [c_out, pix] output, written in full by the product (patch > 0);
+        // the columns stay inside the sample.
+        let on = unsafe {
+            with_columns(xn, &s, |cols| {
+                gemm_packed(pix, as_ptr(on), pix, false, Lhs::Packed(&w), cols, par)
+            });
+            std::slice::from_raw_parts_mut(as_ptr(on), on.len())
+        };
         if let Some(b) = bias {
             for (row, &bc) in on.chunks_mut(pix).zip(b) {
                 row.iter_mut().for_each(|v| *v += bc);
             }
         }
     };
-    if sample_parallel(&s) {
-        out.par_chunks_mut(s.c_out * pix)
-            .enumerate()
-            .for_each(|(n, on)| sample(n, on, false));
-    } else {
-        for (n, on) in out.chunks_mut(s.c_out * pix).enumerate() {
-            sample(n, on, true);
-        }
+    // SAFETY: `sample` writes every output of its sample.
+    unsafe {
+        written(s.batch * s.c_out * pix, |out| {
+            if sample_parallel(&s) {
+                out.par_chunks_mut(s.c_out * pix)
+                    .enumerate()
+                    .for_each(|(n, on)| sample(n, on, false));
+            } else {
+                for (n, on) in out.chunks_mut(s.c_out * pix).enumerate() {
+                    sample(n, on, true);
+                }
+            }
+        })
     }
-    out
 }
 
 /// Per-thread accumulators of the backward pass: dW and db.

@@ -3,8 +3,10 @@
 //! generic index walk, forward and backward; these kernels read each row once.
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-use crate::math::exp_approx;
+use crate::buffer::written;
+use crate::math::{exp_approx_with, has_avx2_fma, mul_add};
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π)
@@ -13,6 +15,13 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 /// erf(x), absolute error < 5e-7 (Abramowitz & Stegun 7.1.26 with the kernels' exponential), branch-free.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
+    erf_with::<false>(x)
+}
+
+/// [`erf`] with fused multiply-adds when `FUSED` (see [`crate::math::mul_add`]).
+#[inline(always)]
+fn erf_with<const FUSED: bool>(x: f32) -> f32 {
+    let fma = mul_add::<FUSED>;
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -22,9 +31,9 @@ pub fn erf(x: f32) -> f32 {
         1.061_405_4,
     ];
     let z = x.abs();
-    let t = 1.0 / (1.0 + P * z);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    (1.0 - poly * exp_approx(-z * z)).copysign(x)
+    let t = 1.0 / fma(P, z, 1.0);
+    let poly = t * fma(t, fma(t, fma(t, fma(t, A[4], A[3]), A[2]), A[1]), A[0]);
+    fma(-poly, exp_approx_with::<FUSED>(-z * z), 1.0).copysign(x)
 }
 
 /// Rows per parallel task: enough work to amortise the task.
@@ -35,47 +44,90 @@ fn rows_per_task(inner: usize) -> usize {
 /// h: [rows, 2·inner] → [rows, inner], out = a · gelu(g).
 pub fn geglu_f32(h: &[f32], inner: usize) -> Vec<f32> {
     let rows = h.len() / (2 * inner);
-    let mut out = vec![0.0f32; rows * inner];
     let chunk = rows_per_task(inner);
-    out.par_chunks_mut(chunk * inner)
-        .zip(h.par_chunks(chunk * 2 * inner))
-        .for_each(|(out, h)| {
-            for (o, row) in out.chunks_exact_mut(inner).zip(h.chunks_exact(2 * inner)) {
-                let (a, g) = row.split_at(inner);
-                for ((o, &a), &g) in o.iter_mut().zip(a).zip(g) {
-                    *o = a * 0.5 * g * (1.0 + erf(g * FRAC_1_SQRT_2));
-                }
-            }
-        });
-    out
+    // SAFETY: every task writes each of its outputs.
+    unsafe {
+        written(rows * inner, |out| {
+            out.par_chunks_mut(chunk * inner)
+                .zip(h.par_chunks(chunk * 2 * inner))
+                .for_each(|(out, h)| {
+                    #[cfg(target_arch = "x86_64")]
+                    if has_avx2_fma() {
+                        // SAFETY: the CPU has the features the function is compiled for.
+                        return forward_rows_avx2(out, h, inner);
+                    }
+                    forward_rows::<false>(out, h, inner)
+                });
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_rows_avx2(out: &mut [MaybeUninit<f32>], h: &[f32], inner: usize) {
+    forward_rows::<true>(out, h, inner)
+}
+
+#[inline(always)]
+fn forward_rows<const FUSED: bool>(out: &mut [MaybeUninit<f32>], h: &[f32], inner: usize) {
+    for (o, row) in out.chunks_exact_mut(inner).zip(h.chunks_exact(2 * inner)) {
+        let (a, g) = row.split_at(inner);
+        for ((o, &a), &g) in o.iter_mut().zip(a).zip(g) {
+            o.write(a * 0.5 * g * (1.0 + erf_with::<FUSED>(g * FRAC_1_SQRT_2)));
+        }
+    }
 }
 
 /// The gradient of [`geglu_f32`] with respect to h, given the output's gradient dout: [rows, inner] →
 /// [rows, 2·inner] with da = dout · gelu(g), dg = dout · a · gelu′(g).
 pub fn geglu_backward_f32(h: &[f32], dout: &[f32], inner: usize) -> Vec<f32> {
-    let mut dh = vec![0.0f32; h.len()];
     let chunk = rows_per_task(inner);
-    dh.par_chunks_mut(chunk * 2 * inner)
-        .zip(h.par_chunks(chunk * 2 * inner))
-        .zip(dout.par_chunks(chunk * inner))
-        .for_each(|((dh, h), dout)| {
-            for ((dh, row), dout) in dh
-                .chunks_exact_mut(2 * inner)
-                .zip(h.chunks_exact(2 * inner))
-                .zip(dout.chunks_exact(inner))
-            {
-                let (a, g) = row.split_at(inner);
-                let (da, dg) = dh.split_at_mut(inner);
-                for i in 0..inner {
-                    let (a, g, d) = (a[i], g[i], dout[i]);
-                    let cdf = 0.5 * (1.0 + erf(g * FRAC_1_SQRT_2));
-                    let pdf = INV_SQRT_2PI * exp_approx(-0.5 * g * g);
-                    da[i] = d * g * cdf;
-                    dg[i] = d * a * (cdf + g * pdf);
-                }
-            }
-        });
-    dh
+    // SAFETY: every task writes each of its values of dh.
+    unsafe {
+        written(h.len(), |dh| {
+            dh.par_chunks_mut(chunk * 2 * inner)
+                .zip(h.par_chunks(chunk * 2 * inner))
+                .zip(dout.par_chunks(chunk * inner))
+                .for_each(|((dh, h), dout)| {
+                    #[cfg(target_arch = "x86_64")]
+                    if has_avx2_fma() {
+                        // SAFETY: the CPU has the features the function is compiled for.
+                        return backward_rows_avx2(dh, h, dout, inner);
+                    }
+                    backward_rows::<false>(dh, h, dout, inner)
+                });
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn backward_rows_avx2(dh: &mut [MaybeUninit<f32>], h: &[f32], dout: &[f32], inner: usize) {
+    backward_rows::<true>(dh, h, dout, inner)
+}
+
+#[inline(always)]
+fn backward_rows<const FUSED: bool>(
+    dh: &mut [MaybeUninit<f32>],
+    h: &[f32],
+    dout: &[f32],
+    inner: usize,
+) {
+    for ((dh, row), dout) in dh
+        .chunks_exact_mut(2 * inner)
+        .zip(h.chunks_exact(2 * inner))
+        .zip(dout.chunks_exact(inner))
+    {
+        let (a, g) = row.split_at(inner);
+        let (da, dg) = dh.split_at_mut(inner);
+        for i in 0..inner {
+            let (a, g, d) = (a[i], g[i], dout[i]);
+            let cdf = 0.5 * (1.0 + erf_with::<FUSED>(g * FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * exp_approx_with::<FUSED>(-0.5 * g * g);
+            da[i].write(d * g * cdf);
+            dg[i].write(d * a * mul_add::<FUSED>(g, pdf, cdf));
+        }
+    }
 }
 
 #[cfg(test)]

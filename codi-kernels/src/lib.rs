@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod attention;
 pub mod attention_backward;
+mod buffer;
 pub mod conv;
 pub mod geglu;
 pub mod linear;

@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+use crate::buffer::{as_ptr, written};
 use crate::sgemm::{gemm_packed, Lhs, PackedLhs, View, MR};
 
 /// Sizes of one dense layer applied to `rows` vectors.
@@ -27,26 +28,29 @@ pub struct LinearGrads {
 /// out[rows, n] = lhs[rows, k] · rhs (+ nothing), the rows split over the threads; lhs row-major.
 fn rows_times(lhs: &[f32], k: usize, rhs: View, n: usize) -> Vec<f32> {
     let rows = lhs.len() / k.max(1);
-    let mut out = vec![0f32; rows * n];
-    if rows == 0 || n == 0 {
-        return out;
+    if rows == 0 || n == 0 || k == 0 {
+        return vec![0f32; rows * n];
     }
     let threads = rayon::current_num_threads().max(1);
     // Whole register tiles per chunk, and at least a few of them, so each thread's packing of rhs pays off.
     let chunk = rows.div_ceil(threads).div_ceil(MR).max(4) * MR;
-    out.par_chunks_mut(chunk * n)
-        .zip(lhs.par_chunks(chunk * k))
-        .for_each(|(o, l)| {
-            let lhs = Lhs::Rows {
-                ptr: l.as_ptr(),
-                rs: k,
-                m: o.len() / n,
-                k,
-            };
-            // SAFETY: l holds this chunk's [m, k] rows, o its [m, n] outputs; rhs addresses [k, n].
-            unsafe { gemm_packed(n, o.as_mut_ptr(), n, false, lhs, &rhs, false) };
-        });
-    out
+    // SAFETY: the product (not accumulated, k > 0) writes every output.
+    unsafe {
+        written(rows * n, |out| {
+            out.par_chunks_mut(chunk * n)
+                .zip(lhs.par_chunks(chunk * k))
+                .for_each(|(o, l)| {
+                    let lhs = Lhs::Rows {
+                        ptr: l.as_ptr(),
+                        rs: k,
+                        m: o.len() / n,
+                        k,
+                    };
+                    // SAFETY: l holds this chunk's [m, k] rows, o its [m, n] outputs; rhs addresses [k, n].
+                    gemm_packed(n, as_ptr(o), n, false, lhs, &rhs, false)
+                });
+        })
+    }
 }
 
 /// x: [rows, d_in], weight: [d_in, d_out], bias: [d_out] → [rows, d_out].

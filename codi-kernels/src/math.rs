@@ -79,6 +79,25 @@ pub fn silu_with<const FUSED: bool>(x: f32) -> f32 {
     x * sigmoid
 }
 
+/// x ← x·σ(x) in place, vectorised, in chunks over rayon's threads.
+pub fn silu_f32(x: &mut [f32]) {
+    use rayon::prelude::*;
+    x.par_chunks_mut(1 << 14).for_each(|c| {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { silu_avx2(c) };
+        }
+        c.iter_mut().for_each(|v| *v = silu(*v));
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_avx2(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = silu_with::<true>(*v));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +126,15 @@ mod tests {
             assert!(
                 (got - want).abs() <= 1e-6 * want.abs().max(1.0),
                 "silu({x}) = {got}, want {want}"
+            );
+        }
+        let mut xs: Vec<f32> = (0..40_000).map(|i| (i as f32 - 20_000.0) / 500.0).collect();
+        let want: Vec<f32> = xs.iter().map(|&x| silu(x)).collect();
+        silu_f32(&mut xs);
+        for (g, w) in xs.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "silu_f32 {g} vs {w}"
             );
         }
         assert!(silu(-200.0).abs() < 1e-30);

@@ -5,11 +5,12 @@ use crate::layers::cpu_conv::conv2d_forward;
 use crate::layers::norm::group_norm_silu;
 use std::path::Path;
 
+use crate::layers::activation::silu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 use serde_json::Value;
 
 use crate::error::ModelError;

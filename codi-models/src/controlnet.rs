@@ -2,11 +2,12 @@
 //! conv_in, time embedding, down blocks and mid block, a conditioning-embedding CNN, and zero-initialised 1×1
 //! convs per skip and for the mid block. Plus CoDi's fusion h' = (1 − μ)h + μ·h_c with a learnable μ.
 
+use crate::layers::activation::silu;
 use crate::layers::cpu_conv::conv2d_forward;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 use serde_json::{json, Value};
 use std::path::Path;
 

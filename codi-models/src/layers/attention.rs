@@ -4,7 +4,7 @@
 
 use crate::layers::cpu_attention::scaled_dot_product;
 use crate::layers::cpu_linear::linear_forward;
-use crate::layers::host::tokens_to_channels;
+use crate::layers::host::{channels_to_tokens, tokens_to_channels};
 use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;
@@ -83,7 +83,7 @@ impl<B: Backend> Attention<B> {
             Some(n) => group_norm(n, x),
             None => x,
         };
-        let tokens = x.reshape([b, c, h * w]).swap_dims(1, 2);
+        let tokens = channels_to_tokens(x.reshape([b, c, h * w]));
         let out = tokens_to_channels(self.forward(tokens, None)).reshape([b, c, h, w]);
         let out = out + residual;
         if self.rescale_output_factor == 1.0 {

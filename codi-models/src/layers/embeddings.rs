@@ -1,10 +1,11 @@
 //! Sinusoidal timestep features and the time-embedding MLP (diffusers `Timesteps`, `TimestepEmbedding`).
 
+use crate::layers::activation::silu;
 use crate::layers::cpu_linear::linear_forward;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 /// diffusers' `get_timestep_embedding`: exponent = −ln(10000)·i/(half − shift); [sin, cos] or [cos, sin].
 /// t: [batch] → [batch, dim].

@@ -161,14 +161,26 @@ pub fn token_major_to_primitive(
 /// the host through the batched transpose of `flex_values`; burn-flex would walk it one element at a time in
 /// the reshape after it); a view elsewhere.
 pub fn tokens_to_channels<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
+    swapped(t)
+}
+
+/// Channels to tokens: [b, c, n] → [b, n, c], row-major on the CPU backend, so that the residual adds and
+/// norms of the transformer blocks read contiguous rows (on the swapped view burn-flex walks every element
+/// through a strided index, in each of them); a view elsewhere.
+pub fn channels_to_tokens<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    swapped(x)
+}
+
+/// [b, r, c] → [b, c, r]: row-major on the CPU backend, a view elsewhere.
+fn swapped<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
     if !on_cpu_f32(&t) {
         return t.swap_dims(1, 2);
     }
-    let [b, n, c] = t.dims();
+    let [b, r, c] = t.dims();
     let values = to_host(t.swap_dims(1, 2));
     Tensor::from_primitive(TensorPrimitive::Float(downcast(host_to_primitive(
         values,
-        [b, c, n],
+        [b, c, r],
     ))))
 }
 

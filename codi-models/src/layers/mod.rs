@@ -1,5 +1,6 @@
 //! Building blocks shared by the UNets, the VAE and the ControlNet adapter; field names mirror diffusers.
 
+pub mod activation;
 pub mod attention;
 pub mod blocks;
 pub mod cpu_attention;

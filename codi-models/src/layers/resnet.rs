@@ -1,12 +1,13 @@
 //! diffusers `ResnetBlock2D` (time_embedding_norm "default", no up/down inside).
 
+use crate::layers::activation::silu;
 use crate::layers::cpu_conv::conv2d_forward;
 use crate::layers::norm::group_norm_silu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use super::conv2d;
 use crate::layers::cpu_linear::linear_forward;

@@ -14,7 +14,7 @@ use crate::layers::cpu_geglu::geglu;
 use super::attention::{Attention, AttentionConfig};
 use super::conv2d;
 use crate::layers::cpu_linear::linear_forward;
-use crate::layers::host::tokens_to_channels;
+use crate::layers::host::{channels_to_tokens, tokens_to_channels};
 
 /// GEGLU feed-forward: h, g = proj(x).chunk(2); out(h · gelu(g)). Keys `ff.net.0.proj` and `ff.net.2` are
 /// mapped to `ff.proj` and `ff.out` by the weight loader.
@@ -149,7 +149,7 @@ impl<B: Backend> Transformer2DModel<B> {
         let x = group_norm(&self.norm, x);
         let to_tokens = |x: Tensor<B, 4>| {
             let ch = x.dims()[1];
-            x.reshape([b, ch, h * w]).swap_dims(1, 2)
+            channels_to_tokens(x.reshape([b, ch, h * w]))
         };
         let mut t = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv2d_forward(conv, x)),
