@@ -153,6 +153,18 @@ impl Lhs<'_> {
 /// floats (columns past nc zero): `pack(out, pc, kc, jc, nc)`.
 pub(crate) trait PackRhs: Sync {
     fn pack(&self, out: &mut [f32], pc: usize, kc: usize, jc: usize, nc: usize);
+
+    /// For an operand whose panels can be read in place (a convolution's columns over a zero-bordered
+    /// input): writes each block row's offset, so that row p of the full panel at column j is the NR floats
+    /// at `panel_start(j) + offsets[p]`, and returns true. False (the default): every panel is packed.
+    fn row_offsets(&self, _pc: usize, _offsets: &mut [usize]) -> bool {
+        false
+    }
+
+    /// Where the full panel at columns j..j+NR starts, when it can be read in place (see `row_offsets`).
+    fn panel_start(&self, _j: usize) -> Option<*const f32> {
+        None
+    }
 }
 
 /// Packs a strided view.
@@ -257,20 +269,49 @@ pub(crate) unsafe fn gemm_packed(
         with_scratch(need, |bp| {
             for jc in (j0..j0 + nn).step_by(NC) {
                 let nc = NC.min(j0 + nn - jc);
+                let mut offsets = [0usize; KC];
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
-                    b.pack(bp, pc, kc, jc, nc);
+                    // Panels read in place need no packing: only the others are packed, each at its place.
+                    let direct = has_avx2_fma() && b.row_offsets(pc, &mut offsets[..kc]);
+                    let start = |jr: usize| {
+                        let full = direct && jr + NR <= nc;
+                        full.then(|| b.panel_start(jc + jr)).flatten()
+                    };
+                    if direct {
+                        for jr in (0..nc).step_by(NR).filter(|&jr| start(jr).is_none()) {
+                            let cols = NR.min(nc - jr);
+                            b.pack(&mut bp[jr * kc..(jr + NR) * kc], pc, kc, jc + jr, cols);
+                        }
+                    } else {
+                        b.pack(bp, pc, kc, jc, nc);
+                    }
                     let first = pc == 0 && !acc;
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
                         for jr in (0..nc).step_by(NR) {
                             let bpanel = bp[jr * kc..].as_ptr();
                             let cols = NR.min(nc - jr);
+                            let at = start(jr);
                             for ir in (ic..ic + mc).step_by(MR) {
                                 let c = dst.get().add(ir * ldc + jc + jr);
                                 let rows = MR.min(m - ir);
                                 let (arows, step) = a.rows(pc, kc, ir);
-                                tile(kc, arows, step, bpanel, c, ldc, rows, cols, first);
+                                match at {
+                                    #[cfg(target_arch = "x86_64")]
+                                    Some(base) => x86::tile_direct(
+                                        kc,
+                                        arows,
+                                        step,
+                                        base,
+                                        offsets.as_ptr(),
+                                        c,
+                                        ldc,
+                                        rows,
+                                        first,
+                                    ),
+                                    _ => tile(kc, arows, step, bpanel, c, ldc, rows, cols, first),
+                                }
                             }
                         }
                     }
@@ -495,6 +536,59 @@ mod x86 {
                 b = b.add(NR);
             }
         }
+        finish(&acc, c, ldc, rows, cols, first);
+    }
+
+    /// [`tile`] for a full panel read in place: row p of b is the NR floats at `b + offsets[p]`.
+    ///
+    /// # Safety
+    /// As [`tile`], with offsets holding kc entries and each row of b NR floats readable.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile_direct(
+        kc: usize,
+        a: [*const f32; MR],
+        step: usize,
+        b: *const f32,
+        offsets: *const usize,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        first: bool,
+    ) {
+        if kc >= 32 {
+            for i in 0..rows {
+                let row = c.add(i * ldc) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(row);
+                _mm_prefetch::<_MM_HINT_T0>(row.add(4 * NR - 4));
+            }
+        }
+        let mut acc = [_mm256_setzero_ps(); 2 * MR];
+        let mut a = a;
+        for p in 0..kc {
+            let bp = b.add(*offsets.add(p));
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
+            for i in 0..MR {
+                let ai = _mm256_broadcast_ss(&*a[i]);
+                acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
+                acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
+                a[i] = a[i].add(step);
+            }
+        }
+        finish(&acc, c, ldc, rows, NR, first);
+    }
+
+    /// Writes (or adds) the valid part of a finished tile.
+    #[inline(always)]
+    unsafe fn finish(
+        acc: &[__m256; 2 * MR],
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        first: bool,
+    ) {
         if rows == MR && cols == NR {
             for i in 0..MR {
                 let row = c.add(i * ldc);
