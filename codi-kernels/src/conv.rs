@@ -344,10 +344,15 @@ fn with_columns<R>(xn: &[f32], s: &ConvShape, f: impl FnOnce(&Columns) -> R) -> 
     }
     let (hp, wp) = (s.h + 2 * s.pad[0], s.w + 2 * s.pad[1]);
     with_scratch(s.c_in * hp * wp, |xp| {
-        xp.fill(0.0);
+        // Only the border is zeroed: the scratch buffer is overwritten inside it.
+        let (top, left) = (s.pad[0] * wp, s.pad[1]);
         for (xc, pc) in xn.chunks(s.h * s.w).zip(xp.chunks_mut(hp * wp)) {
-            for (row, prow) in xc.chunks(s.w).zip(pc[s.pad[0] * wp..].chunks_mut(wp)) {
-                prow[s.pad[1]..s.pad[1] + s.w].copy_from_slice(row);
+            pc[..top].fill(0.0);
+            pc[top + s.h * wp..].fill(0.0);
+            for (row, prow) in xc.chunks(s.w).zip(pc[top..].chunks_mut(wp)) {
+                prow[..left].fill(0.0);
+                prow[left..left + s.w].copy_from_slice(row);
+                prow[left + s.w..].fill(0.0);
             }
         }
         let inside = ConvShape {
