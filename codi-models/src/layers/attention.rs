@@ -4,7 +4,7 @@
 
 use crate::layers::cpu_attention::scaled_dot_product;
 use crate::layers::cpu_linear::linear_forward;
-use crate::layers::host::{channels_to_tokens, tokens_to_channels};
+use crate::layers::cpu_transpose::{channels_to_tokens, tokens_to_channels};
 use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;

@@ -6,7 +6,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 
 /// Whether `B` is the CPU backend (burn-flex) and `t` holds f32: the case the host kernels serve. Every
@@ -157,33 +157,6 @@ pub fn token_major_to_primitive(
     CpuBackend::float_swap_dims(host_to_primitive(values, [b, n, h, d]), 1, 2)
 }
 
-/// Tokens back to channels: [b, n, c] → [b, c, n], row-major on the CPU backend (the swapped view comes to
-/// the host through the batched transpose of `flex_values`; burn-flex would walk it one element at a time in
-/// the reshape after it); a view elsewhere.
-pub fn tokens_to_channels<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
-    swapped(t)
-}
-
-/// Channels to tokens: [b, c, n] → [b, n, c], row-major on the CPU backend, so that the residual adds and
-/// norms of the transformer blocks read contiguous rows (on the swapped view burn-flex walks every element
-/// through a strided index, in each of them); a view elsewhere.
-pub fn channels_to_tokens<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
-    swapped(x)
-}
-
-/// [b, r, c] → [b, c, r]: row-major on the CPU backend, a view elsewhere.
-fn swapped<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
-    if !on_cpu_f32(&t) {
-        return t.swap_dims(1, 2);
-    }
-    let [b, r, c] = t.dims();
-    let values = to_host(t.swap_dims(1, 2));
-    Tensor::from_primitive(TensorPrimitive::Float(downcast(host_to_primitive(
-        values,
-        [b, c, r],
-    ))))
-}
-
 /// Whether `B` is the autodiff CPU backend and `t` holds f32: where an op with a host-kernel backward applies.
 pub fn on_cpu_autodiff_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
     TypeId::of::<B>() == TypeId::of::<CpuAutodiff>() && t.dtype() == DType::F32
@@ -257,27 +230,12 @@ mod tests {
     }
 
     #[test]
-    fn tokens_return_to_channels_row_major() {
-        let mut noise = codi_core::SeededNoise::new(9);
-        let t = noise.sample::<CpuBackend, 3>([2, 45, 37], &Default::default());
-        let want = t
-            .clone()
-            .swap_dims(1, 2)
-            .into_data()
-            .into_vec::<f32>()
-            .unwrap();
-        let got = tokens_to_channels(t);
-        assert_eq!(got.dims(), [2, 37, 45]);
-        assert_eq!(got.into_data().into_vec::<f32>().unwrap(), want);
-    }
-
-    #[test]
     fn the_head_swap_is_its_own_inverse_and_a_free_view() {
         let shape = [2, 3, 5, 4];
         let values: Vec<f32> = (0..120).map(|i| i as f32).collect();
         let swapped = swap_heads_and_tokens(&values, shape);
         assert_eq!(swap_heads_and_tokens(&swapped, [2, 5, 3, 4]), values);
-        let t = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(
+        let t = Tensor::<CpuBackend, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(
             token_major_to_primitive(swapped, shape),
         ));
         assert_eq!(t.dims(), shape);

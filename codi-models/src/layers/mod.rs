@@ -7,6 +7,7 @@ pub mod cpu_attention;
 pub mod cpu_conv;
 pub mod cpu_geglu;
 pub mod cpu_linear;
+pub mod cpu_transpose;
 pub mod embeddings;
 pub mod host;
 pub mod norm;

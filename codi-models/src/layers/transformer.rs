@@ -14,7 +14,7 @@ use crate::layers::cpu_geglu::geglu;
 use super::attention::{Attention, AttentionConfig};
 use super::conv2d;
 use crate::layers::cpu_linear::linear_forward;
-use crate::layers::host::{channels_to_tokens, tokens_to_channels};
+use crate::layers::cpu_transpose::{channels_to_tokens, tokens_to_channels};
 
 /// GEGLU feed-forward: h, g = proj(x).chunk(2); out(h · gelu(g)). Keys `ff.net.0.proj` and `ff.net.2` are
 /// mapped to `ff.proj` and `ff.out` by the weight loader.

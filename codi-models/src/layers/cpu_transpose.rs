@@ -1,0 +1,130 @@
+//! NCHW activations as tokens and back ([b, c, n] ↔ [b, n, c]) in row-major memory on the CPU backend, with
+//! and without autodiff. burn keeps `swap_dims` as a view, and burn-flex walks a swapped view element by
+//! element through a strided index in every op that reads it (the residual adds and LayerNorms of each
+//! transformer block, the projections, the reshape back to channels) — on one thread; here the view is
+//! transposed once, 32 × 32 tiles at a time (`codi_kernels::transpose`), and the gradient the same way back.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::ops::FloatTensor as Primitive;
+use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
+use codi_core::device::{CpuAutodiff, CpuBackend};
+use codi_kernels::transpose::transpose_batched;
+
+use crate::layers::host::{
+    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host, to_host,
+};
+
+/// Tokens back to channels: [b, n, c] → [b, c, n].
+pub fn tokens_to_channels<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
+    swapped(t)
+}
+
+/// Channels to tokens: [b, c, n] → [b, n, c].
+pub fn channels_to_tokens<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    swapped(x)
+}
+
+/// [b, r, c] → [b, c, r]: row-major on the CPU backend (autodiff included), a view elsewhere.
+fn swapped<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, r, c] = t.dims();
+    if on_cpu_f32(&t) {
+        // The swapped view comes to the host through the batched transpose of `host::to_host`.
+        let values = to_host(t.swap_dims(1, 2));
+        return Tensor::from_primitive(TensorPrimitive::Float(downcast(host_to_primitive(
+            values,
+            [b, c, r],
+        ))));
+    }
+    if on_cpu_autodiff_f32(&t) {
+        let out = tracked_swap(downcast(t.into_primitive().tensor()), [b, r, c]);
+        return Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
+    }
+    t.swap_dims(1, 2)
+}
+
+#[derive(Debug)]
+struct SwapBackward;
+
+impl Backward<CpuBackend, 1> for SwapBackward {
+    /// The input's shape [b, r, c].
+    type State = [usize; 3];
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node] = ops.parents;
+        let g = primitive_to_host(grads.consume::<CpuBackend>(&ops.node));
+        let [b, r, c] = ops.state;
+        if let Some(node) = node {
+            let dx = transpose_batched(&g, b, c, r);
+            grads.register::<CpuBackend>(node.id, host_to_primitive(dx, [b, r, c]));
+        }
+    }
+}
+
+fn tracked_swap(t: Primitive<CpuAutodiff>, [b, r, c]: [usize; 3]) -> Primitive<CpuAutodiff> {
+    let values = primitive_to_host(t.primitive.clone());
+    let output = host_to_primitive(transpose_batched(&values, b, r, c), [b, c, r]);
+    match SwapBackward
+        .prepare::<NoCheckpointing>([t.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish([b, r, c], output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codi_core::NoiseSource;
+
+    #[test]
+    fn tokens_return_to_channels_row_major() {
+        let mut noise = codi_core::SeededNoise::new(9);
+        let t = noise.sample::<CpuBackend, 3>([2, 45, 37], &Default::default());
+        let want = t
+            .clone()
+            .swap_dims(1, 2)
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
+        let got = tokens_to_channels(t);
+        assert_eq!(got.dims(), [2, 37, 45]);
+        assert_eq!(got.into_data().into_vec::<f32>().unwrap(), want);
+    }
+
+    #[test]
+    fn autodiff_swap_matches_burns_view_and_gradient() {
+        type AB = CpuAutodiff;
+        let mut noise = codi_core::SeededNoise::new(10);
+        let dev = Default::default();
+        let x = Tensor::<AB, 3>::from_inner(noise.sample::<CpuBackend, 3>([2, 33, 40], &dev))
+            .require_grad();
+        assert!(on_cpu_autodiff_f32(&x), "the test must take the op's path");
+        let w = Tensor::<AB, 3>::from_inner(noise.sample::<CpuBackend, 3>([2, 40, 33], &dev));
+        let run = |ours: bool| {
+            let out = if ours {
+                channels_to_tokens(x.clone())
+            } else {
+                x.clone().swap_dims(1, 2)
+            };
+            // A non-linear use, so the gradient is not the same for every element.
+            let grads = (out.clone() * out.clone() * w.clone()).sum().backward();
+            (out.inner(), x.grad(&grads).expect("a gradient"))
+        };
+        let (ours, theirs) = (run(true), run(false));
+        assert_eq!(ours.0.dims(), [2, 40, 33]);
+        for (name, a, b) in [("output", ours.0, theirs.0), ("dx", ours.1, theirs.1)] {
+            let err = codi_core::tensor_ops::max_abs_diff(a, b);
+            assert!(err < 1e-6, "{name}: max |codi − burn| = {err}");
+        }
+    }
+}
