@@ -650,6 +650,34 @@ mod tests {
     }
 
     #[test]
+    fn in_place_panels_cross_depth_and_row_blocks() {
+        // Depth 270 > KC, 150 output channels > MC, rows of two whole panels: the in-place tile over several
+        // depth and row blocks, the packed tile on the panels of the 8-pixel rows of the second shape.
+        let base = ConvShape {
+            batch: 2,
+            c_in: 30,
+            h: 5,
+            w: 32,
+            c_out: 150,
+            kh: 3,
+            kw: 3,
+            stride: [1, 1],
+            pad: [1, 1],
+        };
+        for s in [base, ConvShape { w: 24, ..base }] {
+            let (x, w, b) = inputs(&s);
+            let got = conv2d_f32(&x, &w, Some(&b), s);
+            let want = naive(&x, &w, &b, &s);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-4, "{s:?}: max |kernel − definition| = {err}");
+        }
+    }
+
+    #[test]
     fn gradients_match_finite_differences() {
         for s in shapes() {
             let (x, w, b) = inputs(&s);
