@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use codi_core::device::DeviceSpec;
 
 /// Freed activations of 1 MiB and more are kept for the next call instead of going back to the kernel
-/// (book: performance chapter); up to 2 GiB of them.
+/// (book: performance chapter); up to 2 GiB of them, or `CODI_ALLOC_CACHE_MB` (0 turns the cache off).
 #[global_allocator]
 static ALLOC: codi_kernels::alloc::BlockCache = codi_kernels::alloc::BlockCache::new(2 << 30);
 
@@ -49,6 +49,12 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    if let Ok(mb) = std::env::var("CODI_ALLOC_CACHE_MB") {
+        let mb: usize = mb.trim().parse().map_err(|_| {
+            anyhow::anyhow!("CODI_ALLOC_CACHE_MB must be a whole number of MiB, got '{mb}'")
+        })?;
+        ALLOC.set_limit(mb << 20);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Schedule(args) => commands::schedule::run(args, cli.device),

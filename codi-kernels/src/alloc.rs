@@ -14,6 +14,7 @@
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Size classes per doubling: a block serves requests up to 1/8 smaller than its class.
@@ -36,7 +37,7 @@ struct Free {
 
 /// The system allocator with a cache of freed blocks of at least [`BlockCache::MIN`] bytes.
 pub struct BlockCache {
-    limit: usize,
+    limit: AtomicUsize,
     free: Mutex<Free>,
 }
 
@@ -47,13 +48,19 @@ impl BlockCache {
     /// A cache that keeps at most `limit` bytes of freed blocks.
     pub const fn new(limit: usize) -> Self {
         Self {
-            limit,
+            limit: AtomicUsize::new(limit),
             free: Mutex::new(Free {
                 blocks: [[0; SLOTS]; CLASSES],
                 counts: [0; CLASSES],
                 bytes: 0,
             }),
         }
+    }
+
+    /// Changes the most bytes kept (0: keep nothing, every free goes back to the system); blocks beyond a
+    /// lowered limit are freed as they would next be kept.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Bytes held in the cache now.
@@ -103,7 +110,7 @@ impl BlockCache {
         let size = class_size(class);
         let mut free = self.lock();
         let n = free.counts[class] as usize;
-        if n == SLOTS || free.bytes + size > self.limit {
+        if n == SLOTS || free.bytes + size > self.limit.load(Ordering::Relaxed) {
             return false;
         }
         free.blocks[class][n] = ptr as usize;
@@ -234,6 +241,12 @@ mod tests {
             let f = cache.realloc(e, Layout::from_size_align(1_510_000, 4).unwrap(), 5 << 20);
             assert_eq!(*f.add(layout.size() - 1), 3);
             cache.dealloc(f, Layout::from_size_align(5 << 20, 4).unwrap());
+            // With the limit at 0 nothing more is kept.
+            cache.set_limit(0);
+            let before = cache.cached_bytes();
+            let g = cache.alloc(layout);
+            cache.dealloc(g, layout);
+            assert!(cache.cached_bytes() <= before);
         }
     }
 }

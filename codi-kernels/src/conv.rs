@@ -637,16 +637,20 @@ mod tests {
     #[test]
     fn forward_matches_the_definition() {
         for s in shapes() {
-            let (x, w, b) = inputs(&s);
-            let got = conv2d_f32(&x, &w, Some(&b), s);
-            let want = naive(&x, &w, &b, &s);
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (*a as f64 - b).abs())
-                .fold(0.0, f64::max);
-            assert!(err < 1e-5, "{s:?}: max |kernel − definition| = {err}");
+            assert_forward_matches(s, 1e-5);
         }
+    }
+
+    fn assert_forward_matches(s: ConvShape, tolerance: f64) {
+        let (x, w, b) = inputs(&s);
+        let got = conv2d_f32(&x, &w, Some(&b), s);
+        let want = naive(&x, &w, &b, &s);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < tolerance, "{s:?}: max |kernel − definition| = {err}");
     }
 
     #[test]
@@ -665,15 +669,7 @@ mod tests {
             pad: [1, 1],
         };
         for s in [base, ConvShape { w: 24, ..base }] {
-            let (x, w, b) = inputs(&s);
-            let got = conv2d_f32(&x, &w, Some(&b), s);
-            let want = naive(&x, &w, &b, &s);
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (*a as f64 - b).abs())
-                .fold(0.0, f64::max);
-            assert!(err < 1e-4, "{s:?}: max |kernel − definition| = {err}");
+            assert_forward_matches(s, 1e-4);
         }
     }
 

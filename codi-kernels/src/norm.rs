@@ -279,31 +279,17 @@ mod tests {
 
     fn reference(
         x: &[f32],
-        c: usize,
         g: usize,
         s: usize,
         gamma: &[f32],
         beta: &[f32],
         act: bool,
     ) -> Vec<f32> {
-        let mut out = vec![0f32; x.len()];
-        let cg = c / g;
-        for (ni, sample) in x.chunks(c * s).enumerate() {
-            for gi in 0..g {
-                let vals = &sample[gi * cg * s..(gi + 1) * cg * s];
-                let mean = vals.iter().map(|&v| v as f64).sum::<f64>() / vals.len() as f64;
-                let var = vals.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()
-                    / vals.len() as f64;
-                for k in 0..cg * s {
-                    let ch = gi * cg + k / s;
-                    let y = (vals[k] as f64 - mean) / (var + 1e-5).sqrt() * gamma[ch] as f64
-                        + beta[ch] as f64;
-                    let y = if act { y / (1.0 + (-y).exp()) } else { y };
-                    out[ni * c * s + gi * cg * s + k] = y as f32;
-                }
-            }
-        }
-        out
+        let f64s = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+        forward64(&f64s(x), &f64s(gamma), &f64s(beta), g, s, act)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect()
     }
 
     #[test]
@@ -325,7 +311,7 @@ mod tests {
                 silu: act,
             };
             group_norm_f32(&mut got, spec);
-            let want = reference(&x, c, g, s, &gamma, &beta, act);
+            let want = reference(&x, g, s, &gamma, &beta, act);
             let err = got
                 .iter()
                 .zip(&want)
