@@ -70,13 +70,18 @@ pub fn silu(x: f32) -> f32 {
 /// [`silu`] on [`exp_approx_with`].
 #[inline(always)]
 pub fn silu_with<const FUSED: bool>(x: f32) -> f32 {
+    x * sigmoid_with::<FUSED>(x)
+}
+
+/// σ(x) = 1 / (1 + e⁻ˣ) on [`exp_approx_with`], through e^(−|x|) so that the exponential never overflows.
+#[inline(always)]
+pub fn sigmoid_with<const FUSED: bool>(x: f32) -> f32 {
     let e = exp_approx_with::<FUSED>(-x.abs());
-    let sigmoid = if x >= 0.0 {
+    if x >= 0.0 {
         1.0 / (1.0 + e)
     } else {
         e / (1.0 + e)
-    };
-    x * sigmoid
+    }
 }
 
 /// x ← x·σ(x) in place, vectorised, in chunks over rayon's threads.

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::math::{exp_approx_with, has_avx2_fma, mul_add, silu_with};
+use crate::math::{has_avx2_fma, mul_add, sigmoid_with, silu_with};
 
 /// Sizes and parameters of a GroupNorm over x: [n, channels, spatial].
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +102,8 @@ fn normalise_group<const FUSED: bool>(
     [mean, rstd]
 }
 
-/// Gradients of a GroupNorm (+ SiLU): dx [n, channels, spatial], and dγ, dβ [channels] when affine.
+/// Gradients of a GroupNorm (+ SiLU): dx [n, channels, spatial], dγ and dβ [channels] (those of γ = 1,
+/// β = 0 without an affine map).
 pub struct GroupNormGrads {
     pub dx: Vec<f32>,
     pub dgamma: Vec<f32>,
@@ -185,6 +186,7 @@ fn backward_group<const FUSED: bool>(
     let cg = x.len() / spec.spatial;
     let (mut dgamma, mut dbeta) = (vec![0f32; cg], vec![0f32; cg]);
     let (mut sum_h, mut sum_hy) = (0f64, 0f64);
+    let shift = -mean * rstd;
     let rows = dx
         .chunks_mut(spec.spatial)
         .zip(x.chunks(spec.spatial).zip(g.chunks(spec.spatial)));
@@ -192,18 +194,12 @@ fn backward_group<const FUSED: bool>(
         let (gamma, beta) = spec.affine.map_or((1.0, 0.0), |(g, b)| {
             (g[first_channel + k], b[first_channel + k])
         });
-        let shift = -mean * rstd;
         // g_z for one value, and ŷ.
         let grad = |xv: f32, gv: f32| {
             let y = fma(xv, rstd, shift);
             let gz = if spec.silu {
                 let z = fma(gamma, y, beta);
-                let e = exp_approx_with::<FUSED>(-z.abs());
-                let s = if z >= 0.0 {
-                    1.0 / (1.0 + e)
-                } else {
-                    e / (1.0 + e)
-                };
+                let s = sigmoid_with::<FUSED>(z);
                 gv * s * fma(z, 1.0 - s, 1.0)
             } else {
                 gv
@@ -246,7 +242,6 @@ fn backward_group<const FUSED: bool>(
     }
     let m = x.len() as f64;
     let (mean_h, mean_hy) = ((sum_h / m) as f32, (sum_hy / m) as f32);
-    let shift = -mean * rstd;
     for (d, &xv) in dx.iter_mut().zip(x) {
         let y = fma(xv, rstd, shift);
         *d = rstd * (*d - fma(y, mean_hy, mean_h));

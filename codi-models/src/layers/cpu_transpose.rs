@@ -2,19 +2,19 @@
 //! and without autodiff. burn keeps `swap_dims` as a view, and burn-flex walks a swapped view element by
 //! element through a strided index in every op that reads it (the residual adds and LayerNorms of each
 //! transformer block, the projections, the reshape back to channels) — on one thread; here the view is
-//! transposed once, 32 × 32 tiles at a time (`codi_kernels::transpose`), and the gradient the same way back.
+//! transposed once, 32 × 32 tiles at a time (the batched transpose of `host::primitive_to_host`), and the
+//! gradient the same way back.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::tensor::ops::FloatTensor as Primitive;
+use burn::tensor::ops::{FloatTensor as Primitive, FloatTensorOps};
 use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
-use codi_kernels::transpose::transpose_batched;
 
 use crate::layers::host::{
-    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host, to_host,
+    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host,
 };
 
 /// Tokens back to channels: [b, n, c] → [b, c, n].
@@ -31,12 +31,8 @@ pub fn channels_to_tokens<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
 fn swapped<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, r, c] = t.dims();
     if on_cpu_f32(&t) {
-        // The swapped view comes to the host through the batched transpose of `host::to_host`.
-        let values = to_host(t.swap_dims(1, 2));
-        return Tensor::from_primitive(TensorPrimitive::Float(downcast(host_to_primitive(
-            values,
-            [b, c, r],
-        ))));
+        let out = swapped_rows(downcast(t.into_primitive().tensor()), [b, r, c]);
+        return Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
     }
     if on_cpu_autodiff_f32(&t) {
         let out = tracked_swap(downcast(t.into_primitive().tensor()), [b, r, c]);
@@ -59,18 +55,16 @@ impl Backward<CpuBackend, 1> for SwapBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node] = ops.parents;
-        let g = primitive_to_host(grads.consume::<CpuBackend>(&ops.node));
+        let g = grads.consume::<CpuBackend>(&ops.node);
         let [b, r, c] = ops.state;
         if let Some(node) = node {
-            let dx = transpose_batched(&g, b, c, r);
-            grads.register::<CpuBackend>(node.id, host_to_primitive(dx, [b, r, c]));
+            grads.register::<CpuBackend>(node.id, swapped_rows(g, [b, c, r]));
         }
     }
 }
 
 fn tracked_swap(t: Primitive<CpuAutodiff>, [b, r, c]: [usize; 3]) -> Primitive<CpuAutodiff> {
-    let values = primitive_to_host(t.primitive.clone());
-    let output = host_to_primitive(transpose_batched(&values, b, r, c), [b, c, r]);
+    let output = swapped_rows(t.primitive.clone(), [b, r, c]);
     match SwapBackward
         .prepare::<NoCheckpointing>([t.node.clone()])
         .compute_bound()
@@ -79,6 +73,13 @@ fn tracked_swap(t: Primitive<CpuAutodiff>, [b, r, c]: [usize; 3]) -> Primitive<C
         OpsKind::Tracked(prep) => prep.finish([b, r, c], output),
         OpsKind::UnTracked(prep) => prep.finish(output),
     }
+}
+
+/// t: [b, r, c] → its [b, c, r] transpose in row-major memory (the swapped view comes to the host through
+/// the batched transpose of `host::primitive_to_host`).
+fn swapped_rows(t: Primitive<CpuBackend>, [b, r, c]: [usize; 3]) -> Primitive<CpuBackend> {
+    let values = primitive_to_host(CpuBackend::float_swap_dims(t, 1, 2));
+    host_to_primitive(values, [b, c, r])
 }
 
 #[cfg(test)]
