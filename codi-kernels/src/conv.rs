@@ -8,7 +8,9 @@ use rayon::prelude::*;
 use crate::buffer::{as_ptr, written};
 use crate::scratch::with_scratch;
 use crate::sgemm::{copy_run, gemm_packed, Lhs, PackRhs, PackedLhs, View, KC, NR};
+use crate::winograd;
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,8 +367,29 @@ fn with_columns<R>(xn: &[f32], s: &ConvShape, f: impl FnOnce(&Columns) -> R) -> 
     })
 }
 
+/// Whether 3×3 convolutions may go through Winograd's F(2×2, 3×3) (`crate::winograd`): on unless the
+/// environment sets `CODI_WINOGRAD=0`, for comparisons with the im2col kernel.
+fn winograd_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CODI_WINOGRAD").map_or(true, |v| v.trim() != "0"))
+}
+
 /// x: [batch, c_in, h, w], weight: [c_out, c_in, kh, kw], bias: [c_out] → [batch, c_out, h_out, w_out].
+/// 3×3 convolutions of stride 1 and padding 1 go through Winograd's F(2×2, 3×3), all others through im2col.
 pub fn conv2d_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
+    if winograd_enabled() && winograd::applies(&s) {
+        return winograd::conv3x3_f32(x, weight, bias, s);
+    }
+    conv2d_im2col_f32(x, weight, bias, s)
+}
+
+/// [`conv2d_f32`] as im2col + gemm per sample, for every shape.
+pub(crate) fn conv2d_im2col_f32(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: ConvShape,
+) -> Vec<f32> {
     let (patch, pix) = (s.patch(), s.pixels_out());
     assert_eq!(x.len(), s.batch * s.c_in * s.h * s.w);
     assert_eq!(weight.len(), s.c_out * patch);
@@ -428,7 +451,56 @@ impl Accumulators {
 }
 
 /// Gradients of [`conv2d_f32`] given the output gradient `g`: [batch, c_out, h_out, w_out].
+///
+/// For a 3×3 convolution of stride 1 and padding 1, the input gradient is itself such a convolution — of g
+/// with the filters turned by 180° and their channel axes swapped — and goes through Winograd's F(2×2, 3×3)
+/// where the forward would; the weight gradient always goes through im2col.
 pub fn conv2d_backward_f32(
+    x: &[f32],
+    weight: &[f32],
+    g: &[f32],
+    s: ConvShape,
+    wanted: Wanted,
+) -> ConvGrads {
+    let t = ConvShape {
+        c_in: s.c_out,
+        c_out: s.c_in,
+        ..s
+    };
+    if wanted.input && winograd_enabled() && winograd::applies(&s) && winograd::applies(&t) {
+        let mut grads = conv2d_backward_im2col_f32(
+            x,
+            weight,
+            g,
+            s,
+            Wanted {
+                input: false,
+                ..wanted
+            },
+        );
+        grads.dx = Some(winograd::conv3x3_f32(g, &turned(weight, &s), None, t));
+        return grads;
+    }
+    conv2d_backward_im2col_f32(x, weight, g, s, wanted)
+}
+
+/// The filters [c_out, c_in, kh, kw] turned by 180° with their channel axes swapped: [c_in, c_out, kh, kw].
+fn turned(weight: &[f32], s: &ConvShape) -> Vec<f32> {
+    let k = s.kh * s.kw;
+    let mut out = vec![0f32; weight.len()];
+    for (o, filters) in weight.chunks_exact(s.c_in * k).enumerate() {
+        for (c, f) in filters.chunks_exact(k).enumerate() {
+            let dst = &mut out[(c * s.c_out + o) * k..][..k];
+            dst.iter_mut()
+                .zip(f.iter().rev())
+                .for_each(|(d, v)| *d = *v);
+        }
+    }
+    out
+}
+
+/// [`conv2d_backward_f32`] through im2col for every gradient.
+pub(crate) fn conv2d_backward_im2col_f32(
     x: &[f32],
     weight: &[f32],
     g: &[f32],
@@ -641,9 +713,10 @@ mod tests {
         }
     }
 
+    /// The im2col kernel (which serves every shape) against the definition.
     fn assert_forward_matches(s: ConvShape, tolerance: f64) {
         let (x, w, b) = inputs(&s);
-        let got = conv2d_f32(&x, &w, Some(&b), s);
+        let got = conv2d_im2col_f32(&x, &w, Some(&b), s);
         let want = naive(&x, &w, &b, &s);
         let err = got
             .iter()

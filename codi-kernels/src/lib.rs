@@ -13,3 +13,4 @@ pub mod norm;
 mod scratch;
 pub mod sgemm;
 pub mod transpose;
+pub mod winograd;

@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use crate::buffer::written;
 use crate::math::has_avx2_fma;
 use crate::scratch::with_scratch;
 
@@ -99,6 +100,52 @@ impl PackedLhs {
             }
         }
         Self { data, m, k, m_pad }
+    }
+
+    /// Packs N operands [m, k] at once, row panels over rayon's threads: `f(r, c)` gives element (r, c) of
+    /// each. For operands that are computed rather than read: a Winograd filter transform yields all 16
+    /// positions of a filter together.
+    pub fn build_many<const N: usize>(
+        m: usize,
+        k: usize,
+        f: impl Fn(usize, usize) -> [f32; N] + Sync,
+    ) -> Vec<Self> {
+        let m_pad = m.div_ceil(MR) * MR;
+        let mut out: Vec<Self> = (0..N)
+            .map(|_| Self {
+                // SAFETY: every element is written below (padding rows as zeros).
+                data: unsafe { written(m_pad * k, |_| {}) },
+                m,
+                k,
+                m_pad,
+            })
+            .collect();
+        let ptrs: [SendPtr; N] = std::array::from_fn(|q| SendPtr(out[q].data.as_mut_ptr()));
+        (0..m_pad / MR).into_par_iter().for_each(|panel| {
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let block = pc * m_pad + panel * MR * kc;
+                for c in pc..pc + kc {
+                    // The panel's MR rows at depth c are MR consecutive floats of each operand.
+                    let at = block + (c - pc) * MR;
+                    let values: [[f32; N]; MR] = std::array::from_fn(|i| {
+                        let r = panel * MR + i;
+                        if r < m {
+                            f(r, c)
+                        } else {
+                            [0.0; N]
+                        }
+                    });
+                    let rows: [[f32; MR]; N] =
+                        std::array::from_fn(|q| std::array::from_fn(|i| values[i][q]));
+                    for (p, row) in ptrs.iter().zip(&rows) {
+                        // SAFETY: MR floats of one operand at depth c; panels own disjoint rows.
+                        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), p.get().add(at), MR) };
+                    }
+                }
+            }
+        });
+        out
     }
 
     /// Panel `ir` (a multiple of MR) of depth block `pc`, kc deep.
@@ -223,14 +270,14 @@ pub(crate) fn copy_run(dst: &mut [f32], src: &[f32]) {
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the threads write disjoint column ranges of dst.
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: the threads write disjoint parts of the buffer behind it.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     // A method, so closures capture the wrapper rather than its raw field.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
