@@ -2,7 +2,7 @@
 
 mod commands;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use codi_core::device::DeviceSpec;
 
@@ -56,6 +56,23 @@ fn main() -> Result<()> {
         ALLOC.set_limit(mb << 20);
     }
     let cli = Cli::parse();
+    // Every command runs on a worker of the thread pool that the kernels and burn-flex split their work over:
+    // called from outside, each parallel operation handed its work to the pool and put the calling thread to
+    // sleep, and with the pool's threads spinning for work beside it, the machine ran one thread more than it
+    // has cores (book: performance chapter).
+    let threads = match &cli.command {
+        Command::Bench(b) => b.threads(),
+        _ => None,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        // 0: rayon's default, RAYON_NUM_THREADS or one per core.
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .context("cannot start the thread pool")?;
+    pool.install(|| dispatch(cli))
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Schedule(args) => commands::schedule::run(args, cli.device),
         Command::Inspect(args) => commands::inspect::run(args, cli.device),

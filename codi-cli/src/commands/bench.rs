@@ -203,6 +203,16 @@ impl BackendTask for Ops {
     }
 }
 
+impl Bench {
+    /// The thread count asked for on the command line (`bench models --threads`).
+    pub fn threads(&self) -> Option<usize> {
+        match self {
+            Bench::Models(args) => args.threads(),
+            Bench::Ops(_) => None,
+        }
+    }
+}
+
 pub fn run(cmd: Bench, device: DeviceSpec) -> Result<()> {
     match cmd {
         Bench::Models(args) => super::bench_models::run(args, device),

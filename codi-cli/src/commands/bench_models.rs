@@ -69,6 +69,13 @@ pub struct Args {
     rounds: usize,
 }
 
+impl Args {
+    /// --threads, for the pool `main` runs the command in.
+    pub fn threads(&self) -> Option<usize> {
+        self.threads
+    }
+}
+
 const WORKLOADS: [&str; 4] = [
     "unet_forward",
     "unet_controlnet_forward",
@@ -346,17 +353,11 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
             WORKLOADS.join(", ")
         );
     }
-    let threads = match args.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(n) => {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build_global()
-                .context("cannot set the thread count")?;
-            n
-        }
-        None => rayon::current_num_threads(),
-    };
+    // `main` runs the command in a pool of --threads workers.
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    let threads = rayon::current_num_threads();
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
