@@ -33,11 +33,14 @@ const MAX_TILES: usize = 256;
 const MIN_LAYER_TILES: usize = 64;
 
 /// Whether `s` can go through here, and gains from it: 3×3, stride 1, padding 1, wide enough on both sides
-/// that the products, not the transforms, carry the work, and enough tiles to pay for the filter transform.
+/// that the products, not the transforms, carry the work, a sample of at least one gemm panel of tiles (blocks
+/// do not span samples: 4×4 samples, 4 tiles in a 16-wide panel, ran slower than im2col), and enough tiles to
+/// pay for the filter transform.
 pub fn applies(s: &ConvShape) -> bool {
     computes(s)
         && s.c_in >= 16
         && s.c_out >= 16
+        && s.h.div_ceil(2) * s.w.div_ceil(2) >= NR
         && s.batch * s.h.div_ceil(2) * s.w.div_ceil(2) >= MIN_LAYER_TILES
 }
 
@@ -565,6 +568,7 @@ mod tests {
         assert!(applies(&shape(1, 1280, 1280, 16, 16)));
         // Too few tiles to pay for the filter transform, too few channels, another kernel size or stride.
         assert!(!applies(&shape(1, 1280, 1280, 8, 8)));
+        assert!(!applies(&shape(32, 96, 96, 4, 4)));
         assert!(!applies(&shape(8, 4, 64, 32, 32)));
         assert!(!applies(&ConvShape {
             stride: [2, 2],
