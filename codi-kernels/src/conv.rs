@@ -415,19 +415,30 @@ pub(crate) fn conv2d_im2col_f32(
         }
     };
     // SAFETY: `sample` writes every output of its sample.
-    unsafe {
-        written(s.batch * s.c_out * pix, |out| {
-            if sample_parallel(&s) {
-                out.par_chunks_mut(s.c_out * pix)
-                    .enumerate()
-                    .for_each(|(n, on)| sample(n, on, false));
-            } else {
-                for (n, on) in out.chunks_mut(s.c_out * pix).enumerate() {
-                    sample(n, on, true);
-                }
+    unsafe { per_sample_output(&s, s.c_out * pix, sample) }
+}
+
+/// The output of a convolution, [batch, per_sample] floats, written by `sample(n, output of sample n, par)`:
+/// the samples spread over the threads when there are enough of them, else each sample's work (`par`).
+///
+/// # Safety
+/// `sample` must write every element of the chunk it gets.
+pub(crate) unsafe fn per_sample_output(
+    s: &ConvShape,
+    per_sample: usize,
+    sample: impl Fn(usize, &mut [MaybeUninit<f32>], bool) + Sync,
+) -> Vec<f32> {
+    written(s.batch * per_sample, |out| {
+        if sample_parallel(s) {
+            out.par_chunks_mut(per_sample)
+                .enumerate()
+                .for_each(|(n, on)| sample(n, on, false));
+        } else {
+            for (n, on) in out.chunks_mut(per_sample).enumerate() {
+                sample(n, on, true);
             }
-        })
-    }
+        }
+    })
 }
 
 /// Per-thread accumulators of the backward pass: dW and db.

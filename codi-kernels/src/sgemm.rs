@@ -9,7 +9,6 @@
 
 use rayon::prelude::*;
 
-use crate::buffer::written;
 use crate::math::has_avx2_fma;
 use crate::scratch::with_scratch;
 
@@ -111,16 +110,8 @@ impl PackedLhs {
         f: impl Fn(usize, usize) -> [f32; N] + Sync,
     ) -> Vec<Self> {
         let m_pad = m.div_ceil(MR) * MR;
-        let mut out: Vec<Self> = (0..N)
-            .map(|_| Self {
-                // SAFETY: every element is written below (padding rows as zeros).
-                data: unsafe { written(m_pad * k, |_| {}) },
-                m,
-                k,
-                m_pad,
-            })
-            .collect();
-        let ptrs: [SendPtr; N] = std::array::from_fn(|q| SendPtr(out[q].data.as_mut_ptr()));
+        let mut data: Vec<Vec<f32>> = (0..N).map(|_| Vec::with_capacity(m_pad * k)).collect();
+        let ptrs: [SendPtr; N] = std::array::from_fn(|q| SendPtr(data[q].as_mut_ptr()));
         (0..m_pad / MR).into_par_iter().for_each(|panel| {
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
@@ -145,7 +136,18 @@ impl PackedLhs {
                 }
             }
         });
-        out
+        data.into_iter()
+            .map(|mut d| {
+                // SAFETY: the panels above wrote all m_pad · k floats (padding rows as zeros).
+                unsafe { d.set_len(m_pad * k) };
+                Self {
+                    data: d,
+                    m,
+                    k,
+                    m_pad,
+                }
+            })
+            .collect()
     }
 
     /// Panel `ir` (a multiple of MR) of depth block `pc`, kc deep.
@@ -679,6 +681,20 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn operands_built_together_equal_packed_ones() {
+        // Rows past a panel (padding), depth past KC.
+        let (m, k) = (13, 300);
+        let a = pseudo_normal(m * k, 7, 1.0);
+        let built = PackedLhs::build_many::<2>(m, k, |r, c| [a[r * k + c], -2.0 * a[r * k + c]]);
+        for (p, alpha) in built.iter().zip([1.0, -2.0]) {
+            // SAFETY: a holds [m, k].
+            let want = unsafe { PackedLhs::new(View::row_major(&a, k), m, k, alpha) };
+            assert_eq!((p.m, p.k, p.m_pad), (want.m, want.k, want.m_pad));
+            assert_eq!(p.data, want.data, "alpha {alpha}");
+        }
     }
 
     #[test]

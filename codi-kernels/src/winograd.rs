@@ -12,8 +12,8 @@
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-use crate::buffer::{as_ptr, written};
-use crate::conv::ConvShape;
+use crate::buffer::as_ptr;
+use crate::conv::{per_sample_output, ConvShape};
 use crate::math::has_avx2_fma;
 use crate::scratch::with_scratch;
 use crate::sgemm::{gemm_packed, Lhs, PackRhs, PackedLhs, SendPtr, View, NR};
@@ -198,19 +198,7 @@ pub fn conv3x3_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape
         });
     };
     // SAFETY: the blocks of a sample cover all its tiles, and each tile writes its output pixels.
-    unsafe {
-        written(s.batch * s.c_out * plane, |out| {
-            if s.batch >= rayon::current_num_threads() {
-                out.par_chunks_mut(s.c_out * plane)
-                    .enumerate()
-                    .for_each(|(n, on)| sample(n, on, false));
-            } else {
-                for (n, on) in out.chunks_mut(s.c_out * plane).enumerate() {
-                    sample(n, on, true);
-                }
-            }
-        })
-    }
+    unsafe { per_sample_output(&s, s.c_out * plane, sample) }
 }
 
 /// Runs `f` on the sample copied into a zero-bordered [c_in, hp, wp] plane (one row and column of zeros
