@@ -463,9 +463,10 @@ impl Accumulators {
 
 /// Gradients of [`conv2d_f32`] given the output gradient `g`: [batch, c_out, h_out, w_out].
 ///
-/// For a 3×3 convolution of stride 1 and padding 1, the input gradient is itself such a convolution — of g
-/// with the filters turned by 180° and their channel axes swapped — and goes through Winograd's F(2×2, 3×3)
-/// where the forward would; the weight gradient always goes through im2col.
+/// For a 3×3 convolution of stride 1 and padding 1, both gradients go through Winograd's F(2×2, 3×3) where
+/// the forward would: the input gradient is itself such a convolution — of g with the filters turned by 180°
+/// and their channel axes swapped — and the weight gradient is accumulated in the transformed domain
+/// (`winograd::conv3x3_weight_grad_f32`).
 pub fn conv2d_backward_f32(
     x: &[f32],
     weight: &[f32],
@@ -478,21 +479,22 @@ pub fn conv2d_backward_f32(
         c_out: s.c_in,
         ..s
     };
-    if wanted.input && winograd_enabled() && winograd::applies(&s) && winograd::applies(&t) {
-        let mut grads = conv2d_backward_im2col_f32(
-            x,
-            weight,
-            g,
-            s,
-            Wanted {
-                input: false,
-                ..wanted
-            },
-        );
+    let on = winograd_enabled() && winograd::applies(&s);
+    let wino_dx = on && wanted.input && winograd::applies(&t);
+    let wino_dw = on && wanted.weight && winograd::applies_to_weight_grad(&s);
+    // The rest (and the bias gradient, always) through im2col.
+    let rest = Wanted {
+        input: wanted.input && !wino_dx,
+        weight: wanted.weight && !wino_dw,
+    };
+    let mut grads = conv2d_backward_im2col_f32(x, weight, g, s, rest);
+    if wino_dx {
         grads.dx = Some(winograd::conv3x3_f32(g, &turned(weight, &s), None, t));
-        return grads;
     }
-    conv2d_backward_im2col_f32(x, weight, g, s, wanted)
+    if wino_dw {
+        grads.dw = Some(winograd::conv3x3_weight_grad_f32(x, g, s));
+    }
+    grads
 }
 
 /// The filters [c_out, c_in, kh, kw] turned by 180° with their channel axes swapped: [c_in, c_out, kh, kw].

@@ -16,7 +16,7 @@ use crate::buffer::as_ptr;
 use crate::conv::{per_sample_output, ConvShape};
 use crate::math::has_avx2_fma;
 use crate::scratch::with_scratch;
-use crate::sgemm::{gemm_packed, Lhs, PackRhs, PackedLhs, SendPtr, View, NR};
+use crate::sgemm::{gemm_packed, Lhs, PackRhs, PackedLhs, SendPtr, View, KC, NR};
 
 /// Positions of the 4×4 transformed tile.
 const POS: usize = 16;
@@ -44,6 +44,17 @@ pub fn applies(s: &ConvShape) -> bool {
         && s.batch * s.h.div_ceil(2) * s.w.div_ceil(2) >= MIN_LAYER_TILES
 }
 
+/// Tiles of a layer below which its weight gradient stays on im2col: each block reads and writes all of
+/// ∂L/∂U (16 filter-sized matrices) and each thread keeps its own, which only enough tiles amortise. `codi
+/// bench ops`, forward + backward: 1,280 channels at 16×16, batch 1 (64 tiles), ran slower this way, 640 at
+/// 32×32 (256 tiles) alike, 320 at 64×64 (1,024 tiles) and the mid shapes (512 and more) faster.
+const MIN_GRAD_TILES: usize = 512;
+
+/// Whether the weight gradient of `s` goes through here ([`conv3x3_weight_grad_f32`]).
+pub fn applies_to_weight_grad(s: &ConvShape) -> bool {
+    applies(s) && s.batch * s.h.div_ceil(2) * s.w.div_ceil(2) >= MIN_GRAD_TILES
+}
+
 /// Whether `s` is a convolution this computes: 3×3, stride 1, padding 1.
 fn computes(s: &ConvShape) -> bool {
     s.kh == 3 && s.kw == 3 && s.stride == [1, 1] && s.pad == [1, 1]
@@ -64,10 +75,16 @@ struct Grid {
 }
 
 impl Grid {
+    /// The forward's blocks: as many tiles as keep V and M in L2.
     fn new(s: &ConvShape) -> Self {
-        let (th, tw) = (s.h.div_ceil(2), s.w.div_ceil(2));
         let fit = BLOCK_FLOATS / (POS * (s.c_in + s.c_out)) / NR * NR;
-        let nt = fit.clamp(MIN_TILES, MAX_TILES).min(th * tw);
+        Self::with_tiles(s, fit.clamp(MIN_TILES, MAX_TILES))
+    }
+
+    /// Blocks of `nt` tiles (fewer if the sample has fewer).
+    fn with_tiles(s: &ConvShape, nt: usize) -> Self {
+        let (th, tw) = (s.h.div_ceil(2), s.w.div_ceil(2));
+        let nt = nt.min(th * tw);
         Self {
             th,
             tw,
@@ -241,28 +258,7 @@ unsafe fn run_block(
     let (v_len, m_len) = (POS * v_pos, POS * m_pos);
     with_scratch(v_len + m_len, |buf| {
         let (v, m) = buf.split_at_mut(v_len);
-        for c in 0..s.c_in {
-            let xc = &xp[c * g.hp * g.wp..(c + 1) * g.hp * g.wp];
-            // Position ξ of channel c starts at v[ξ·v_pos + c·ld].
-            let vc = v[c * ld..].as_mut_ptr();
-            for (ty, tx, len, j) in g.runs(t0, nt) {
-                let row = |r: usize, tx: usize| xc[(2 * ty + r) * g.wp + 2 * tx..].as_ptr();
-                let vec = vector_tiles(tx, len, s.w);
-                #[cfg(target_arch = "x86_64")]
-                for k in (0..vec).step_by(8) {
-                    x86::input8([0, 1, 2, 3].map(|r| row(r, tx + k)), vc.add(j + k), v_pos);
-                }
-                for k in vec..len {
-                    input1([0, 1, 2, 3].map(|r| row(r, tx + k)), vc.add(j + k), v_pos);
-                }
-            }
-            // Columns past the block's tiles: zeros, so the products stay finite (their results are unused).
-            if nt < ld {
-                for p in 0..POS {
-                    std::slice::from_raw_parts_mut(vc.add(p * v_pos + nt), ld - nt).fill(0.0);
-                }
-            }
-        }
+        transform_input(xp, s, g, t0, nt, v, v_pos);
         for (p, up) in u.iter().enumerate() {
             let b = InPlace {
                 ptr: v[p * v_pos..].as_ptr(),
@@ -314,6 +310,230 @@ unsafe fn run_block(
             }
         }
     })
+}
+
+/// The weight gradient of [`conv3x3_f32`] given the output gradient `gy` ([batch, c_out, h, w]):
+/// [c_out, c_in, 3, 3]. Since y = Aᵀ[U ⊙ V]A per tile, ∂L/∂U = Σ over tiles of (A ∂y Aᵀ) ⊙ V, one product
+/// [c_out, tiles] × [tiles, c_in] per position, accumulated block by block; then ∂L/∂g = Gᵀ (∂L/∂U) G.
+pub fn conv3x3_weight_grad_f32(x: &[f32], gy: &[f32], s: ConvShape) -> Vec<f32> {
+    assert!(
+        computes(&s),
+        "{s:?} is not a 3×3, stride-1, padding-1 convolution"
+    );
+    let plane = s.h * s.w;
+    assert_eq!(x.len(), s.batch * s.c_in * plane);
+    assert_eq!(gy.len(), s.batch * s.c_out * plane);
+    // The tiles are the products' depth here, and every block reads and writes all of ∂L/∂U (16 filter-sized
+    // matrices): blocks as deep as one depth block of the gemm.
+    let grid = Grid::with_tiles(&s, KC);
+    let blocks = grid.tiles().div_ceil(grid.nt);
+    let du_len = POS * s.c_out * s.c_in;
+    let add = |mut a: Vec<f32>, b: Vec<f32>| {
+        a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
+        a
+    };
+    // Blocks `range` of sample n, added into du.
+    let sample = |n: usize, xp: &[f32], du: &mut [f32], b: usize| {
+        let t0 = b * grid.nt;
+        let gyn = &gy[n * s.c_out * plane..(n + 1) * s.c_out * plane];
+        // SAFETY: du holds [16, c_out, c_in]; the block reads its own tiles.
+        unsafe { grad_block(xp, gyn, &s, &grid, t0, grid.nt.min(grid.tiles() - t0), du) }
+    };
+    let threads = rayon::current_num_threads();
+    let du = if s.batch >= threads {
+        (0..s.batch)
+            .into_par_iter()
+            .with_min_len(s.batch.div_ceil(threads))
+            .fold(
+                || vec![0f32; du_len],
+                |mut du, n| {
+                    let xn = &x[n * s.c_in * plane..(n + 1) * s.c_in * plane];
+                    with_bordered(xn, &s, &grid, |xp| {
+                        (0..blocks).for_each(|b| sample(n, xp, &mut du, b))
+                    });
+                    du
+                },
+            )
+            .reduce_with(add)
+            .unwrap_or_else(|| vec![0f32; du_len])
+    } else {
+        let mut total = vec![0f32; du_len];
+        for n in 0..s.batch {
+            let xn = &x[n * s.c_in * plane..(n + 1) * s.c_in * plane];
+            let part = with_bordered(xn, &s, &grid, |xp| {
+                (0..blocks)
+                    .into_par_iter()
+                    .with_min_len(blocks.div_ceil(threads))
+                    .fold(
+                        || vec![0f32; du_len],
+                        |mut du, b| {
+                            sample(n, xp, &mut du, b);
+                            du
+                        },
+                    )
+                    .reduce_with(add)
+            });
+            if let Some(part) = part {
+                total = add(total, part);
+            }
+        }
+        total
+    };
+    // ∂L/∂g = Gᵀ (∂L/∂U) G for every filter: along each row then each column, (u0 + (u1 + u2)/2,
+    // (u1 − u2)/2, (u1 + u2)/2 + u3).
+    let back = |u: [f32; 4]| {
+        [
+            u[0] + 0.5 * (u[1] + u[2]),
+            0.5 * (u[1] - u[2]),
+            0.5 * (u[1] + u[2]) + u[3],
+        ]
+    };
+    let filters = s.c_out * s.c_in;
+    let mut dw = vec![0f32; filters * 9];
+    dw.par_chunks_mut(9).enumerate().for_each(|(f, out)| {
+        let u: [[f32; 4]; 4] =
+            std::array::from_fn(|a| std::array::from_fn(|b| du[(4 * a + b) * filters + f]));
+        // Columns of u first (over a), then rows (over b).
+        let cols: [[f32; 3]; 4] =
+            std::array::from_fn(|b| back([u[0][b], u[1][b], u[2][b], u[3][b]]));
+        for i in 0..3 {
+            let row = back([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
+            out[3 * i..3 * i + 3].copy_from_slice(&row);
+        }
+    });
+    dw
+}
+
+/// Tile columns of a vector group in the kernels' lane order (`x86::deinterleave`): tile k of the group sits
+/// in column LANE[k].
+const LANE: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
+
+/// One block's share of ∂L/∂U, added into du ([16, c_out, c_in]).
+///
+/// # Safety
+/// du holds 16 · c_out · c_in floats; `xp` is the bordered sample and `gy` its output gradient.
+unsafe fn grad_block(
+    xp: &[f32],
+    gy: &[f32],
+    s: &ConvShape,
+    g: &Grid,
+    t0: usize,
+    nt: usize,
+    du: &mut [f32],
+) {
+    let ld = g.ld;
+    let (v_pos, m_pos) = (s.c_in * ld + NR, s.c_out * ld + NR);
+    with_scratch(POS * (v_pos + m_pos), |buf| {
+        let (v, m) = buf.split_at_mut(POS * v_pos);
+        transform_input(xp, s, g, t0, nt, v, v_pos);
+        // A ∂y Aᵀ per tile, in V's column order, zeros past the block's tiles and the sample's edges.
+        let plane = s.h * s.w;
+        for o in 0..s.c_out {
+            let go = &gy[o * plane..(o + 1) * plane];
+            let at = |y: usize, x: usize| {
+                if y < s.h && x < s.w {
+                    go[y * s.w + x]
+                } else {
+                    0.0
+                }
+            };
+            let mo = m[o * ld..].as_mut_ptr();
+            for (ty, tx, len, j) in g.runs(t0, nt) {
+                let vec = vector_tiles(tx, len, s.w);
+                for k in 0..len {
+                    let col = if k < vec {
+                        j + k / 8 * 8 + LANE[k % 8]
+                    } else {
+                        j + k
+                    };
+                    let (y, x) = (2 * ty, 2 * (tx + k));
+                    let r0 = [at(y, x), at(y, x + 1)];
+                    let r1 = [at(y + 1, x), at(y + 1, x + 1)];
+                    // A r: the rows r0, r0 + r1, r0 − r1, −r1; then the same along each row.
+                    let rows: [[f32; 2]; 4] = [
+                        r0,
+                        [r0[0] + r1[0], r0[1] + r1[1]],
+                        [r0[0] - r1[0], r0[1] - r1[1]],
+                        [-r1[0], -r1[1]],
+                    ];
+                    for (a, [p, q]) in rows.into_iter().enumerate() {
+                        for (b, val) in [p, p + q, p - q, -q].into_iter().enumerate() {
+                            *mo.add((4 * a + b) * m_pos + col) = val;
+                        }
+                    }
+                }
+            }
+            if nt < ld {
+                for p in 0..POS {
+                    std::slice::from_raw_parts_mut(mo.add(p * m_pos + nt), ld - nt).fill(0.0);
+                }
+            }
+        }
+        let (co, ci) = (s.c_out, s.c_in);
+        for p in 0..POS {
+            let grad = Lhs::Rows {
+                ptr: m[p * m_pos..].as_ptr(),
+                rs: ld,
+                m: co,
+                k: ld,
+            };
+            // Vᵀ: tile i, channel c at c·ld + i.
+            let vt = View {
+                ptr: v[p * v_pos..].as_ptr(),
+                rs: 1,
+                cs: ld,
+            };
+            gemm_packed(
+                ci,
+                du[p * co * ci..].as_mut_ptr(),
+                ci,
+                true,
+                grad,
+                &vt,
+                false,
+            );
+        }
+    })
+}
+
+/// V = Bᵀ d B for the tiles t0..t0+nt of the bordered sample `xp` into `v`: position ξ of channel c at
+/// v[ξ·v_pos + c·ld], tile j of the block in column j (a vector group's tiles in lane order), columns past nt
+/// zero.
+///
+/// # Safety
+/// `v` holds 16 · v_pos floats with v_pos ≥ c_in · ld.
+unsafe fn transform_input(
+    xp: &[f32],
+    s: &ConvShape,
+    g: &Grid,
+    t0: usize,
+    nt: usize,
+    v: &mut [f32],
+    v_pos: usize,
+) {
+    let ld = g.ld;
+    for c in 0..s.c_in {
+        let xc = &xp[c * g.hp * g.wp..(c + 1) * g.hp * g.wp];
+        let vc = v[c * ld..].as_mut_ptr();
+        for (ty, tx, len, j) in g.runs(t0, nt) {
+            let row = |r: usize, tx: usize| xc[(2 * ty + r) * g.wp + 2 * tx..].as_ptr();
+            let vec = vector_tiles(tx, len, s.w);
+            #[cfg(target_arch = "x86_64")]
+            for k in (0..vec).step_by(8) {
+                x86::input8([0, 1, 2, 3].map(|r| row(r, tx + k)), vc.add(j + k), v_pos);
+            }
+            for k in vec..len {
+                input1([0, 1, 2, 3].map(|r| row(r, tx + k)), vc.add(j + k), v_pos);
+            }
+        }
+        // Columns past the block's tiles: zeros, so the products stay finite (their results are unused) and
+        // add nothing to a weight gradient.
+        if nt < ld {
+            for p in 0..POS {
+                std::slice::from_raw_parts_mut(vc.add(p * v_pos + nt), ld - nt).fill(0.0);
+            }
+        }
+    }
 }
 
 /// How many of the `len` tiles from tile column `tx` go through the 8-wide kernels: whole groups of 8 whose
@@ -525,11 +745,11 @@ mod tests {
     }
 
     #[test]
-    fn input_gradient_matches_the_im2col_backward() {
+    fn gradients_match_the_im2col_backward() {
         use crate::conv::{conv2d_backward_f32, conv2d_backward_im2col_f32, Wanted};
-        // Wide enough for the dispatch; odd sides; c_in ≠ c_out so a swapped axis would show.
-        let s = shape(2, 24, 40, 9, 13);
-        assert!(applies(&s));
+        // Wide enough for the dispatch of both gradients; odd sides; c_in ≠ c_out so a swapped axis would show.
+        let s = shape(2, 24, 40, 31, 33);
+        assert!(applies(&s) && applies_to_weight_grad(&s));
         let x = pseudo_normal(s.batch * s.c_in * s.h * s.w, 21, 1.0);
         let w = pseudo_normal(s.c_out * s.c_in * 9, 22, 0.1);
         let g = pseudo_normal(s.batch * s.c_out * s.h * s.w, 23, 1.0);
@@ -546,8 +766,45 @@ mod tests {
             .zip(&dx_ref)
             .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
         assert!(err / scale < 2e-6, "dx: relative error {}", err / scale);
-        assert_eq!(got.dw, want.dw);
+        let (dw, dw_ref) = (got.dw.expect("dw"), want.dw.expect("dw"));
+        let scale = dw_ref.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let err = dw
+            .iter()
+            .zip(&dw_ref)
+            .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+        assert!(err / scale < 2e-6, "dw: relative error {}", err / scale);
         assert_eq!(got.db, want.db);
+    }
+
+    #[test]
+    fn weight_gradient_matches_the_im2col_backward() {
+        use crate::conv::{conv2d_backward_im2col_f32, Wanted};
+        let only_weight = Wanted {
+            input: false,
+            weight: true,
+        };
+        for s in [
+            // Samples over the threads; odd sides; rows of vector groups and scalar tiles.
+            shape(3, 20, 24, 9, 37),
+            // One sample (blocks over the threads), several blocks, depth past KC in the products.
+            shape(1, 300, 40, 12, 40),
+            // Tiny, odd.
+            shape(2, 3, 5, 3, 5),
+        ] {
+            let x = pseudo_normal(s.batch * s.c_in * s.h * s.w, 31, 1.0);
+            let gy = pseudo_normal(s.batch * s.c_out * s.h * s.w, 32, 1.0);
+            let w = vec![0f32; s.c_out * s.c_in * 9];
+            let got = conv3x3_weight_grad_f32(&x, &gy, s);
+            let want = conv2d_backward_im2col_f32(&x, &w, &gy, s, only_weight)
+                .dw
+                .expect("dw");
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+            assert!(err / scale < 2e-6, "{s:?}: relative error {}", err / scale);
+        }
     }
 
     #[test]
@@ -557,6 +814,8 @@ mod tests {
         // Too few tiles to pay for the filter transform, too few channels, another kernel size or stride.
         assert!(!applies(&shape(1, 1280, 1280, 8, 8)));
         assert!(!applies(&shape(32, 96, 96, 4, 4)));
+        assert!(applies_to_weight_grad(&shape(1, 320, 320, 64, 64)));
+        assert!(!applies_to_weight_grad(&shape(1, 640, 640, 32, 32)));
         assert!(!applies(&shape(8, 4, 64, 32, 32)));
         assert!(!applies(&ConvShape {
             stride: [2, 2],
