@@ -99,6 +99,13 @@ impl Grid {
         self.th * self.tw
     }
 
+    /// Floats between the 16 positions of a block's V ([c_in, ld] each) and of its M ([c_out, ld]): one
+    /// cache line more than the matrix, since at a power-of-two stride the 16 streams of a transform would
+    /// all fall into the same L1 set.
+    fn position_strides(&self, s: &ConvShape) -> (usize, usize) {
+        (s.c_in * self.ld + NR, s.c_out * self.ld + NR)
+    }
+
     /// The tiles t0..t0+n as runs along one tile row: (tile row, first tile column, length, offset in block).
     fn runs(&self, t0: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
         let mut t = t0;
@@ -252,9 +259,7 @@ unsafe fn run_block(
     out: SendPtr,
 ) {
     let ld = g.ld;
-    // One cache line between positions: at a power-of-two stride the 16 streams of a transform would all
-    // fall into the same L1 set.
-    let (v_pos, m_pos) = (s.c_in * ld + NR, s.c_out * ld + NR);
+    let (v_pos, m_pos) = g.position_strides(s);
     let (v_len, m_len) = (POS * v_pos, POS * m_pos);
     with_scratch(v_len + m_len, |buf| {
         let (v, m) = buf.split_at_mut(v_len);
@@ -422,7 +427,7 @@ unsafe fn grad_block(
     du: &mut [f32],
 ) {
     let ld = g.ld;
-    let (v_pos, m_pos) = (s.c_in * ld + NR, s.c_out * ld + NR);
+    let (v_pos, m_pos) = g.position_strides(s);
     with_scratch(POS * (v_pos + m_pos), |buf| {
         let (v, m) = buf.split_at_mut(POS * v_pos);
         transform_input(xp, s, g, t0, nt, v, v_pos);
