@@ -240,42 +240,73 @@ mod tests {
             let conv = conv.map(&mut Perturb(codi_core::SeededNoise::new(i as u64)));
             let x = Tensor::<AB, 4>::from_inner(noise.sample::<CpuBackend, 4>([2, 5, 9, 8], &dev))
                 .require_grad();
-            assert!(
-                host_shape(&conv, &x).is_some(),
-                "conv {i} must take the host path"
-            );
-            let run = |ours: bool| {
-                let out = if ours {
-                    conv2d_forward(&conv, x.clone())
-                } else {
-                    conv.forward(x.clone())
-                };
-                let w = Tensor::<AB, 4>::from_inner(
-                    codi_core::SeededNoise::new(7).sample::<CpuBackend, 4>(out.dims(), &dev),
-                );
-                let grads = (out.clone() * w).sum().backward();
-                (
-                    out.inner(),
-                    x.grad(&grads).expect("input gradient"),
-                    conv.weight.val().grad(&grads).expect("weight gradient"),
-                    conv.bias
-                        .as_ref()
-                        .expect("bias")
-                        .val()
-                        .grad(&grads)
-                        .expect("bias gradient"),
-                )
-            };
-            let (ours, theirs) = (run(true), run(false));
-            use codi_core::tensor_ops::max_abs_diff as diff;
-            for (name, err) in [
-                ("output", diff(ours.0, theirs.0)),
-                ("dx", diff(ours.1, theirs.1)),
-                ("dw", diff(ours.2, theirs.2)),
-                ("db", diff(ours.3, theirs.3)),
-            ] {
+            for (name, err, _) in against_burn(&conv, x) {
                 assert!(err < 1e-4, "conv {i} {name}: max |codi − burn| = {err}");
             }
         }
+    }
+
+    #[test]
+    fn a_winograd_sized_convolution_matches_burns_values_and_gradients() {
+        // 16 → 24 channels, 2 × 16 × 17 tiles of 2×2 (odd sides): the forward and both gradients go through
+        // Winograd's F(2×2, 3×3) in codi_kernels.
+        type AB = CpuAutodiff;
+        let dev = Default::default();
+        let conv: Conv2d<AB> = conv2d(16, 24, 3, 1, &dev);
+        let conv = conv.map(&mut Perturb(codi_core::SeededNoise::new(11)));
+        let x = codi_core::SeededNoise::new(12).sample::<CpuBackend, 4>([2, 16, 31, 33], &dev);
+        let x = Tensor::<AB, 4>::from_inner(x).require_grad();
+        for (name, err, scale) in against_burn(&conv, x) {
+            assert!(
+                err < 2e-6 * scale,
+                "{name}: max |codi − burn| = {err} (largest value {scale})"
+            );
+        }
+    }
+
+    /// Output and gradients of `conv` on `x` through the host path against burn's own: (name, largest
+    /// difference, largest |burn value|) each.
+    fn against_burn(
+        conv: &Conv2d<CpuAutodiff>,
+        x: Tensor<CpuAutodiff, 4>,
+    ) -> Vec<(&'static str, f32, f32)> {
+        type AB = CpuAutodiff;
+        assert!(
+            host_shape(conv, &x).is_some(),
+            "the convolution must take the host path"
+        );
+        let dev = x.device();
+        let run = |ours: bool| {
+            let out = if ours {
+                conv2d_forward(conv, x.clone())
+            } else {
+                conv.forward(x.clone())
+            };
+            let w = Tensor::<AB, 4>::from_inner(
+                codi_core::SeededNoise::new(7).sample::<CpuBackend, 4>(out.dims(), &dev),
+            );
+            let grads = (out.clone() * w).sum().backward();
+            [
+                out.inner(),
+                x.grad(&grads).expect("input gradient"),
+                conv.weight.val().grad(&grads).expect("weight gradient"),
+                conv.bias
+                    .as_ref()
+                    .expect("bias")
+                    .val()
+                    .grad(&grads)
+                    .expect("bias gradient")
+                    .reshape([1, 1, 1, -1]),
+            ]
+        };
+        let (ours, theirs) = (run(true), run(false));
+        ["output", "dx", "dw", "db"]
+            .into_iter()
+            .zip(ours.into_iter().zip(theirs))
+            .map(|(name, (a, b))| {
+                let scale = b.clone().abs().max().into_scalar();
+                (name, codi_core::tensor_ops::max_abs_diff(a, b), scale)
+            })
+            .collect()
     }
 }
