@@ -1,19 +1,75 @@
-//! SiLU on the CPU backend through `codi_kernels::math::silu_f32` (vectorised, threaded): burn-flex maps
-//! the sigmoid's exponential through libm one element at a time, on one thread.
+//! SiLU on the CPU backend through `codi_kernels::math::silu_f32` (vectorised, threaded), with and without
+//! autodiff: burn-flex maps the sigmoid's exponential through libm one element at a time, on one thread,
+//! forward and backward.
 
-use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::ops::FloatTensor as Primitive;
+use burn::tensor::{activation, backend::Backend, Tensor, TensorData, TensorPrimitive};
+use codi_core::device::{CpuAutodiff, CpuBackend};
 
-use crate::layers::host::{on_cpu_f32, to_host};
+use crate::layers::host::{
+    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_values, register_grad,
+    to_host, HostValues,
+};
 
 /// x·σ(x). x: any shape → same shape
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if !on_cpu_f32(&x) {
-        return activation::silu(x);
+    if on_cpu_f32(&x) {
+        let (shape, device) = (x.shape(), x.device());
+        let mut values = to_host(x);
+        codi_kernels::math::silu_f32(&mut values);
+        return Tensor::from_data(TensorData::new(values, shape), &device);
     }
-    let (shape, device) = (x.shape(), x.device());
-    let mut values = to_host(x);
-    codi_kernels::math::silu_f32(&mut values);
-    Tensor::from_data(TensorData::new(values, shape), &device)
+    if on_cpu_autodiff_f32(&x) {
+        let dims = x.dims();
+        let n = dims.iter().product();
+        let flat = downcast::<_, Primitive<CpuAutodiff>>(x.reshape([n]).into_primitive().tensor());
+        let out = tracked(flat, n);
+        return Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(downcast(out))).reshape(dims);
+    }
+    activation::silu(x)
+}
+
+#[derive(Debug)]
+struct SiluBackward;
+
+impl Backward<CpuBackend, 1> for SiluBackward {
+    /// The input's values.
+    type State = HostValues;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node] = ops.parents;
+        let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
+        let x = ops.state;
+        let dx = node
+            .as_ref()
+            .map(|_| codi_kernels::math::silu_backward_f32(&x, &g));
+        register_grad(grads, node.map(|n| n.id), dx, [x.len()]);
+    }
+}
+
+/// SiLU of x: [n] as one op whose backward runs the gradient kernel.
+fn tracked(x: Primitive<CpuAutodiff>, n: usize) -> Primitive<CpuAutodiff> {
+    let xh = primitive_values(x.primitive.clone());
+    let mut out = xh.to_vec();
+    codi_kernels::math::silu_f32(&mut out);
+    let output = host_to_primitive(out, [n]);
+    match SiluBackward
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(xh, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
 }
 
 #[cfg(test)]
@@ -29,5 +85,31 @@ mod tests {
         assert!(on_cpu_f32(&x), "the test must take the kernel's path");
         let err = codi_core::tensor_ops::max_abs_diff(silu(x.clone()), activation::silu(x));
         assert!(err < 1e-5, "max |codi − burn| = {err}");
+    }
+
+    #[test]
+    fn equals_burns_silu_and_gradient_under_autodiff() {
+        use codi_core::device::CpuAutodiff;
+        let mut noise = codi_core::SeededNoise::new(4);
+        let x = noise.sample::<CpuBackend, 3>([2, 30, 41], &Default::default()) * 4.0;
+        let w = noise.sample::<CpuBackend, 3>([2, 30, 41], &Default::default());
+        let x = Tensor::<CpuAutodiff, 3>::from_inner(x).require_grad();
+        assert!(on_cpu_autodiff_f32(&x), "the test must take the op's path");
+        let run = |ours: bool| {
+            let y = if ours {
+                silu(x.clone())
+            } else {
+                activation::silu(x.clone())
+            };
+            let grads = (y.clone() * Tensor::from_inner(w.clone())).sum().backward();
+            (y.inner(), x.grad(&grads).expect("input gradient"))
+        };
+        let ((y, dx), (y_ref, dx_ref)) = (run(true), run(false));
+        use codi_core::tensor_ops::max_abs_diff as diff;
+        let (ey, edx) = (diff(y, y_ref), diff(dx, dx_ref));
+        assert!(
+            ey < 1e-5 && edx < 1e-5,
+            "max |codi − burn|: y {ey}, dx {edx}"
+        );
     }
 }
