@@ -708,21 +708,24 @@ mod tests {
         }
     }
 
+    /// Largest |got − want|, relative to the largest |want|.
+    fn relative_diff(got: &[f32], want: &[f32]) -> f32 {
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(want)
+            .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+        err / scale
+    }
+
     /// Largest |winograd − im2col| over the output, relative to the largest |output|.
     fn relative_error(s: ConvShape, with_bias: bool) -> f32 {
         let x = pseudo_normal(s.batch * s.c_in * s.h * s.w, 11, 1.0);
         let w = pseudo_normal(s.c_out * s.c_in * 9, 12, 0.1);
         let b = pseudo_normal(s.c_out, 13, 1.0);
         let b = with_bias.then_some(&b[..]);
-        let got = conv3x3_f32(&x, &w, b, s);
-        let want = conv2d_im2col_f32(&x, &w, b, s);
-        assert_eq!(got.len(), want.len());
-        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let err = got
-            .iter()
-            .zip(&want)
-            .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
-        err / scale
+        relative_diff(&conv3x3_f32(&x, &w, b, s), &conv2d_im2col_f32(&x, &w, b, s))
     }
 
     #[test]
@@ -764,20 +767,10 @@ mod tests {
         };
         let got = conv2d_backward_f32(&x, &w, &g, s, all);
         let want = conv2d_backward_im2col_f32(&x, &w, &g, s, all);
-        let (dx, dx_ref) = (got.dx.expect("dx"), want.dx.expect("dx"));
-        let scale = dx_ref.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let err = dx
-            .iter()
-            .zip(&dx_ref)
-            .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
-        assert!(err / scale < 2e-6, "dx: relative error {}", err / scale);
-        let (dw, dw_ref) = (got.dw.expect("dw"), want.dw.expect("dw"));
-        let scale = dw_ref.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let err = dw
-            .iter()
-            .zip(&dw_ref)
-            .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
-        assert!(err / scale < 2e-6, "dw: relative error {}", err / scale);
+        for (name, got, want) in [("dx", got.dx, want.dx), ("dw", got.dw, want.dw)] {
+            let err = relative_diff(&got.expect(name), &want.expect(name));
+            assert!(err < 2e-6, "{name}: relative error {err}");
+        }
         assert_eq!(got.db, want.db);
     }
 
@@ -803,12 +796,8 @@ mod tests {
             let want = conv2d_backward_im2col_f32(&x, &w, &gy, s, only_weight)
                 .dw
                 .expect("dw");
-            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
-            assert!(err / scale < 2e-6, "{s:?}: relative error {}", err / scale);
+            let err = relative_diff(&got, &want);
+            assert!(err < 2e-6, "{s:?}: relative error {err}");
         }
     }
 
