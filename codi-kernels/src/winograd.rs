@@ -8,6 +8,10 @@
 //! Tiles are taken in blocks of a few dozen: one thread transforms a block's input into V ([16, c_in, tiles]),
 //! runs the 16 products into M ([16, c_out, tiles]) on the packed gemm, reading V's panels in place, and
 //! transforms M into the output, so the 4× larger transformed tensors never leave the core's caches.
+//!
+//! The training step's backward uses it twice (`conv::conv2d_backward_f32`): the input gradient is the same
+//! kind of convolution (of the output gradient, with the filters turned by 180°), and the weight gradient is
+//! accumulated in the transformed domain ([`conv3x3_weight_grad_f32`]).
 
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
