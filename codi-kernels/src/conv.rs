@@ -479,8 +479,9 @@ pub fn conv2d_backward_f32(
         c_out: s.c_in,
         ..s
     };
+    // `applies` is symmetric in the channel counts, so it holds for t exactly when for s.
     let on = winograd_enabled() && winograd::applies(&s);
-    let wino_dx = on && wanted.input && winograd::applies(&t);
+    let wino_dx = on && wanted.input;
     let wino_dw = on && wanted.weight && winograd::applies_to_weight_grad(&s);
     // The rest (and the bias gradient, always) through im2col.
     let rest = Wanted {

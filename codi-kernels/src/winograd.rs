@@ -129,8 +129,8 @@ impl Grid {
 fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<PackedLhs> {
     PackedLhs::build_many::<POS>(s.c_out, s.c_in, |o, c| {
         let g = &weight[(o * s.c_in + c) * 9..][..9];
-        // G g: the rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2, g2 of the filter's rows g0..g2; then the same
-        // combination along each row of that.
+        // G applied to three values: (a, (a + b + c)/2, (a − b + c)/2, c). G g column by column, then each
+        // row of that the same way: (G g) Gᵀ.
         let combine = |r: [f32; 3]| {
             [
                 r[0],
@@ -139,14 +139,9 @@ fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<PackedLhs> {
                 r[2],
             ]
         };
-        let (r0, r1, r2) = ([g[0], g[1], g[2]], [g[3], g[4], g[5]], [g[6], g[7], g[8]]);
-        let gg: [[f32; 3]; 4] = [
-            r0,
-            std::array::from_fn(|j| 0.5 * (r0[j] + r1[j] + r2[j])),
-            std::array::from_fn(|j| 0.5 * (r0[j] - r1[j] + r2[j])),
-            r2,
-        ];
-        let u = gg.map(combine);
+        let cols: [[f32; 4]; 3] = std::array::from_fn(|j| combine([g[j], g[3 + j], g[6 + j]]));
+        let u: [[f32; 4]; 4] =
+            std::array::from_fn(|a| combine([cols[0][a], cols[1][a], cols[2][a]]));
         std::array::from_fn(|p| u[p / 4][p % 4])
     })
 }
@@ -341,8 +336,8 @@ pub fn conv3x3_weight_grad_f32(x: &[f32], gy: &[f32], s: ConvShape) -> Vec<f32> 
         a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
         a
     };
-    // Blocks `range` of sample n, added into du.
-    let sample = |n: usize, xp: &[f32], du: &mut [f32], b: usize| {
+    // Block b of sample n (bordered: xp), added into du.
+    let block = |n: usize, xp: &[f32], du: &mut [f32], b: usize| {
         let t0 = b * grid.nt;
         let gyn = &gy[n * s.c_out * plane..(n + 1) * s.c_out * plane];
         // SAFETY: du holds [16, c_out, c_in]; the block reads its own tiles.
@@ -358,7 +353,7 @@ pub fn conv3x3_weight_grad_f32(x: &[f32], gy: &[f32], s: ConvShape) -> Vec<f32> 
                 |mut du, n| {
                     let xn = &x[n * s.c_in * plane..(n + 1) * s.c_in * plane];
                     with_bordered(xn, &s, &grid, |xp| {
-                        (0..blocks).for_each(|b| sample(n, xp, &mut du, b))
+                        (0..blocks).for_each(|b| block(n, xp, &mut du, b))
                     });
                     du
                 },
@@ -376,7 +371,7 @@ pub fn conv3x3_weight_grad_f32(x: &[f32], gy: &[f32], s: ConvShape) -> Vec<f32> 
                     .fold(
                         || vec![0f32; du_len],
                         |mut du, b| {
-                            sample(n, xp, &mut du, b);
+                            block(n, xp, &mut du, b);
                             du
                         },
                     )
