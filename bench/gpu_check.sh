@@ -9,6 +9,10 @@
 #   device run: bash bench/gpu_check.sh   (carry .gpu .whl)
 # In session 5 (H100) every phase hit its limit before codi's first call returned: CubeCL compiles each kernel
 # (and ~5 autotune candidates per shape) at first launch; see bench/gpu-logs and the performance chapter.
+# So the script keeps CubeCL's PTX and autotune caches in /tmp/cubecl-cache and packs them into
+# $OUT/cubecl-cache.tar.xz after every phase (a phase killed at its limit keeps what it compiled and tuned).
+# Put that file in .gpu/ for the next GPU session (H100 and H200 are both sm_90): it is unpacked first, so
+# the kernels already tuned and compiled cost a cache read instead of NVRTC and autotune again.
 # It times SD-1.5's UNet + ControlNet CoDi training step (64×64 latents, batch 1) in codi and in PyTorch on the
 # same card, in f32 and in bf16, then the forward workloads; each phase has its own time limit and writes
 # its JSON (and log) under $OUT, so a slow phase still leaves the earlier ones.
@@ -29,6 +33,13 @@ echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 # CubeCL compiles every kernel at its first launch; autotune at its lightest level keeps that bounded, and its
 # results are cached under target/ for the later phases.
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+CACHE=/tmp/cubecl-cache
+mkdir -p "$CACHE"
+[ -f .gpu/cubecl-cache.tar.xz ] && tar -xJf .gpu/cubecl-cache.tar.xz -C "$CACHE" && echo "cache carried in: $(find "$CACHE" -type f | wc -l) files"
+# CubeCL reads cubecl.toml from the working directory up; the caches' files sit deeper than $OUT returns,
+# hence the tarball.
+printf '[compilation]\ncache = { file = "%s" }\n[autotune]\ncache = { file = "%s" }\n' "$CACHE" "$CACHE" > cubecl.toml
+pack() { tar -cJf "$OUT/cubecl-cache.tar.xz.part" -C "$CACHE" . && mv "$OUT/cubecl-cache.tar.xz.part" "$OUT/cubecl-cache.tar.xz"; }
 phase() { # name limit_s args...
     local name=$1 limit=$2
     shift 2
@@ -36,7 +47,10 @@ phase() { # name limit_s args...
     timeout "$limit" /tmp/codi --device cuda bench models --python python3 --script bench/pytorch_bench.py \
         --json "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
     echo "rc $? at $(date +%T)"
-    cat "$OUT/$name.json" "$OUT/$name.log"
+    cat "$OUT/$name.json"
+    tail -c 3000 "$OUT/$name.log"
+    pack
+    ls -l "$OUT/cubecl-cache.tar.xz"
 }
 phase sd15-step-f32 ${STEP_LIMIT:-240} --config sd15 --mode codi --workloads codi_train_step --iters 5
 phase sd15-step-bf16 ${STEP_LIMIT:-180} --config sd15 --mode codi --workloads codi_train_step --iters 5 --dtype bf16
