@@ -24,6 +24,19 @@ pub struct AttentionShape {
     pub dv: usize,
 }
 
+impl AttentionShape {
+    /// Floating-point operations of the forward's two products (scores and values): 2 per multiply-add.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.heads * self.n * self.m * (self.d + self.dv)) as f64
+    }
+
+    /// Those of [`crate::attention_backward::attention_backward_f32`]: the scores again, then dV, dP, dq
+    /// and dk.
+    pub fn backward_flops(&self) -> f64 {
+        2.0 * (self.heads * self.n * self.m * (3 * self.d + 2 * self.dv)) as f64
+    }
+}
+
 /// The kernel on contiguous host buffers: q: [heads, n, d], k: [heads, m, d], v: [heads, m, dv] →
 /// [heads, n, dv].
 pub fn attention_f32(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape) -> Vec<f32> {

@@ -27,6 +27,21 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
+    /// Floating-point operations of the definition: 2 per multiply-add (codi bench's convention, also for
+    /// the Winograd kernels, which do fewer).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.c_out * self.pixels_out() * self.patch()) as f64
+    }
+
+    /// The layer-type name [`crate::profile`] files it under.
+    pub fn profile_name(&self) -> &'static str {
+        match (self.kh, self.kw, self.stride) {
+            (3, 3, [1, 1]) => "conv 3×3",
+            (1, 1, [1, 1]) => "conv 1×1",
+            _ => "conv, other",
+        }
+    }
+
     pub fn h_out(&self) -> usize {
         (self.h + 2 * self.pad[0] - self.kh) / self.stride[0] + 1
     }

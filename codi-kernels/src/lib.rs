@@ -10,6 +10,7 @@ pub mod geglu;
 pub mod linear;
 pub mod math;
 pub mod norm;
+pub mod profile;
 mod scratch;
 pub mod sgemm;
 pub mod transpose;

@@ -15,6 +15,13 @@ pub struct LinearShape {
     pub d_out: usize,
 }
 
+impl LinearShape {
+    /// Floating-point operations of the product: 2 per multiply-add.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.rows * self.d_in * self.d_out) as f64
+    }
+}
+
 /// Gradients of a dense layer's input, weight and bias.
 pub struct LinearGrads {
     /// [rows, d_in]; None when not asked for.

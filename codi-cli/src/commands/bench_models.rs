@@ -16,6 +16,7 @@ use codi_core::{NoiseSource, SeededNoise};
 use codi_models::io::save_diffusers_dir;
 
 use super::bench::time_ms;
+use super::bench_profile;
 use codi_models::unet::{DownBlockType, UpBlockType};
 use codi_models::{AutoencoderKLConfig, ControlNetConfig, UNet2DConditionModelConfig};
 
@@ -67,6 +68,11 @@ pub struct Args {
     /// PyTorch run minutes apart is weak evidence.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Print where codi's time goes, per layer type (the CPU backend's host ops: convolutions, dense layers,
+    /// attention, GroupNorm, GEGLU, SiLU, layout transposes, forward and backward) with the achieved GFLOP/s,
+    /// and the rest of the time (burn's own ops), for each workload's timed calls (on stderr).
+    #[arg(long)]
+    profile: bool,
 }
 
 impl Args {
@@ -251,6 +257,16 @@ impl BackendTask for Run {
             noise.sample::<B<AB>, 3>([s.batch, s.tokens, s.unet.cross_attention_dim], &device);
         let cond = noise.sample::<B<AB>, 4>([s.batch, 3, h * f, w * f], &device);
         let it = args.iters;
+        codi_kernels::profile::set_enabled(args.profile);
+        // time_ms, and the profile of the timed calls when asked.
+        let timed = |workload: &str, f: &mut dyn FnMut()| {
+            let ms = time_ms(it, f);
+            if args.profile {
+                let p = codi_kernels::profile::take();
+                eprint!("{}", bench_profile::table(workload, &p, it));
+            }
+            ms
+        };
         let mut out = vec![];
         let mut io: Vec<(&str, HostTensor)> = vec![
             ("sample", raw(&sample)),
@@ -259,7 +275,7 @@ impl BackendTask for Run {
             ("controlnet_cond", raw(&cond)),
         ];
         if wants("unet_forward") {
-            let ms = time_ms(it, || {
+            let ms = timed("unet_forward", &mut || {
                 let _ = to_vec(unet.forward(sample.clone(), t.clone(), ctx.clone()).sum());
             });
             out.push(Timing::new("unet_forward", ms));
@@ -273,7 +289,7 @@ impl BackendTask for Run {
             unet.forward_with_residuals(sample.clone(), t.clone(), ctx.clone(), Some(r))
         };
         if wants("unet_controlnet_forward") {
-            let ms = time_ms(it, || {
+            let ms = timed("unet_controlnet_forward", &mut || {
                 let _ = to_vec(with_control().sum());
             });
             out.push(Timing::new("unet_controlnet_forward", ms));
@@ -281,7 +297,7 @@ impl BackendTask for Run {
         }
         let vae = wants("vae_decode").then(|| s.vae.init::<B<AB>>(&device));
         if let Some(vae) = &vae {
-            let ms = time_ms(it, || {
+            let ms = timed("vae_decode", &mut || {
                 let _ = to_vec(vae.decode(sample.clone()).sum());
             });
             out.push(Timing::new("vae_decode", ms));
@@ -296,7 +312,7 @@ impl BackendTask for Run {
             };
             let mut bench = StepBench::<AB>::new(&unet, &controlnet, &inputs, s.mode);
             let mut losses = vec![];
-            let ms = time_ms(it, || losses.push(bench.step()));
+            let ms = timed("codi_train_step", &mut || losses.push(bench.step()));
             out.push(Timing::new(
                 match s.mode {
                     DistillMode::Codi => "codi_train_step",
@@ -326,6 +342,7 @@ impl BackendTask for Run {
             }
             write_tensors(&dir.join("io.safetensors"), &io)?;
         }
+        codi_kernels::profile::set_enabled(false);
         Ok(out)
     }
 }

@@ -9,6 +9,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::ops::FloatTensor as Primitive;
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
+use codi_kernels::profile::{timed, Pass};
 
 use crate::layers::host::{
     downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_values, register_grad,
@@ -18,16 +19,18 @@ use crate::layers::host::{
 /// x·σ(x). x: any shape → same shape
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if on_cpu_f32(&x) {
-        let (shape, device) = (x.shape(), x.device());
-        let mut values = to_host(x);
-        codi_kernels::math::silu_f32(&mut values);
-        return Tensor::from_data(TensorData::new(values, shape), &device);
+        return timed("SiLU", Pass::Forward, 0.0, || {
+            let (shape, device) = (x.shape(), x.device());
+            let mut values = to_host(x);
+            codi_kernels::math::silu_f32(&mut values);
+            Tensor::from_data(TensorData::new(values, shape), &device)
+        });
     }
     if on_cpu_autodiff_f32(&x) {
         let dims = x.dims();
         let n = dims.iter().product();
         let flat = downcast::<_, Primitive<CpuAutodiff>>(x.reshape([n]).into_primitive().tensor());
-        let out = tracked(flat, n);
+        let out = timed("SiLU", Pass::Forward, 0.0, || tracked(flat, n));
         return Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(downcast(out))).reshape(dims);
     }
     activation::silu(x)
@@ -47,12 +50,14 @@ impl Backward<CpuBackend, 1> for SiluBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node] = ops.parents;
-        let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
-        let x = ops.state;
-        let dx = node
-            .as_ref()
-            .map(|_| codi_kernels::math::silu_backward_f32(&x, &g));
-        register_grad(grads, node.map(|n| n.id), dx, [x.len()]);
+        timed("SiLU", Pass::Backward, 0.0, || {
+            let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
+            let x = ops.state;
+            let dx = node
+                .as_ref()
+                .map(|_| codi_kernels::math::silu_backward_f32(&x, &g));
+            register_grad(grads, node.map(|n| n.id), dx, [x.len()]);
+        });
     }
 }
 

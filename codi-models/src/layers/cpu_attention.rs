@@ -22,6 +22,7 @@ use crate::layers::host::{
 };
 use codi_kernels::attention::{attention_f32, attention_f32_lse, AttentionShape};
 use codi_kernels::attention_backward::attention_backward_f32;
+use codi_kernels::profile::{timed, Pass};
 
 /// softmax(q·kᵀ/√d)·v. q: [b, h, n, d], k: [b, h, m, d], v: [b, h, m, dv] → [b, h, n, dv]
 pub fn scaled_dot_product<B: Backend>(
@@ -39,21 +40,24 @@ pub fn scaled_dot_product<B: Backend>(
         dv,
     };
     if on_cpu_f32(&q) && on_cpu_f32(&k) && on_cpu_f32(&v) {
-        let device = q.device();
-        let out = attention_f32(&to_host(q), &to_host(k), &to_host(v), shape);
-        // Token-major memory: the caller's merge of the heads is then free.
-        let out = swap_heads_and_tokens(&out, [b, h, n, dv]);
-        return Tensor::<B, 4>::from_data(TensorData::new(out, [b, n, h, dv]), &device)
-            .swap_dims(1, 2);
+        return timed("attention", Pass::Forward, shape.flops(), || {
+            let device = q.device();
+            let out = attention_f32(&to_host(q), &to_host(k), &to_host(v), shape);
+            // Token-major memory: the caller's merge of the heads is then free.
+            let out = swap_heads_and_tokens(&out, [b, h, n, dv]);
+            Tensor::<B, 4>::from_data(TensorData::new(out, [b, n, h, dv]), &device).swap_dims(1, 2)
+        });
     }
     if on_cpu_autodiff_f32(&q) && on_cpu_autodiff_f32(&k) && on_cpu_autodiff_f32(&v) {
-        let out = tracked_attention(
-            downcast(q.into_primitive().tensor()),
-            downcast(k.into_primitive().tensor()),
-            downcast(v.into_primitive().tensor()),
-            shape,
-            [b, h],
-        );
+        let out = timed("attention", Pass::Forward, shape.flops(), || {
+            tracked_attention(
+                downcast(q.into_primitive().tensor()),
+                downcast(k.into_primitive().tensor()),
+                downcast(v.into_primitive().tensor()),
+                shape,
+                [b, h],
+            )
+        });
         return Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
     }
     attention(q, k, v, None, None, AttentionModuleOptions::default())
@@ -84,23 +88,33 @@ impl Backward<CpuBackend, 3> for AttentionBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_q, node_k, node_v] = ops.parents;
-        let dout = primitive_to_host(grads.consume::<CpuBackend>(&ops.node));
         let s = ops.state;
-        let g = attention_backward_f32(&s.q, &s.k, &s.v, &s.out, &s.lse, &dout, s.shape);
-        let AttentionShape { n, m, d, dv, .. } = s.shape;
-        let [b, h] = s.batch_heads;
-        for (node, values, rows, width) in [
-            (node_q, g.dq, n, d),
-            (node_k, g.dk, m, d),
-            (node_v, g.dv, m, dv),
-        ] {
-            if let Some(node) = node {
-                // Token-major, as the head split they flow back through is laid out.
-                let shape = [b, h, rows, width];
-                let values = swap_heads_and_tokens(&values, shape);
-                grads.register::<CpuBackend>(node.id, token_major_to_primitive(values, shape));
-            }
-        }
+        timed(
+            "attention",
+            Pass::Backward,
+            s.shape.backward_flops(),
+            || {
+                let dout = primitive_to_host(grads.consume::<CpuBackend>(&ops.node));
+                let g = attention_backward_f32(&s.q, &s.k, &s.v, &s.out, &s.lse, &dout, s.shape);
+                let AttentionShape { n, m, d, dv, .. } = s.shape;
+                let [b, h] = s.batch_heads;
+                for (node, values, rows, width) in [
+                    (node_q, g.dq, n, d),
+                    (node_k, g.dk, m, d),
+                    (node_v, g.dv, m, dv),
+                ] {
+                    if let Some(node) = node {
+                        // Token-major, as the head split they flow back through is laid out.
+                        let shape = [b, h, rows, width];
+                        let values = swap_heads_and_tokens(&values, shape);
+                        grads.register::<CpuBackend>(
+                            node.id,
+                            token_major_to_primitive(values, shape),
+                        );
+                    }
+                }
+            },
+        );
     }
 }
 

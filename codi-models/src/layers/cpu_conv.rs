@@ -17,6 +17,7 @@ use burn::tensor::ops::FloatTensor as Primitive;
 use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 use codi_kernels::conv::{conv2d_backward_f32, conv2d_f32, ConvShape, Wanted};
+use codi_kernels::profile::{timed, Pass};
 
 use crate::layers::host::{
     downcast, host_to_primitive, host_values, on_cpu_autodiff_f32, on_cpu_f32, primitive_values,
@@ -29,26 +30,30 @@ pub fn conv2d_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B
         return conv.forward(x);
     };
     if on_cpu_f32(&x) {
-        let device = x.device();
-        let out = conv2d_f32(
-            &host_values(x),
-            &host_values(conv.weight.val()),
-            Some(&host_values(bias.val())),
-            shape,
-        );
-        let dims = [shape.batch, shape.c_out, shape.h_out(), shape.w_out()];
-        return Tensor::from_data(TensorData::new(out, dims), &device);
+        return timed(shape.profile_name(), Pass::Forward, shape.flops(), || {
+            let device = x.device();
+            let out = conv2d_f32(
+                &host_values(x),
+                &host_values(conv.weight.val()),
+                Some(&host_values(bias.val())),
+                shape,
+            );
+            let dims = [shape.batch, shape.c_out, shape.h_out(), shape.w_out()];
+            Tensor::from_data(TensorData::new(out, dims), &device)
+        });
     }
     if !on_cpu_autodiff_f32(&x) {
         return conv.forward(x);
     }
     let prim = |t: Tensor<B, 4>| downcast::<_, Primitive<CpuAutodiff>>(t.into_primitive().tensor());
-    let out = tracked_conv(
-        prim(x),
-        prim(conv.weight.val()),
-        downcast(bias.val().into_primitive().tensor()),
-        shape,
-    );
+    let out = timed(shape.profile_name(), Pass::Forward, shape.flops(), || {
+        tracked_conv(
+            prim(x),
+            prim(conv.weight.val()),
+            downcast(bias.val().into_primitive().tensor()),
+            shape,
+        )
+    });
     Tensor::from_primitive(TensorPrimitive::Float(downcast(out)))
 }
 
@@ -101,18 +106,21 @@ impl Backward<CpuBackend, 3> for ConvBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_w, node_b] = ops.parents;
-        let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
         let s = ops.state;
         let sh = s.shape;
         let wanted = Wanted {
             input: node_x.is_some(),
             weight: node_w.is_some(),
         };
-        let d = conv2d_backward_f32(&s.x, &s.weight, &g, sh, wanted);
-        let [b, ci, h, w, co, kh, kw] = [sh.batch, sh.c_in, sh.h, sh.w, sh.c_out, sh.kh, sh.kw];
-        register_grad(grads, node_x.map(|n| n.id), d.dx, [b, ci, h, w]);
-        register_grad(grads, node_w.map(|n| n.id), d.dw, [co, ci, kh, kw]);
-        register_grad(grads, node_b.map(|n| n.id), Some(d.db), [co]);
+        let flops = (wanted.input as u8 + wanted.weight as u8) as f64 * sh.flops();
+        timed(sh.profile_name(), Pass::Backward, flops, || {
+            let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
+            let d = conv2d_backward_f32(&s.x, &s.weight, &g, sh, wanted);
+            let [b, ci, h, w, co, kh, kw] = [sh.batch, sh.c_in, sh.h, sh.w, sh.c_out, sh.kh, sh.kw];
+            register_grad(grads, node_x.map(|n| n.id), d.dx, [b, ci, h, w]);
+            register_grad(grads, node_w.map(|n| n.id), d.dw, [co, ci, kh, kw]);
+            register_grad(grads, node_b.map(|n| n.id), Some(d.db), [co]);
+        });
     }
 }
 

@@ -10,6 +10,7 @@ use burn::tensor::ops::FloatTensor as Primitive;
 use burn::tensor::{activation::gelu, backend::Backend, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 use codi_kernels::geglu::{geglu_backward_f32, geglu_f32};
+use codi_kernels::profile::{timed, Pass};
 
 use crate::layers::host::{
     downcast, host_to_primitive, host_values, on_cpu_autodiff_f32, on_cpu_f32, primitive_values,
@@ -21,12 +22,16 @@ pub fn geglu<B: Backend>(h: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, n, two_inner] = h.dims();
     let inner = two_inner / 2;
     if on_cpu_f32(&h) {
-        let device = h.device();
-        let out = geglu_f32(&host_values(h), inner);
-        return Tensor::from_data(TensorData::new(out, [b, n, inner]), &device);
+        return timed("GEGLU", Pass::Forward, 0.0, || {
+            let device = h.device();
+            let out = geglu_f32(&host_values(h), inner);
+            Tensor::from_data(TensorData::new(out, [b, n, inner]), &device)
+        });
     }
     if on_cpu_autodiff_f32(&h) {
-        let out = tracked_geglu(downcast(h.into_primitive().tensor()), [b, n, inner]);
+        let out = timed("GEGLU", Pass::Forward, 0.0, || {
+            tracked_geglu(downcast(h.into_primitive().tensor()), [b, n, inner])
+        });
         return Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
     }
     let mut parts = h.split(inner, 2);
@@ -49,12 +54,14 @@ impl Backward<CpuBackend, 1> for GegluBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node] = ops.parents;
-        let dout = primitive_values(grads.consume::<CpuBackend>(&ops.node));
-        let (h, [b, n, inner]) = ops.state;
-        if let Some(node) = node {
-            let dh = geglu_backward_f32(&h, &dout, inner);
-            grads.register::<CpuBackend>(node.id, host_to_primitive(dh, [b, n, 2 * inner]));
-        }
+        timed("GEGLU", Pass::Backward, 0.0, || {
+            let dout = primitive_values(grads.consume::<CpuBackend>(&ops.node));
+            let (h, [b, n, inner]) = ops.state;
+            if let Some(node) = node {
+                let dh = geglu_backward_f32(&h, &dout, inner);
+                grads.register::<CpuBackend>(node.id, host_to_primitive(dh, [b, n, 2 * inner]));
+            }
+        });
     }
 }
 

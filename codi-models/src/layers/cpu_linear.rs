@@ -11,6 +11,7 @@ use burn::tensor::ops::FloatTensor as Primitive;
 use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 use codi_kernels::linear::{linear_backward_f32, linear_f32, LinearShape};
+use codi_kernels::profile::{timed, Pass};
 
 use crate::layers::host::{
     downcast, host_to_primitive, host_values, on_cpu_autodiff_f32, on_cpu_f32, primitive_values,
@@ -36,27 +37,31 @@ pub fn linear_forward<B: Backend, const D: usize>(
         d_out,
     };
     if on_cpu_f32(&x) {
-        let device = x.device();
-        let bias = lin.bias.as_ref().map(|b| host_values(b.val()));
-        let out = linear_f32(
-            &host_values(x),
-            &host_values(lin.weight.val()),
-            bias.as_deref(),
-            s,
-        );
-        return Tensor::from_data(TensorData::new(out, out_dims), &device);
+        return timed("dense", Pass::Forward, s.flops(), || {
+            let device = x.device();
+            let bias = lin.bias.as_ref().map(|b| host_values(b.val()));
+            let out = linear_f32(
+                &host_values(x),
+                &host_values(lin.weight.val()),
+                bias.as_deref(),
+                s,
+            );
+            Tensor::from_data(TensorData::new(out, out_dims), &device)
+        });
     }
     if on_cpu_autodiff_f32(&x) {
         let prim =
             |t: Tensor<B, 2>| downcast::<_, Primitive<CpuAutodiff>>(t.into_primitive().tensor());
-        let out = tracked_linear(
-            prim(x.reshape([s.rows, d_in])),
-            prim(lin.weight.val()),
-            lin.bias
-                .as_ref()
-                .map(|b| downcast(b.val().into_primitive().tensor())),
-            s,
-        );
+        let out = timed("dense", Pass::Forward, s.flops(), || {
+            tracked_linear(
+                prim(x.reshape([s.rows, d_in])),
+                prim(lin.weight.val()),
+                lin.bias
+                    .as_ref()
+                    .map(|b| downcast(b.val().into_primitive().tensor())),
+                s,
+            )
+        });
         let out: Tensor<B, 2> = Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
         return out.reshape(out_dims);
     }
@@ -83,13 +88,16 @@ impl Backward<CpuBackend, 3> for LinearBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_w, node_b] = ops.parents;
-        let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
         let LinearState { x, weight, shape } = ops.state;
-        let d = linear_backward_f32(&x, &weight, &g, shape, node_x.is_some(), node_w.is_some());
-        let LinearShape { rows, d_in, d_out } = shape;
-        register_grad(grads, node_x.map(|n| n.id), d.dx, [rows, d_in]);
-        register_grad(grads, node_w.map(|n| n.id), d.dw, [d_in, d_out]);
-        register_grad(grads, node_b.map(|n| n.id), Some(d.db), [d_out]);
+        let flops = (node_x.is_some() as u8 + node_w.is_some() as u8) as f64 * shape.flops();
+        timed("dense", Pass::Backward, flops, || {
+            let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
+            let d = linear_backward_f32(&x, &weight, &g, shape, node_x.is_some(), node_w.is_some());
+            let LinearShape { rows, d_in, d_out } = shape;
+            register_grad(grads, node_x.map(|n| n.id), d.dx, [rows, d_in]);
+            register_grad(grads, node_w.map(|n| n.id), d.dw, [d_in, d_out]);
+            register_grad(grads, node_b.map(|n| n.id), Some(d.db), [d_out]);
+        });
     }
 }
 

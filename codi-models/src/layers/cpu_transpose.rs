@@ -12,6 +12,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::ops::{FloatTensor as Primitive, FloatTensorOps};
 use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
+use codi_kernels::profile::{timed, Pass};
 
 use crate::layers::host::{
     downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host,
@@ -31,7 +32,11 @@ pub fn channels_to_tokens<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
 fn swapped<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, r, c] = t.dims();
     if on_cpu_f32(&t) {
-        let out = swapped_rows(downcast(t.into_primitive().tensor()), [b, r, c]);
+        let out = swapped_rows(
+            downcast(t.into_primitive().tensor()),
+            [b, r, c],
+            Pass::Forward,
+        );
         return Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
     }
     if on_cpu_autodiff_f32(&t) {
@@ -58,13 +63,13 @@ impl Backward<CpuBackend, 1> for SwapBackward {
         let g = grads.consume::<CpuBackend>(&ops.node);
         let [b, r, c] = ops.state;
         if let Some(node) = node {
-            grads.register::<CpuBackend>(node.id, swapped_rows(g, [b, c, r]));
+            grads.register::<CpuBackend>(node.id, swapped_rows(g, [b, c, r], Pass::Backward));
         }
     }
 }
 
 fn tracked_swap(t: Primitive<CpuAutodiff>, [b, r, c]: [usize; 3]) -> Primitive<CpuAutodiff> {
-    let output = swapped_rows(t.primitive.clone(), [b, r, c]);
+    let output = swapped_rows(t.primitive.clone(), [b, r, c], Pass::Forward);
     match SwapBackward
         .prepare::<NoCheckpointing>([t.node.clone()])
         .compute_bound()
@@ -77,9 +82,15 @@ fn tracked_swap(t: Primitive<CpuAutodiff>, [b, r, c]: [usize; 3]) -> Primitive<C
 
 /// t: [b, r, c] → its [b, c, r] transpose in row-major memory (the swapped view comes to the host through
 /// the batched transpose of `host::primitive_to_host`).
-fn swapped_rows(t: Primitive<CpuBackend>, [b, r, c]: [usize; 3]) -> Primitive<CpuBackend> {
-    let values = primitive_to_host(CpuBackend::float_swap_dims(t, 1, 2));
-    host_to_primitive(values, [b, c, r])
+fn swapped_rows(
+    t: Primitive<CpuBackend>,
+    [b, r, c]: [usize; 3],
+    pass: Pass,
+) -> Primitive<CpuBackend> {
+    timed("tokens ↔ channels", pass, 0.0, || {
+        let values = primitive_to_host(CpuBackend::float_swap_dims(t, 1, 2));
+        host_to_primitive(values, [b, c, r])
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use burn::tensor::ops::FloatTensor as Primitive;
 use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
 use codi_core::device::{CpuAutodiff, CpuBackend};
 use codi_kernels::norm::{group_norm_backward_f32, group_norm_f32, GroupNormSpec};
+use codi_kernels::profile::{timed, Pass};
 
 use crate::layers::host::{
     downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_values, register_grad,
@@ -57,22 +58,33 @@ fn on_host<B: Backend, const D: usize>(
     if !on_cpu_f32(&x) {
         return Err(x);
     }
-    let shape = x.shape();
-    let dims = shape.dims::<D>();
-    let device = x.device();
-    let gamma = norm.gamma.as_ref().map(|g| to_host(g.val()));
-    let beta = norm.beta.as_ref().map(|b| to_host(b.val()));
-    let mut data = to_host(x);
-    let spec = GroupNormSpec {
-        channels: dims[1],
-        groups: norm.num_groups,
-        spatial: dims[2..].iter().product(),
-        affine: gamma.as_deref().zip(beta.as_deref()),
-        eps: norm.epsilon as f32,
-        silu: act,
-    };
-    group_norm_f32(&mut data, spec);
-    Ok(Tensor::from_data(TensorData::new(data, shape), &device))
+    Ok(timed(profile_name(act), Pass::Forward, 0.0, || {
+        let shape = x.shape();
+        let dims = shape.dims::<D>();
+        let device = x.device();
+        let gamma = norm.gamma.as_ref().map(|g| to_host(g.val()));
+        let beta = norm.beta.as_ref().map(|b| to_host(b.val()));
+        let mut data = to_host(x);
+        let spec = GroupNormSpec {
+            channels: dims[1],
+            groups: norm.num_groups,
+            spatial: dims[2..].iter().product(),
+            affine: gamma.as_deref().zip(beta.as_deref()),
+            eps: norm.epsilon as f32,
+            silu: act,
+        };
+        group_norm_f32(&mut data, spec);
+        Tensor::from_data(TensorData::new(data, shape), &device)
+    }))
+}
+
+/// The layer-type name of a profile (`codi_kernels::profile`).
+fn profile_name(silu: bool) -> &'static str {
+    if silu {
+        "group norm + SiLU"
+    } else {
+        "group norm"
+    }
 }
 
 /// One op on the autodiff CPU backend (affine norms, f32); otherwise x back unchanged.
@@ -98,7 +110,9 @@ fn tracked<B: Backend, const D: usize>(
         eps: norm.epsilon as f32,
         silu: act,
     };
-    let out = tracked_group_norm(x3, prim(gamma.val()), prim(beta.val()), spec);
+    let out = timed(profile_name(act), Pass::Forward, 0.0, || {
+        tracked_group_norm(x3, prim(gamma.val()), prim(beta.val()), spec)
+    });
     Ok(Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(downcast(out))).reshape(dims))
 }
 
@@ -146,13 +160,15 @@ impl Backward<CpuBackend, 3> for GroupNormBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_g, node_b] = ops.parents;
-        let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
         let s = ops.state;
-        let d = group_norm_backward_f32(&s.x, &g, &s.stats, s.spec.kernel(&s.gamma, &s.beta));
-        let c = s.spec.dims[1];
-        register_grad(grads, node_x.map(|n| n.id), Some(d.dx), s.spec.dims);
-        register_grad(grads, node_g.map(|n| n.id), Some(d.dgamma), [c]);
-        register_grad(grads, node_b.map(|n| n.id), Some(d.dbeta), [c]);
+        timed(profile_name(s.spec.silu), Pass::Backward, 0.0, || {
+            let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
+            let d = group_norm_backward_f32(&s.x, &g, &s.stats, s.spec.kernel(&s.gamma, &s.beta));
+            let c = s.spec.dims[1];
+            register_grad(grads, node_x.map(|n| n.id), Some(d.dx), s.spec.dims);
+            register_grad(grads, node_g.map(|n| n.id), Some(d.dgamma), [c]);
+            register_grad(grads, node_b.map(|n| n.id), Some(d.dbeta), [c]);
+        });
     }
 }
 
