@@ -66,6 +66,9 @@ pub fn attention_f32_lse(
             // transposed view gathered one float at a time, for each block of rows again).
             let mut kt = vec![0f32; m * d];
             transpose(&k[hd * m * d..(hd + 1) * m * d], m, d, &mut kt);
+            let vh = &v[hd * m * dv..(hd + 1) * m * dv];
+            // Values of at most one vector per row: rows padded to 8 floats for `narrow_values`.
+            let v8 = narrow_values_apply(dv).then(|| pad_to_8(vh, dv));
             o.par_chunks_mut(ROWS * dv)
                 .zip(l.par_chunks_mut(ROWS))
                 .enumerate()
@@ -75,7 +78,6 @@ pub fn attention_f32_lse(
                         let r0 = blk * ROWS;
                         let rows = ob.len() / dv;
                         let qb = &q[(hd * n + r0) * d..(hd * n + r0 + rows) * d];
-                        let vh = &v[hd * m * dv..(hd + 1) * m * dv];
                         let s = &mut scores[..rows * m];
                         // s = scale · q kᵀ: [rows, m]
                         // SAFETY: the blocks are in bounds of q, k, v and the score buffer.
@@ -99,7 +101,11 @@ pub fn attention_f32_lse(
                             *sum = total;
                             *l = max + total.ln();
                         }
-                        // o = p v: [rows, dv]
+                        // o = p v / Σp: [rows, dv]
+                        if let Some(v8) = &v8 {
+                            narrow_values(s, m, v8, ob, dv, |r| 1.0 / sums[r]);
+                            return;
+                        }
                         // SAFETY: the blocks are in bounds of q, k, v and the score buffer.
                         unsafe {
                             sgemm(
@@ -121,6 +127,111 @@ pub fn attention_f32_lse(
                 );
         });
     (out, lse)
+}
+
+/// Whether o = p v goes through [`narrow_values`]: values of at most 8 floats, where the gemm's 16-wide
+/// tile would run at most half full (the mid config's UNet has heads of width 8 at 1,024 tokens).
+pub(crate) fn narrow_values_apply(dv: usize) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // `CODI_NARROW_ATTENTION=0` keeps the gemm, for comparisons (read once).
+    let on = *ON.get_or_init(|| std::env::var("CODI_NARROW_ATTENTION").map_or(true, |v| v != "0"));
+    dv <= 8 && on && has_avx2_fma()
+}
+
+/// `b` ([m, width], width ≤ 8) with its rows padded to 8 floats, for [`narrow_values`].
+pub(crate) fn pad_to_8(b: &[f32], width: usize) -> Vec<f32> {
+    let mut b8 = vec![0f32; b.len() / width * 8];
+    for (dst, src) in b8.chunks_exact_mut(8).zip(b.chunks_exact(width)) {
+        dst[..width].copy_from_slice(src);
+    }
+    b8
+}
+
+/// o[r] = scale(r) · Σ_j p[r, j] v8[j] for the rows of p ([rows, m], read in place), v8: [m, 8] (values
+/// padded to 8 floats, [`pad_to_8`]), o: [rows, dv].
+pub(crate) fn narrow_values(
+    p: &[f32],
+    m: usize,
+    v8: &[f32],
+    o: &mut [f32],
+    dv: usize,
+    scale: impl Fn(usize) -> f32,
+) {
+    let rows = o.len() / dv;
+    assert!(narrow_values_apply(dv) && v8.len() == m * 8 && o.len() == rows * dv);
+    assert_eq!(p.len(), rows * m);
+    #[cfg(target_arch = "x86_64")]
+    for (blk, (pr, or)) in p
+        .chunks(NARROW_ROWS * m)
+        .zip(o.chunks_mut(NARROW_ROWS * dv))
+        .enumerate()
+    {
+        let mut acc = [[0f32; 8]; NARROW_ROWS];
+        // SAFETY: AVX2 and FMA are present (narrow_values_apply); pr holds whole rows of m floats.
+        unsafe { x86::narrow_rows(pr, m, pr.len() / m, v8, &mut acc) };
+        for (i, (orow, a)) in or.chunks_mut(dv).zip(&acc).enumerate() {
+            let f = scale(blk * NARROW_ROWS + i);
+            for (x, a) in orow.iter_mut().zip(a) {
+                *x = a * f;
+            }
+        }
+    }
+}
+
+/// Rows of p per pass of [`narrow_values`]: one accumulator each, beside the value vector and a broadcast.
+const NARROW_ROWS: usize = 8;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::NARROW_ROWS;
+    use std::arch::x86_64::*;
+
+    /// acc[r] = Σ_j p[r·m + j] v8[j] for r < rows (≤ NARROW_ROWS): per key one vector of values, one
+    /// broadcast and one multiply-add per row.
+    ///
+    /// # Safety
+    /// AVX2 and FMA present; p holds rows · m floats, v8 m · 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn narrow_rows(
+        p: &[f32],
+        m: usize,
+        rows: usize,
+        v8: &[f32],
+        acc: &mut [[f32; 8]; NARROW_ROWS],
+    ) {
+        match rows {
+            8 => rows_n::<8>(p, m, v8, acc),
+            7 => rows_n::<7>(p, m, v8, acc),
+            6 => rows_n::<6>(p, m, v8, acc),
+            5 => rows_n::<5>(p, m, v8, acc),
+            4 => rows_n::<4>(p, m, v8, acc),
+            3 => rows_n::<3>(p, m, v8, acc),
+            2 => rows_n::<2>(p, m, v8, acc),
+            1 => rows_n::<1>(p, m, v8, acc),
+            _ => unreachable!("1 to {NARROW_ROWS} rows"),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows_n<const R: usize>(
+        p: &[f32],
+        m: usize,
+        v8: &[f32],
+        acc: &mut [[f32; 8]; NARROW_ROWS],
+    ) {
+        debug_assert!(p.len() >= R * m && v8.len() >= m * 8);
+        let (p, v8) = (p.as_ptr(), v8.as_ptr());
+        let mut a = [_mm256_setzero_ps(); R];
+        for j in 0..m {
+            let v = _mm256_loadu_ps(v8.add(8 * j));
+            for (r, a) in a.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*p.add(r * m + j)), v, *a);
+            }
+        }
+        for (dst, a) in acc.iter_mut().zip(a) {
+            _mm256_storeu_ps(dst.as_mut_ptr(), a);
+        }
+    }
 }
 
 /// row ← exp(row − max(row)); returns the max and the sum of the new row.
@@ -222,6 +333,26 @@ pub(crate) mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn narrow_values_match_the_definition() {
+        // Value widths the 8-float path takes (1, 3, 8) and one it does not (9); rows not a multiple of 8.
+        for dv in [1, 3, 8, 9] {
+            let (heads, n, m, d) = (2, ROWS + 13, 45, 8);
+            let q = pseudo_normal(heads * n * d, 7, 3.0);
+            let k = pseudo_normal(heads * m * d, 8, 1.0);
+            let v = pseudo_normal(heads * m * dv, 9, 1.0);
+            let shape = AttentionShape { heads, n, m, d, dv };
+            let got = attention_f32(&q, &k, &v, shape);
+            let want = naive(&q, &k, &v, shape);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-5, "dv {dv}: max |kernel − definition| = {err}");
+        }
     }
 
     #[test]

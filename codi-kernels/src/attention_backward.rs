@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use crate::attention::{AttentionShape, ROWS};
+use crate::attention::{narrow_values, narrow_values_apply, pad_to_8, AttentionShape, ROWS};
 use crate::math::{exp_approx_with, has_avx2_fma};
 use crate::sgemm::{sgemm, View};
 use crate::transpose::transpose;
@@ -61,6 +61,8 @@ pub fn attention_backward_f32(
             let (mut kt, mut vt) = (vec![0f32; d * m], vec![0f32; dv * m]);
             transpose(kh, m, d, &mut kt);
             transpose(vh, m, dv, &mut vt);
+            // Heads of at most 8 floats: dq through the forward's narrow product (see there).
+            let k8 = narrow_values_apply(d).then(|| pad_to_8(kh, d));
             let mut p = vec![0f32; ROWS * m];
             let mut ds = vec![0f32; ROWS * m];
             // dv and dk accumulate transposed ([dv, m], [d, m]): the probabilities are then the right operand,
@@ -123,16 +125,21 @@ pub fn attention_backward_f32(
                         false,
                     );
                     // dq = (scale · dS) k: [rows, d]
-                    sgemm(
-                        [rows, d, m],
-                        dqh[r0 * d..].as_mut_ptr(),
-                        d,
-                        false,
-                        View::row_major(ds, m),
-                        View::row_major(kh, d),
-                        1.0,
-                        false,
-                    );
+                    match &k8 {
+                        Some(k8) => {
+                            narrow_values(ds, m, k8, &mut dqh[r0 * d..(r0 + rows) * d], d, |_| 1.0)
+                        }
+                        None => sgemm(
+                            [rows, d, m],
+                            dqh[r0 * d..].as_mut_ptr(),
+                            d,
+                            false,
+                            View::row_major(ds, m),
+                            View::row_major(kh, d),
+                            1.0,
+                            false,
+                        ),
+                    }
                     // dkᵀ += qᵀ (scale · dS): [d, m]
                     sgemm(
                         [d, m, rows],

@@ -1,6 +1,6 @@
 //! `codi bench ops`: the speed of the operations that dominate a diffusion UNet — the backend's matmul, a
-//! dense layer and a 3×3 convolution as codi's models run them (on the CPU backend, the host kernels), and
-//! the backend's own convolution — forward and forward + backward.
+//! dense layer, a 3×3 convolution and attention as codi's models run them (on the CPU backend, the host
+//! kernels), and the backend's own convolution — forward and forward + backward.
 
 use std::time::Instant;
 
@@ -12,6 +12,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use clap::{Args as ClapArgs, Subcommand};
 use codi_core::device::{with_backend, BackendTask, DeviceSpec};
+use codi_models::layers::cpu_attention::scaled_dot_product;
 use codi_models::layers::cpu_conv::conv2d_forward;
 use codi_models::layers::cpu_linear::linear_forward;
 use serde::Serialize;
@@ -38,6 +39,24 @@ pub struct OpsArgs {
     /// Also time the backend's own convolution on each shape (slow: its backward is ~5× codi's).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     backend_conv: bool,
+    /// Self-attention shapes to time, each BATCH,HEADS,TOKENS,WIDTH (repeatable; none by default; the mid
+    /// config's widest: 8,8,1024,8).
+    #[arg(long = "attention", value_parser = parse_attention_shape)]
+    attentions: Vec<[usize; 4]>,
+}
+
+fn parse_attention_shape(s: &str) -> Result<[usize; 4], String> {
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("'{s}': {e} (expected BATCH,HEADS,TOKENS,WIDTH)"))?;
+    match v[..] {
+        [b, h, n, d] if b > 0 && h > 0 && n > 0 && d > 0 => Ok([b, h, n, d]),
+        _ => Err(format!(
+            "'{s}': expected four positive integers BATCH,HEADS,TOKENS,WIDTH"
+        )),
+    }
 }
 
 fn parse_conv_shape(s: &str) -> Result<[usize; 4], String> {
@@ -89,11 +108,14 @@ fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
 
 struct Ops(OpsArgs);
 
-/// The rows of one op: its forward time and its forward + backward time (counted as 3× the forward's FLOPs).
+/// The rows of one op: its forward time and its forward + backward time (`flops` forward, `backward`
+/// times as many more backward).
+#[allow(clippy::too_many_arguments)]
 fn timed_pair(
     rows: &mut Vec<Row>,
     op: String,
     flops: f64,
+    backward: f64,
     iters: usize,
     forward: impl FnMut(),
     forward_backward: impl FnMut(),
@@ -110,7 +132,7 @@ fn timed_pair(
         op,
         pass: "forward+backward",
         ms,
-        gflops: 3.0 * flops / ms / 1e6,
+        gflops: (1.0 + backward) * flops / ms / 1e6,
     });
 }
 
@@ -126,6 +148,7 @@ impl BackendTask for Ops {
             &mut rows,
             format!("matmul {n}x{n}"),
             2.0 * (n * n * n) as f64,
+            2.0,
             iters,
             || sync(a.clone().inner().matmul(b.clone().inner())),
             || {
@@ -144,6 +167,7 @@ impl BackendTask for Ops {
             &mut rows,
             format!("dense [{tokens}, {width}]x[{width}, {width}]"),
             2.0 * (tokens * width * width) as f64,
+            2.0,
             iters,
             || sync(linear_forward(&lin_inner, ti.clone())),
             || {
@@ -180,6 +204,7 @@ impl BackendTask for Ops {
                     &mut rows,
                     format!("conv3x3 {c_in}->{c_out} {hw}x{hw} batch {batch} ({label})"),
                     2.0 * (batch * c_in * c_out * 9 * hw * hw) as f64,
+                    2.0,
                     iters,
                     || {
                         sync(if ours {
@@ -200,6 +225,34 @@ impl BackendTask for Ops {
                     },
                 );
             }
+        }
+
+        for [batch, heads, n, d] in self.0.attentions.clone() {
+            let qkv = || {
+                Tensor::<B, 4>::random(
+                    [batch, heads, n, d],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                )
+            };
+            let (q, k, v) = (qkv(), qkv(), qkv());
+            let (qi, ki, vi) = (q.clone().inner(), k.clone().inner(), v.clone().inner());
+            // Scores and values: 2·n²·d each; the backward rebuilds the scores, then dV, dP, dq and dk.
+            timed_pair(
+                &mut rows,
+                format!("attention {batch}x{heads} heads, {n} tokens, width {d}"),
+                4.0 * (batch * heads * n * n * d) as f64,
+                2.5,
+                iters,
+                || sync(scaled_dot_product(qi.clone(), ki.clone(), vi.clone())),
+                || {
+                    let q = q.clone().require_grad();
+                    let g = scaled_dot_product(q.clone(), k.clone().require_grad(), v.clone())
+                        .sum()
+                        .backward();
+                    sync(q.grad(&g).expect("gradient"));
+                },
+            );
         }
         rows
     }
