@@ -7,6 +7,7 @@ pub mod attention_backward;
 mod buffer;
 pub mod conv;
 pub mod geglu;
+pub mod layer_norm;
 pub mod linear;
 pub mod math;
 pub mod norm;

@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod cpu_attention;
 pub mod cpu_conv;
 pub mod cpu_geglu;
+pub mod cpu_layer_norm;
 pub mod cpu_linear;
 pub mod cpu_transpose;
 pub mod embeddings;

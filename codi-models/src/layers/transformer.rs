@@ -2,6 +2,7 @@
 //! GEGLU feed-forward), as used in SD's cross-attention UNet blocks.
 
 use crate::layers::cpu_conv::conv2d_forward;
+use crate::layers::cpu_layer_norm::layer_norm;
 use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;
@@ -39,6 +40,9 @@ impl<B: Backend> FeedForward<B> {
     }
 }
 
+/// ε of the transformer blocks' LayerNorms (diffusers' default).
+const NORM_EPS: f64 = 1e-5;
+
 #[derive(Module, Debug)]
 pub struct BasicTransformerBlock<B: Backend> {
     pub norm1: LayerNorm<B>,
@@ -57,7 +61,11 @@ impl<B: Backend> BasicTransformerBlock<B> {
         cross_attention_dim: usize,
         device: &B::Device,
     ) -> Self {
-        let ln = || LayerNormConfig::new(dim).with_epsilon(1e-5).init(device);
+        let ln = || {
+            LayerNormConfig::new(dim)
+                .with_epsilon(NORM_EPS)
+                .init(device)
+        };
         Self {
             norm1: ln(),
             attn1: AttentionConfig::new(dim, heads, dim_head).init(device),
@@ -72,12 +80,13 @@ impl<B: Backend> BasicTransformerBlock<B> {
 
     /// x: [batch, n, dim], context: [batch, m, cross_dim] → [batch, n, dim]
     pub fn forward(&self, x: Tensor<B, 3>, context: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
+        let norm = |n: &LayerNorm<B>, x: Tensor<B, 3>| layer_norm(n, x, NORM_EPS);
+        let x = self.attn1.forward(norm(&self.norm1, x.clone()), None) + x;
         let x = self
             .attn2
-            .forward(self.norm2.forward(x.clone()), Some(context))
+            .forward(norm(&self.norm2, x.clone()), Some(context))
             + x;
-        self.ff.forward(self.norm3.forward(x.clone())) + x
+        self.ff.forward(norm(&self.norm3, x.clone())) + x
     }
 }
 

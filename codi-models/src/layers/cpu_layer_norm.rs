@@ -1,0 +1,214 @@
+//! LayerNorm under autodiff on the CPU backend as one op (`codi_kernels::layer_norm`): burn-autodiff records
+//! LayerNorm as its definition, a dozen element-wise ops over the tokens and as many in the backward pass, in
+//! each of a transformer block's three norms. Inference keeps burn's LayerNorm (burn-flex fuses it), as do
+//! other backends.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::nn::LayerNorm;
+use burn::tensor::ops::FloatTensor as Primitive;
+use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
+use codi_core::device::{CpuAutodiff, CpuBackend};
+use codi_kernels::layer_norm::{layer_norm_backward_f32, layer_norm_f32, LayerNormSpec};
+use codi_kernels::profile::{timed, Pass};
+
+use crate::layers::host::{
+    downcast, host_to_primitive, on_cpu_autodiff_f32, primitive_values, register_grad, HostValues,
+};
+
+/// `norm.forward(x)` over the last axis, as one op under autodiff on the CPU backend. `eps` must be the one
+/// `norm` was built with (burn keeps it private). x: [..., width] → same shape
+pub fn layer_norm<B: Backend, const D: usize>(
+    norm: &LayerNorm<B>,
+    x: Tensor<B, D>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let Some(beta) = &norm.beta else {
+        return norm.forward(x);
+    };
+    if !on_cpu_autodiff_f32(&x) {
+        return norm.forward(x);
+    }
+    let dims = x.dims();
+    let width = dims[D - 1];
+    let rows = dims[..D - 1].iter().product();
+    let prim = |t: Tensor<B, 1>| downcast::<_, Primitive<CpuAutodiff>>(t.into_primitive().tensor());
+    let x2 =
+        downcast::<_, Primitive<CpuAutodiff>>(x.reshape([rows, width]).into_primitive().tensor());
+    let out = timed("layer norm", Pass::Forward, 0.0, || {
+        tracked_layer_norm(
+            x2,
+            prim(norm.gamma.val()),
+            prim(beta.val()),
+            [rows, width],
+            eps as f32,
+        )
+    });
+    Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(downcast(out))).reshape(dims)
+}
+
+#[derive(Debug, Clone)]
+struct LayerNormState {
+    x: HostValues,
+    gamma: HostValues,
+    stats: Vec<[f32; 2]>,
+    dims: [usize; 2],
+    eps: f32,
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<CpuBackend, 3> for LayerNormBackward {
+    type State = LayerNormState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_g, node_b] = ops.parents;
+        let s = ops.state;
+        timed("layer norm", Pass::Backward, 0.0, || {
+            let g = primitive_values(grads.consume::<CpuBackend>(&ops.node));
+            let [_, width] = s.dims;
+            let spec = LayerNormSpec {
+                width,
+                gamma: &s.gamma,
+                beta: None,
+                eps: s.eps,
+            };
+            let d = layer_norm_backward_f32(&s.x, &g, &s.stats, spec);
+            register_grad(grads, node_x.map(|n| n.id), Some(d.dx), s.dims);
+            register_grad(grads, node_g.map(|n| n.id), Some(d.dgamma), [width]);
+            register_grad(grads, node_b.map(|n| n.id), Some(d.dbeta), [width]);
+        });
+    }
+}
+
+fn tracked_layer_norm(
+    x: Primitive<CpuAutodiff>,
+    gamma: Primitive<CpuAutodiff>,
+    beta: Primitive<CpuAutodiff>,
+    dims: [usize; 2],
+    eps: f32,
+) -> Primitive<CpuAutodiff> {
+    let xh = primitive_values(x.primitive.clone());
+    let gh = primitive_values(gamma.primitive.clone());
+    let bh = primitive_values(beta.primitive.clone());
+    let mut out = xh.to_vec();
+    let spec = LayerNormSpec {
+        width: dims[1],
+        gamma: &gh,
+        beta: Some(&bh),
+        eps,
+    };
+    let stats = layer_norm_f32(&mut out, spec);
+    let output = host_to_primitive(out, dims);
+    match LayerNormBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            LayerNormState {
+                x: xh,
+                gamma: gh,
+                stats,
+                dims,
+                eps,
+            },
+            output,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{Module, ModuleMapper, Param};
+    use burn::nn::LayerNormConfig;
+    use codi_core::NoiseSource;
+
+    /// Seeded noise on every parameter, each left a trainable leaf.
+    struct Perturb(codi_core::SeededNoise);
+
+    impl ModuleMapper<CpuAutodiff> for Perturb {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: Param<Tensor<CpuAutodiff, D>>,
+        ) -> Param<Tensor<CpuAutodiff, D>> {
+            param.map(|t| {
+                let n = self.0.sample::<CpuBackend, D>(t.dims(), &t.device());
+                Tensor::from_inner(t.inner() + n.mul_scalar(0.5)).require_grad()
+            })
+        }
+    }
+
+    #[test]
+    fn matches_burns_values_and_gradients() {
+        type AB = CpuAutodiff;
+        let dev = Default::default();
+        // Low-variance rows, so that a wrong ε shows.
+        let eps = 1e-5;
+        let norm: LayerNorm<AB> = LayerNormConfig::new(37).with_epsilon(eps).init(&dev);
+        let norm = norm.map(&mut Perturb(codi_core::SeededNoise::new(3)));
+        let mut noise = codi_core::SeededNoise::new(4);
+        let x = Tensor::<AB, 3>::from_inner(
+            noise
+                .sample::<CpuBackend, 3>([2, 45, 37], &dev)
+                .mul_scalar(3e-3),
+        )
+        .require_grad();
+        let w = noise.sample::<CpuBackend, 3>([2, 45, 37], &dev);
+        let run = |ours: bool| {
+            let y = if ours {
+                layer_norm(&norm, x.clone(), eps)
+            } else {
+                norm.forward(x.clone())
+            };
+            let grads = (y.clone() * Tensor::from_inner(w.clone())).sum().backward();
+            let v = |t: Tensor<CpuBackend, 3>| t.into_data().into_vec::<f32>().unwrap();
+            let v1 = |t: Tensor<CpuBackend, 1>| t.into_data().into_vec::<f32>().unwrap();
+            (
+                v(y.inner()),
+                v(x.grad(&grads).unwrap()),
+                v1(norm.gamma.val().grad(&grads).unwrap()),
+                v1(norm.beta.as_ref().unwrap().val().grad(&grads).unwrap()),
+            )
+        };
+        let (ours, burns) = (run(true), run(false));
+        let diff = |a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+                / scale
+        };
+        assert!(
+            diff(&ours.0, &burns.0) < 1e-5,
+            "y: {}",
+            diff(&ours.0, &burns.0)
+        );
+        assert!(
+            diff(&ours.1, &burns.1) < 1e-4,
+            "dx: {}",
+            diff(&ours.1, &burns.1)
+        );
+        assert!(
+            diff(&ours.2, &burns.2) < 1e-5,
+            "dγ: {}",
+            diff(&ours.2, &burns.2)
+        );
+        assert!(
+            diff(&ours.3, &burns.3) < 1e-5,
+            "dβ: {}",
+            diff(&ours.3, &burns.3)
+        );
+    }
+}
