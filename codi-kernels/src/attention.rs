@@ -340,36 +340,31 @@ pub(crate) mod tests {
         // Value widths the 8-float path takes (1, 3, 8) and one it does not (9); rows not a multiple of 8.
         for dv in [1, 3, 8, 9] {
             let (heads, n, m, d) = (2, ROWS + 13, 45, 8);
-            let q = pseudo_normal(heads * n * d, 7, 3.0);
-            let k = pseudo_normal(heads * m * d, 8, 1.0);
-            let v = pseudo_normal(heads * m * dv, 9, 1.0);
-            let shape = AttentionShape { heads, n, m, d, dv };
-            let got = attention_f32(&q, &k, &v, shape);
-            let want = naive(&q, &k, &v, shape);
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let err = error_against_definition(AttentionShape { heads, n, m, d, dv }, 3.0, 7);
             assert!(err < 1e-5, "dv {dv}: max |kernel − definition| = {err}");
         }
+    }
+
+    /// max |kernel − definition| on seeded inputs, queries scaled by `q_scale` (large scores need the max
+    /// shift).
+    fn error_against_definition(shape: AttentionShape, q_scale: f32, seed: u64) -> f32 {
+        let AttentionShape { heads, n, m, d, dv } = shape;
+        let q = pseudo_normal(heads * n * d, seed, q_scale);
+        let k = pseudo_normal(heads * m * d, seed + 1, 1.0);
+        let v = pseudo_normal(heads * m * dv, seed + 2, 1.0);
+        let got = attention_f32(&q, &k, &v, shape);
+        let want = naive(&q, &k, &v, shape);
+        got.iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
     }
 
     #[test]
     fn kernel_matches_the_definition_on_ragged_sizes() {
         // n and m not multiples of the block or lane sizes; scores large enough to need the max shift.
         let (heads, n, m, d, dv) = (3, 2 * ROWS + 5, 77, 8, 12);
-        let q = pseudo_normal(heads * n * d, 1, 4.0);
-        let k = pseudo_normal(heads * m * d, 2, 1.0);
-        let v = pseudo_normal(heads * m * dv, 3, 1.0);
-        let shape = AttentionShape { heads, n, m, d, dv };
-        let got = attention_f32(&q, &k, &v, shape);
-        let want = naive(&q, &k, &v, shape);
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let err = error_against_definition(AttentionShape { heads, n, m, d, dv }, 4.0, 1);
         assert!(err < 1e-5, "max |kernel − definition| = {err}");
     }
 }

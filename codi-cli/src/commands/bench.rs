@@ -46,30 +46,23 @@ pub struct OpsArgs {
 }
 
 fn parse_attention_shape(s: &str) -> Result<[usize; 4], String> {
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|p| p.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("'{s}': {e} (expected BATCH,HEADS,TOKENS,WIDTH)"))?;
-    match v[..] {
-        [b, h, n, d] if b > 0 && h > 0 && n > 0 && d > 0 => Ok([b, h, n, d]),
-        _ => Err(format!(
-            "'{s}': expected four positive integers BATCH,HEADS,TOKENS,WIDTH"
-        )),
-    }
+    four_positive(s, "BATCH,HEADS,TOKENS,WIDTH")
 }
 
 fn parse_conv_shape(s: &str) -> Result<[usize; 4], String> {
+    four_positive(s, "C_IN,C_OUT,SIZE,BATCH")
+}
+
+/// Four positive integers separated by commas, named by `names` in the error.
+fn four_positive(s: &str, names: &str) -> Result<[usize; 4], String> {
     let v: Vec<usize> = s
         .split(',')
         .map(|p| p.trim().parse::<usize>())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("'{s}': {e} (expected C_IN,C_OUT,SIZE,BATCH)"))?;
+        .map_err(|e| format!("'{s}': {e} (expected {names})"))?;
     match v[..] {
-        [ci, co, hw, b] if ci > 0 && co > 0 && hw > 0 && b > 0 => Ok([ci, co, hw, b]),
-        _ => Err(format!(
-            "'{s}': expected four positive integers C_IN,C_OUT,SIZE,BATCH"
-        )),
+        [a, b, c, d] if a > 0 && b > 0 && c > 0 && d > 0 => Ok([a, b, c, d]),
+        _ => Err(format!("'{s}': expected four positive integers {names}")),
     }
 }
 

@@ -157,24 +157,10 @@ fn tracked_conv(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layers::perturb::Perturb;
     use crate::layers::{conv2d, zero_conv};
     use burn::module::{Module, ModuleMapper, Param};
     use codi_core::NoiseSource;
-
-    /// Adds seeded noise to every parameter and leaves it a trainable leaf.
-    struct Perturb(codi_core::SeededNoise);
-
-    impl ModuleMapper<CpuAutodiff> for Perturb {
-        fn map_float<const D: usize>(
-            &mut self,
-            param: Param<Tensor<CpuAutodiff, D>>,
-        ) -> Param<Tensor<CpuAutodiff, D>> {
-            param.map(|t| {
-                let n = self.0.sample::<CpuBackend, D>(t.dims(), &t.device());
-                Tensor::from_inner(t.inner() + n.mul_scalar(0.3)).require_grad()
-            })
-        }
-    }
 
     /// Makes every parameter a constant (a frozen backbone).
     struct Freeze;

@@ -130,24 +130,10 @@ fn tracked_layer_norm(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::{Module, ModuleMapper, Param};
+    use crate::layers::perturb::Perturb;
+    use burn::module::Module;
     use burn::nn::LayerNormConfig;
     use codi_core::NoiseSource;
-
-    /// Seeded noise on every parameter, each left a trainable leaf.
-    struct Perturb(codi_core::SeededNoise);
-
-    impl ModuleMapper<CpuAutodiff> for Perturb {
-        fn map_float<const D: usize>(
-            &mut self,
-            param: Param<Tensor<CpuAutodiff, D>>,
-        ) -> Param<Tensor<CpuAutodiff, D>> {
-            param.map(|t| {
-                let n = self.0.sample::<CpuBackend, D>(t.dims(), &t.device());
-                Tensor::from_inner(t.inner() + n.mul_scalar(0.5)).require_grad()
-            })
-        }
-    }
 
     #[test]
     fn matches_burns_values_and_gradients() {

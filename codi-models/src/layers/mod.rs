@@ -12,6 +12,8 @@ pub mod cpu_transpose;
 pub mod embeddings;
 pub mod host;
 pub mod norm;
+#[cfg(test)]
+mod perturb;
 pub mod resnet;
 pub mod sampling;
 pub mod transformer;
