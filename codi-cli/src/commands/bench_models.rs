@@ -263,7 +263,7 @@ impl BackendTask for Run {
             let ms = time_ms(it, f);
             if args.profile {
                 let p = codi_kernels::profile::take();
-                eprint!("{}", bench_profile::table(workload, &p, it));
+                eprint!("{}", bench_profile::table(workload, "timed call", &p, it));
             }
             ms
         };

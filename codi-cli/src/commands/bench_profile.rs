@@ -1,14 +1,15 @@
-//! `codi bench models --profile`: where a workload's time goes by layer type (`codi_kernels::profile`).
+//! `codi bench models --profile`, `codi distill --profile`: where the time goes by layer type
+//! (`codi_kernels::profile`).
 
 use codi_kernels::profile::Profile;
 
-/// The table of one workload's timed calls, per call: each layer type's time, share and achieved rate, then
-/// the rest of the wall time (burn's own ops).
-pub fn table(workload: &str, p: &Profile, calls: usize) -> String {
+/// The table of `what`, per one of `calls` `unit`s (a workload's timed call, a training step): each layer
+/// type's time, share and achieved rate, then the rest of the wall time (burn's own ops).
+pub fn table(what: &str, unit: &str, p: &Profile, calls: usize) -> String {
     let calls = calls.max(1) as f64;
     let wall_ms = p.wall.as_secs_f64() * 1e3 / calls;
     let mut out = format!(
-        "profile of {workload} (per call, mean of {calls} timed calls: {wall_ms:.1} ms)\n{:<20} {:<9} {:>6} {:>10} {:>7} {:>9} {:>9}\n",
+        "profile of {what} (per {unit}, mean of {calls}: {wall_ms:.1} ms)\n{:<20} {:<9} {:>6} {:>10} {:>7} {:>9} {:>9}\n",
         "layer type", "pass", "calls", "ms", "share", "GFLOP", "GFLOP/s"
     );
     let share = |ms: f64| {
@@ -82,9 +83,12 @@ mod tests {
             ],
             wall: Duration::from_millis(1000),
         };
-        let t = table("unet_forward", &p, 2);
+        let t = table("unet_forward", "timed call", &p, 2);
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].contains("mean of 2 timed calls: 500.0 ms"), "{t}");
+        assert!(
+            lines[0].contains("per timed call, mean of 2: 500.0 ms"),
+            "{t}"
+        );
         // 300 ms per call of 500, 10 GFLOP per call: 33.3 GFLOP/s.
         let conv: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(

@@ -47,6 +47,10 @@ pub struct Args {
     batch_size: Option<usize>,
     #[arg(long, default_value_t = 10.0)]
     log_every: f64,
+    /// At the end, print where the run's time went per layer type (`bench models --profile`'s table), per
+    /// training step; validation passes and checkpoints are included.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn parse(args: &Args) -> Result<(TaskKind, DistillMode)> {
@@ -126,8 +130,20 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
         return Ok(());
     }
     let start = Instant::now();
-    let mut summary = with_backend(device, Task(args.clone(), c.clone()))??;
+    codi_kernels::profile::set_enabled(args.profile);
+    let result = with_backend(device, Task(args.clone(), c.clone()));
+    let profile = codi_kernels::profile::take();
+    codi_kernels::profile::set_enabled(false);
+    let mut summary = result??;
     let wall = start.elapsed().as_secs_f64();
+    if args.profile {
+        let steps = c.train.num_epochs * c.train.steps_per_epoch;
+        let unit = "training step (validation and checkpoints included)";
+        print!(
+            "{}",
+            super::bench_profile::table("the run", unit, &profile, steps)
+        );
+    }
     summary["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
     summary["wall_time_s"] = wall.into();
     summary["config"] = serde_json::from_str(&c.to_string())?;

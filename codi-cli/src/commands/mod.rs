@@ -1,6 +1,6 @@
 pub mod bench;
 pub mod bench_models;
-mod bench_profile;
+pub(crate) mod bench_profile;
 pub mod bench_step;
 pub mod curves;
 pub mod demo;
