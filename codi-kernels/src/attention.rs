@@ -160,6 +160,11 @@ pub(crate) fn narrow_values(
     let rows = o.len() / dv;
     assert!(narrow_values_apply(dv) && v8.len() == m * 8 && o.len() == rows * dv);
     assert_eq!(p.len(), rows * m);
+    if m == 0 {
+        // A sum over no keys.
+        o.fill(0.0);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     for (blk, (pr, or)) in p
         .chunks(NARROW_ROWS * m)
