@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use crate::math::{has_avx2_fma, mul_add};
+use crate::norm::lane_sum;
 
 /// A LayerNorm over rows of `width` floats: y = (x − μ) / √(σ² + ε) · γ + β.
 #[derive(Debug, Clone, Copy)]
@@ -71,9 +72,9 @@ unsafe fn normalise_row_avx2(row: &mut [f32], spec: &LayerNormSpec<'_>) -> [f32;
 /// Mean first, then the variance of the centred values (two passes, as PyTorch computes it).
 #[inline(always)]
 fn normalise_row<const FUSED: bool>(row: &mut [f32], spec: &LayerNormSpec<'_>) -> [f32; 2] {
-    let n = row.len() as f32;
-    let mean = lanes_sum(row, |x| x) / n;
-    let var = lanes_sum(row, |x| (x - mean) * (x - mean)) / n;
+    let n = row.len() as f64;
+    let mean = (lane_sum(row, |x| x) / n) as f32;
+    let var = (lane_sum(row, |x| (x - mean) * (x - mean)) / n) as f32;
     let rstd = 1.0 / (var + spec.eps).sqrt();
     match spec.beta {
         Some(beta) => {
@@ -88,20 +89,6 @@ fn normalise_row<const FUSED: bool>(row: &mut [f32], spec: &LayerNormSpec<'_>) -
         }
     }
     [mean, rstd]
-}
-
-/// Σ f(x) over 8 independent lanes (so that it vectorises), in f32: rows are at most a few thousand wide.
-#[inline(always)]
-fn lanes_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    const L: usize = 8;
-    let mut acc = [0f32; L];
-    let mut chunks = xs.chunks_exact(L);
-    for c in &mut chunks {
-        for i in 0..L {
-            acc[i] += f(c[i]);
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&x| f(x)).sum::<f32>()
 }
 
 /// Gradients of a LayerNorm: dx [rows, width], dγ and dβ [width].

@@ -251,7 +251,7 @@ fn backward_group<const FUSED: bool>(
 
 /// Σ f(x) with 8 f32 lanes per block of 1024 values, blocks summed in f64.
 #[inline(always)]
-fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+pub(crate) fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     const L: usize = 8;
     let mut total = 0f64;
     for block in xs.chunks(1024) {

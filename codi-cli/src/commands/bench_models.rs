@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// Print where codi's time goes, per layer type (the CPU backend's host ops: convolutions, dense layers,
-    /// attention, GroupNorm, GEGLU, SiLU, layout transposes, forward and backward) with the achieved GFLOP/s,
+    /// attention, GroupNorm, LayerNorm, GEGLU, SiLU, layout transposes, forward and backward) with the achieved GFLOP/s,
     /// and the rest of the time (burn's own ops), for each workload's timed calls (on stderr).
     #[arg(long)]
     profile: bool,
