@@ -1,10 +1,11 @@
 //! `codi`: thin commands over the library crates.
 
 mod commands;
+mod device;
 
+use crate::device::DeviceSpec;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use codi_core::device::DeviceSpec;
 
 /// Freed activations of 1 MiB and more are kept for the next call instead of going back to the kernel
 /// (book: performance chapter); up to 2 GiB of them, or `CODI_ALLOC_CACHE_MB` (0 turns the cache off).

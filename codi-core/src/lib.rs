@@ -1,9 +1,9 @@
 //! The maths of codi, written once and shared by every crate: noise schedules, ε/x/v conversions,
-//! consistency boundary scalings, timestep grids, samplers over a [`Denoiser`], seeded noise and the
-//! backend/device choice. Nothing here knows a network.
+//! consistency boundary scalings, timestep grids, samplers over a [`Denoiser`], seeded noise. Nothing here
+//! knows a network or chooses a device.
 
+pub mod backend;
 pub mod boundary;
-pub mod device;
 pub mod error;
 pub mod grid;
 pub mod loss;

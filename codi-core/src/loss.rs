@@ -225,7 +225,7 @@ pub fn codi_loss<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::CpuBackend as B;
+    use crate::backend::CpuBackend as B;
     use crate::noise::SeededNoise;
     use crate::prediction::PredictionType;
     use crate::schedule::NoiseScheduleConfig;

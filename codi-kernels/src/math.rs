@@ -1,6 +1,8 @@
 //! Branch-free scalar maths written so that loops over slices vectorise.
 
-/// Whether the CPU runs the kernels' AVX2 + FMA builds (checked once).
+/// Whether the kernels run their AVX2 + FMA builds (checked once): the CPU has both, and the environment
+/// does not set `CODI_PORTABLE_KERNELS` (to anything but `0`), which forces the portable builds, as on a CPU
+/// without them, so that those are tested too.
 #[inline]
 pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -8,7 +10,10 @@ pub fn has_avx2_fma() -> bool {
         use std::sync::OnceLock;
         static HAS: OnceLock<bool> = OnceLock::new();
         *HAS.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
+            let portable = std::env::var("CODI_PORTABLE_KERNELS")
+                .is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0");
+            !portable
+                && std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
         })
     }

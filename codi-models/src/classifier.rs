@@ -1,20 +1,16 @@
 //! The evaluation classifier: a small residual CNN over 32×32 RGB whose penultimate features define the
 //! Fréchet distance (FD) of every evaluation, and whose labels give class agreement.
 
-use crate::layers::cpu_conv::conv2d_forward;
-use crate::layers::norm::group_norm_silu;
 use std::path::Path;
 
-use crate::layers::activation::silu;
+use crate::layers::functional::silu;
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 use serde_json::Value;
 
 use crate::error::ModelError;
-use crate::layers::conv2d;
+use crate::layers::{conv2d, Conv2d, GroupNorm, GroupNormConfig, Linear, LinearConfig};
 
 #[derive(Config, Debug, PartialEq)]
 pub struct ClassifierConfig {
@@ -98,9 +94,9 @@ pub struct ClassifierBlock<B: Backend> {
 
 impl<B: Backend> ClassifierBlock<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = conv2d_forward(&self.conv1, group_norm_silu(&self.norm1, x.clone()));
-        let h = conv2d_forward(&self.conv2, group_norm_silu(&self.norm2, h));
-        conv2d_forward(&self.shortcut, x) + h
+        let h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
+        let h = self.conv2.forward(self.norm2.forward_silu(h));
+        self.shortcut.forward(x) + h
     }
 }
 
@@ -116,11 +112,11 @@ pub struct Classifier<B: Backend> {
 impl<B: Backend> Classifier<B> {
     /// The penultimate features. x: [batch, 3, H, W] in [−1, 1] → [batch, feature_dim]
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut h = conv2d_forward(&self.conv_in, x);
+        let mut h = self.conv_in.forward(x);
         for b in &self.blocks {
             h = b.forward(h);
         }
-        let h = group_norm_silu(&self.norm_out, h);
+        let h = self.norm_out.forward_silu(h);
         let [b, c, _, _] = h.dims();
         let pooled = h
             .reshape([b as i32, c as i32, -1])

@@ -3,7 +3,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -14,6 +14,7 @@ use std::path::Path;
 
 use crate::diffusers_json::parse;
 use crate::error::ModelError;
+use crate::layers::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 
 #[derive(Config, Debug, PartialEq, Copy)]
 pub enum HiddenAct {

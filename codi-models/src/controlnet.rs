@@ -2,11 +2,9 @@
 //! conv_in, time embedding, down blocks and mid block, a conditioning-embedding CNN, and zero-initialised 1×1
 //! convs per skip and for the mid block. Plus CoDi's fusion h' = (1 − μ)h + μ·h_c with a learnable μ.
 
-use crate::layers::activation::silu;
-use crate::layers::cpu_conv::conv2d_forward;
+use crate::layers::functional::silu;
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::conv::Conv2d;
 use burn::tensor::{backend::Backend, Tensor};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -16,7 +14,7 @@ use crate::error::ModelError;
 use crate::fresh::copy_with_fresh_ids;
 use crate::layers::blocks::{DownBlock, MidBlock};
 use crate::layers::embeddings::{timestep_features, TimestepEmbedding, TimestepEmbeddingConfig};
-use crate::layers::{conv2d, zero_conv};
+use crate::layers::{conv2d, zero_conv, Conv2d};
 use crate::unet::{
     DownBlockType, Fusion, Residuals, UNet2DConditionModel, UNet2DConditionModelConfig, UpBlockType,
 };
@@ -182,11 +180,11 @@ pub struct ConditioningEmbedding<B: Backend> {
 impl<B: Backend> ConditioningEmbedding<B> {
     /// cond: [batch, cond_ch, H, W] → [batch, c0, H/2ᵏ, W/2ᵏ]
     pub fn forward(&self, cond: Tensor<B, 4>) -> Tensor<B, 4> {
-        let mut h = silu(conv2d_forward(&self.conv_in, cond));
+        let mut h = silu(self.conv_in.forward(cond));
         for b in &self.blocks {
-            h = silu(conv2d_forward(b, h));
+            h = silu(b.forward(h));
         }
-        conv2d_forward(&self.conv_out, h)
+        self.conv_out.forward(h)
     }
 }
 
@@ -224,8 +222,7 @@ impl<B: Backend> ControlNetModel<B> {
             self.freq_shift,
         ));
         let ctx = Some(&encoder_hidden_states);
-        let mut x =
-            conv2d_forward(&self.conv_in, sample) + self.controlnet_cond_embedding.forward(cond);
+        let mut x = self.conv_in.forward(sample) + self.controlnet_cond_embedding.forward(cond);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             let (h, states) = block.forward(x, Some(&emb), ctx);
@@ -236,11 +233,11 @@ impl<B: Backend> ControlNetModel<B> {
         let down = skips
             .into_iter()
             .zip(&self.controlnet_down_blocks)
-            .map(|(h, zc)| conv2d_forward(zc, h).mul_scalar(scale))
+            .map(|(h, zc)| zc.forward(h).mul_scalar(scale))
             .collect();
         Residuals {
             down,
-            mid: conv2d_forward(&self.controlnet_mid_block, x).mul_scalar(scale),
+            mid: self.controlnet_mid_block.forward(x).mul_scalar(scale),
             fusion: match &self.mu {
                 Some(mu) => Fusion::Mix(mu.val()),
                 None => Fusion::Add,

@@ -1,12 +1,8 @@
 //! diffusers' `UNet2DModel`: the unconditional (pixel-space) UNet with spatial self-attention blocks.
 
 use crate::diffusers_json::defaults::{eight, eps, groups, one, onef, three, two, yes};
-use crate::layers::cpu_conv::conv2d_forward;
-use crate::layers::norm::group_norm_silu;
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -15,8 +11,8 @@ use std::path::Path;
 use crate::diffusers_json::{parse, require_default};
 use crate::error::ModelError;
 use crate::layers::blocks::{AttentionKind, BlockConfig, DownBlock, MidBlock, UNetLayout, UpBlock};
-use crate::layers::conv2d;
 use crate::layers::embeddings::{timestep_features, TimestepEmbedding, TimestepEmbeddingConfig};
+use crate::layers::{conv2d, Conv2d, GroupNorm, GroupNormConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UNet2DBlockType {
@@ -204,7 +200,7 @@ impl<B: Backend> UNet2DModel<B> {
             self.flip_sin_to_cos,
             self.freq_shift,
         ));
-        let mut x = conv2d_forward(&self.conv_in, sample);
+        let mut x = self.conv_in.forward(sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             let (h, states) = block.forward(x, Some(&emb), None);
@@ -215,7 +211,7 @@ impl<B: Backend> UNet2DModel<B> {
         for block in &self.up_blocks {
             x = block.forward(x, Some(&mut skips), Some(&emb), None);
         }
-        conv2d_forward(&self.conv_out, group_norm_silu(&self.conv_norm_out, x))
+        self.conv_out.forward(self.conv_norm_out.forward_silu(x))
     }
 
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {

@@ -1,12 +1,8 @@
 //! diffusers' `AutoencoderKL`: an encoder to a diagonal Gaussian over latents, and a decoder.
 
 use crate::diffusers_json::defaults::{four, groups, one, three};
-use crate::layers::cpu_conv::conv2d_forward;
-use crate::layers::norm::group_norm_silu;
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::{backend::Backend, Tensor};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,7 +11,7 @@ use std::path::Path;
 use crate::diffusers_json::{parse, require_default};
 use crate::error::ModelError;
 use crate::layers::blocks::{AttentionKind, BlockConfig, DownBlock, MidBlock, UpBlock};
-use crate::layers::conv2d;
+use crate::layers::{conv2d, Conv2d, GroupNorm, GroupNormConfig};
 
 #[derive(Config, Debug, PartialEq)]
 pub struct AutoencoderKLConfig {
@@ -257,13 +253,13 @@ impl<B: Backend> AutoencoderKL<B> {
     /// The raw moments (mean ‖ logvar). x: [batch, in, H, W] → [batch, 2·latent, H/f, W/f]
     pub fn moments(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let e = &self.encoder;
-        let mut h = conv2d_forward(&e.conv_in, x);
+        let mut h = e.conv_in.forward(x);
         for block in &e.down_blocks {
             h = block.forward(h, None, None).0;
         }
         let h = e.mid_block.forward(h, None, None);
-        let h = conv2d_forward(&e.conv_out, group_norm_silu(&e.conv_norm_out, h));
-        conv2d_forward(&self.quant_conv, h)
+        let h = e.conv_out.forward(e.conv_norm_out.forward_silu(h));
+        self.quant_conv.forward(h)
     }
 
     /// x: [batch, in, H, W] in [−1, 1] → the posterior over latents.
@@ -279,12 +275,12 @@ impl<B: Backend> AutoencoderKL<B> {
     /// z: [batch, latent, h, w] (unscaled) → [batch, out, h·f, w·f]
     pub fn decode(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
         let d = &self.decoder;
-        let h = conv2d_forward(&d.conv_in, conv2d_forward(&self.post_quant_conv, z));
+        let h = d.conv_in.forward(self.post_quant_conv.forward(z));
         let mut h = d.mid_block.forward(h, None, None);
         for block in &d.up_blocks {
             h = block.forward(h, None, None, None);
         }
-        conv2d_forward(&d.conv_out, group_norm_silu(&d.conv_norm_out, h))
+        d.conv_out.forward(d.conv_norm_out.forward_silu(h))
     }
 
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {

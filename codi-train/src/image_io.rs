@@ -103,7 +103,7 @@ pub fn read_png(file: &Path) -> Result<(Vec<f32>, usize, usize), TrainError> {
 mod tests {
     use super::*;
     use burn::tensor::TensorData;
-    type B = codi_core::device::CpuBackend;
+    type B = codi_core::backend::CpuBackend;
 
     #[test]
     fn grid_round_trips_through_png() {

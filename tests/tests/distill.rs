@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::Autodiff;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{backend::Backend, Tensor};
-use codi_core::device::CpuBackend;
+use codi_core::backend::CpuBackend;
 use codi_models::{AutoencoderKLConfig, UNet2DConditionModel, UNet2DConditionModelConfig};
 use codi_tests::fixture;
 use codi_train::data::mixed::DataConfig;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
-use codi_core::device::CpuBackend;
+use codi_core::backend::CpuBackend;
 use codi_core::{Sampler, SamplerKind, SeededNoise};
 use codi_models::classifier::ClassifierConfig;
 use codi_models::AutoencoderKLConfig;

@@ -4,17 +4,14 @@
 
 use std::time::Instant;
 
+use crate::device::{with_backend, BackendTask, DeviceSpec};
 use anyhow::Result;
 use burn::module::AutodiffModule;
-use burn::nn::conv::Conv2dConfig;
-use burn::nn::{LinearConfig, PaddingConfig2d};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use clap::{Args as ClapArgs, Subcommand};
-use codi_core::device::{with_backend, BackendTask, DeviceSpec};
-use codi_models::layers::cpu_attention::scaled_dot_product;
-use codi_models::layers::cpu_conv::conv2d_forward;
-use codi_models::layers::cpu_linear::linear_forward;
+use codi_models::layers::functional::scaled_dot_product;
+use codi_models::layers::{Conv2dConfig, LinearConfig};
 use serde::Serialize;
 
 #[derive(Subcommand)]
@@ -162,11 +159,9 @@ impl BackendTask for Ops {
             2.0 * (tokens * width * width) as f64,
             2.0,
             iters,
-            || sync(linear_forward(&lin_inner, ti.clone())),
+            || sync(lin_inner.forward(ti.clone())),
             || {
-                let g = linear_forward(&lin, t.clone().require_grad())
-                    .sum()
-                    .backward();
+                let g = lin.forward(t.clone().require_grad()).sum().backward();
                 sync(lin.weight.grad(&g).expect("gradient"));
             },
         );
@@ -178,7 +173,7 @@ impl BackendTask for Ops {
         };
         for [c_in, c_out, hw, batch] in convs {
             let conv = Conv2dConfig::new([c_in, c_out], [3, 3])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_padding([1, 1])
                 .init::<B>(&device);
             let x = Tensor::<B, 4>::random(
                 [batch, c_in, hw, hw],
@@ -201,17 +196,17 @@ impl BackendTask for Ops {
                     iters,
                     || {
                         sync(if ours {
-                            conv2d_forward(&inner, xi.clone())
-                        } else {
                             inner.forward(xi.clone())
+                        } else {
+                            inner.forward_generic(xi.clone())
                         })
                     },
                     || {
                         let x = x.clone().require_grad();
                         let out = if ours {
-                            conv2d_forward(&conv, x)
-                        } else {
                             conv.forward(x)
+                        } else {
+                            conv.forward_generic(x)
                         };
                         let g = out.sum().backward();
                         sync(conv.weight.grad(&g).expect("gradient"));

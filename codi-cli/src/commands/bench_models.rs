@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::device::{with_backend_as, BackendTask, DeviceSpec, FloatDType};
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args as ClapArgs;
-use codi_core::device::{with_backend_as, BackendTask, DeviceSpec, FloatDType};
 use codi_core::tensor_ops::to_vec;
 use codi_core::{NoiseSource, SeededNoise};
 use codi_models::io::save_diffusers_dir;

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::device::{with_backend, BackendTask, DeviceSpec};
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args as ClapArgs;
-use codi_core::device::{with_backend, BackendTask, DeviceSpec};
 use codi_train::demo::{run_demo, summary_table, DemoOptions};
 
 #[derive(ClapArgs, Clone)]

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::device::{with_backend, BackendTask, DeviceSpec};
 use anyhow::{anyhow, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args as ClapArgs;
-use codi_core::device::{with_backend, BackendTask, DeviceSpec};
 use codi_train::data::fashion_mnist::DEFAULT_DIR;
 use codi_train::distill::{distill, preset, DistillConfig, DistillMode};
 use codi_train::pretrain::{load_config, RunOptions};

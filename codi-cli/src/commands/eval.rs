@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
+use crate::device::{with_backend, BackendTask, DeviceSpec};
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args as ClapArgs, ValueEnum};
-use codi_core::device::{with_backend, BackendTask, DeviceSpec};
 use codi_core::{Sampler, SamplerKind};
 use codi_models::classifier::Classifier;
 use codi_train::conditional::{eval_pairs, ConditionalPipeline};

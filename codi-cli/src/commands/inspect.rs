@@ -1,9 +1,9 @@
 use std::path::PathBuf;
 
+use crate::device::{with_backend, BackendTask, DeviceSpec};
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args as ClapArgs;
-use codi_core::device::{with_backend, BackendTask, DeviceSpec};
 use codi_models::inspect::{inspect, Inspection};
 use codi_models::ModelError;
 

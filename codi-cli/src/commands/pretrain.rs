@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::device::{with_backend, BackendTask, DeviceSpec};
 use anyhow::{Context, Result};
 use burn::config::Config;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args as ClapArgs, ValueEnum};
-use codi_core::device::{with_backend, BackendTask, DeviceSpec};
 use codi_train::data::fashion_mnist::DEFAULT_DIR;
 use codi_train::pretrain::{
     classifier, load_config, presets, teacher, vae, FitReport, RunOptions, TrainLoopConfig,

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use std::path::Path;
 
+use crate::device::{with_backend, BackendTask, DeviceSpec};
 use anyhow::{anyhow, bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use burn::tensor::TensorData;
 use clap::Args as ClapArgs;
-use codi_core::device::{with_backend, BackendTask, DeviceSpec};
 use codi_core::{Sampler, SamplerKind, SeededNoise};
 use codi_train::conditional::ConditionalPipeline;
 use codi_train::image_io::read_png;

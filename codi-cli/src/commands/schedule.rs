@@ -1,6 +1,6 @@
+use crate::device::DeviceSpec;
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use codi_core::device::DeviceSpec;
 use codi_core::sampler::{PlannedStep, Sampler, SamplerKind};
 use codi_core::{
     BetaSchedule, BoundaryForm, BoundaryScalings, NoiseScheduleConfig, TimestepSpacing,

@@ -2,13 +2,10 @@
 //! token attention inside transformer blocks, and the spatial self-attention block of the VAE and UNet2DModel
 //! (GroupNorm first, residual connection).
 
-use crate::layers::cpu_attention::scaled_dot_product;
-use crate::layers::cpu_linear::linear_forward;
-use crate::layers::cpu_transpose::{channels_to_tokens, tokens_to_channels};
-use crate::layers::norm::group_norm;
+use crate::layers::functional::{channels_to_tokens, scaled_dot_product, tokens_to_channels};
+use crate::layers::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
 #[derive(Config, Debug)]
@@ -66,13 +63,13 @@ impl<B: Backend> Attention<B> {
     /// Token attention. x: [batch, n, query_dim], context: [batch, m, cross_dim] (None: x) → [batch, n, query_dim]
     pub fn forward(&self, x: Tensor<B, 3>, context: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
         let ctx = context.unwrap_or_else(|| x.clone());
-        let q = self.split_heads(linear_forward(&self.to_q, x));
-        let k = self.split_heads(linear_forward(&self.to_k, ctx.clone()));
-        let v = self.split_heads(linear_forward(&self.to_v, ctx));
+        let q = self.split_heads(self.to_q.forward(x));
+        let k = self.split_heads(self.to_k.forward(ctx.clone()));
+        let v = self.split_heads(self.to_v.forward(ctx));
         let o = scaled_dot_product(q, k, v); // [b, h, n, d]
         let [b, h, n, d] = o.dims();
         let o = o.swap_dims(1, 2).reshape([b, n, h * d]);
-        linear_forward(&self.to_out[0], o)
+        self.to_out[0].forward(o)
     }
 
     /// Spatial self-attention block. x: [batch, c, h, w] → [batch, c, h, w]
@@ -80,7 +77,7 @@ impl<B: Backend> Attention<B> {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
         let x = match &self.group_norm {
-            Some(n) => group_norm(n, x),
+            Some(n) => n.forward(x),
             None => x,
         };
         let tokens = channels_to_tokens(x.reshape([b, c, h * w]));

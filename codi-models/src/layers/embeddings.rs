@@ -1,10 +1,9 @@
 //! Sinusoidal timestep features and the time-embedding MLP (diffusers `Timesteps`, `TimestepEmbedding`).
 
-use crate::layers::activation::silu;
-use crate::layers::cpu_linear::linear_forward;
+use crate::layers::functional::silu;
+use crate::layers::{Linear, LinearConfig};
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
 /// diffusers' `get_timestep_embedding`: exponent = −ln(10000)·i/(half − shift); [sin, cos] or [cos, sin].
@@ -61,6 +60,6 @@ impl TimestepEmbeddingConfig {
 impl<B: Backend> TimestepEmbedding<B> {
     /// x: [batch, in_channels] → [batch, time_embed_dim]
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        linear_forward(&self.linear_2, silu(linear_forward(&self.linear_1, x)))
+        self.linear_2.forward(silu(self.linear_1.forward(x)))
     }
 }

@@ -1,47 +1,22 @@
 //! Building blocks shared by the UNets, the VAE and the ControlNet adapter; field names mirror diffusers.
+//!
+//! The layers ([`Conv2d`], [`Linear`], [`GroupNorm`], [`LayerNorm`]) and the parameter-free ops
+//! ([`functional`]) are what model code calls. Each decides for itself whether a host kernel serves the
+//! tensor at hand (burn-flex, f32, a CPU with AVX2 + FMA; the glue lives in [`cpu`]) and runs burn's op
+//! otherwise — the path CUDA and wgpu take, and every backend when `CODI_GENERIC_OPS=1`.
 
-pub mod activation;
 pub mod attention;
 pub mod blocks;
-pub mod cpu_attention;
-pub mod cpu_conv;
-pub mod cpu_geglu;
-pub mod cpu_layer_norm;
-pub mod cpu_linear;
-pub mod cpu_transpose;
+pub mod conv;
+pub mod cpu;
 pub mod embeddings;
-pub mod host;
+pub mod functional;
+pub mod linear;
 pub mod norm;
-#[cfg(test)]
-mod perturb;
 pub mod resnet;
 pub mod sampling;
 pub mod transformer;
 
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::PaddingConfig2d;
-use burn::tensor::backend::Backend;
-
-/// A k×k convolution with "same" padding and the given stride.
-pub fn conv2d<B: Backend>(
-    c_in: usize,
-    c_out: usize,
-    k: usize,
-    stride: usize,
-    device: &B::Device,
-) -> Conv2d<B> {
-    let p = k / 2;
-    Conv2dConfig::new([c_in, c_out], [k, k])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-        .init(device)
-}
-
-/// A 1×1 convolution whose weight and bias start at zero (ControlNet's zero convs).
-pub fn zero_conv<B: Backend>(c_in: usize, c_out: usize, k: usize, device: &B::Device) -> Conv2d<B> {
-    let p = k / 2;
-    Conv2dConfig::new([c_in, c_out], [k, k])
-        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-        .with_initializer(burn::nn::Initializer::Zeros)
-        .init(device)
-}
+pub use conv::{conv2d, zero_conv, Conv2d, Conv2dConfig};
+pub use linear::{Linear, LinearConfig};
+pub use norm::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig};

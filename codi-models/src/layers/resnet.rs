@@ -1,16 +1,11 @@
 //! diffusers `ResnetBlock2D` (time_embedding_norm "default", no up/down inside).
 
-use crate::layers::activation::silu;
-use crate::layers::cpu_conv::conv2d_forward;
-use crate::layers::norm::group_norm_silu;
+use crate::layers::functional::silu;
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::conv2d;
-use crate::layers::cpu_linear::linear_forward;
+use super::{conv2d, Conv2d, GroupNorm, GroupNormConfig, Linear, LinearConfig};
 
 #[derive(Config, Debug)]
 pub struct ResnetBlock2DConfig {
@@ -61,15 +56,15 @@ impl ResnetBlock2DConfig {
 impl<B: Backend> ResnetBlock2D<B> {
     /// x: [batch, in, h, w], temb: [batch, temb_channels] → [batch, out, h, w]
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
-        let mut h = conv2d_forward(&self.conv1, group_norm_silu(&self.norm1, x.clone()));
+        let mut h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = linear_forward(proj, silu(temb.clone()));
+            let t = proj.forward(silu(temb.clone()));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let h = conv2d_forward(&self.conv2, group_norm_silu(&self.norm2, h));
+        let h = self.conv2.forward(self.norm2.forward_silu(h));
         let skip = match &self.conv_shortcut {
-            Some(c) => conv2d_forward(c, x),
+            Some(c) => c.forward(x),
             None => x,
         };
         let out = skip + h;

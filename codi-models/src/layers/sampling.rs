@@ -1,15 +1,11 @@
 //! diffusers `Downsample2D` and `Upsample2D` (with conv).
 
-use crate::layers::cpu_conv::conv2d_forward;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::conv2d;
-use burn::nn::conv::Conv2dConfig;
-use burn::nn::PaddingConfig2d;
+use super::{conv2d, Conv2d, Conv2dConfig};
 
 /// A stride-2 3×3 conv. `padding = 1` in the UNets; the VAE uses padding 0 after an asymmetric
 /// (right, bottom) zero pad of 1.
@@ -26,7 +22,6 @@ impl<B: Backend> Downsample2D<B> {
         } else {
             Conv2dConfig::new([channels, out_channels], [3, 3])
                 .with_stride([2, 2])
-                .with_padding(PaddingConfig2d::Valid)
                 .init(device)
         };
         Self {
@@ -43,7 +38,7 @@ impl<B: Backend> Downsample2D<B> {
         } else {
             x
         };
-        conv2d_forward(&self.conv, x)
+        self.conv.forward(x)
     }
 }
 
@@ -65,6 +60,6 @@ impl<B: Backend> Upsample2D<B> {
         let [_, _, h, w] = x.dims();
         let size = size.unwrap_or([2 * h, 2 * w]);
         let x = interpolate(x, size, InterpolateOptions::new(InterpolateMode::Nearest));
-        conv2d_forward(&self.conv, x)
+        self.conv.forward(x)
     }
 }

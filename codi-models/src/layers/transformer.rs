@@ -1,21 +1,15 @@
 //! diffusers `Transformer2DModel` with `BasicTransformerBlock`s (self-attention, cross-attention to the text,
 //! GEGLU feed-forward), as used in SD's cross-attention UNet blocks.
 
-use crate::layers::cpu_conv::conv2d_forward;
-use crate::layers::cpu_layer_norm::layer_norm;
-use crate::layers::norm::group_norm;
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::layers::cpu_geglu::geglu;
-
 use super::attention::{Attention, AttentionConfig};
-use super::conv2d;
-use crate::layers::cpu_linear::linear_forward;
-use crate::layers::cpu_transpose::{channels_to_tokens, tokens_to_channels};
+use super::functional::{channels_to_tokens, geglu, tokens_to_channels};
+use super::{
+    conv2d, Conv2d, GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 
 /// GEGLU feed-forward: h, g = proj(x).chunk(2); out(h · gelu(g)). Keys `ff.net.0.proj` and `ff.net.2` are
 /// mapped to `ff.proj` and `ff.out` by the weight loader.
@@ -36,7 +30,7 @@ impl<B: Backend> FeedForward<B> {
 
     /// x: [batch, n, dim] → [batch, n, dim]
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        linear_forward(&self.out, geglu(linear_forward(&self.proj, x)))
+        self.out.forward(geglu(self.proj.forward(x)))
     }
 }
 
@@ -80,13 +74,12 @@ impl<B: Backend> BasicTransformerBlock<B> {
 
     /// x: [batch, n, dim], context: [batch, m, cross_dim] → [batch, n, dim]
     pub fn forward(&self, x: Tensor<B, 3>, context: Tensor<B, 3>) -> Tensor<B, 3> {
-        let norm = |n: &LayerNorm<B>, x: Tensor<B, 3>| layer_norm(n, x, NORM_EPS);
-        let x = self.attn1.forward(norm(&self.norm1, x.clone()), None) + x;
+        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
         let x = self
             .attn2
-            .forward(norm(&self.norm2, x.clone()), Some(context))
+            .forward(self.norm2.forward(x.clone()), Some(context))
             + x;
-        self.ff.forward(norm(&self.norm3, x.clone())) + x
+        self.ff.forward(self.norm3.forward(x.clone())) + x
     }
 }
 
@@ -155,26 +148,22 @@ impl<B: Backend> Transformer2DModel<B> {
     pub fn forward(&self, x: Tensor<B, 4>, context: Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
-        let x = group_norm(&self.norm, x);
+        let x = self.norm.forward(x);
         let to_tokens = |x: Tensor<B, 4>| {
             let ch = x.dims()[1];
             channels_to_tokens(x.reshape([b, ch, h * w]))
         };
         let mut t = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(conv2d_forward(conv, x)),
-            Projection::Linear(lin) => linear_forward(lin, to_tokens(x)),
+            Projection::Conv(conv) => to_tokens(conv.forward(x)),
+            Projection::Linear(lin) => lin.forward(to_tokens(x)),
         };
         for block in &self.transformer_blocks {
             t = block.forward(t, context.clone());
         }
         let inner = t.dims()[2];
         let out = match &self.proj_out {
-            Projection::Conv(conv) => {
-                conv2d_forward(conv, tokens_to_channels(t).reshape([b, inner, h, w]))
-            }
-            Projection::Linear(lin) => {
-                tokens_to_channels(linear_forward(lin, t)).reshape([b, c, h, w])
-            }
+            Projection::Conv(conv) => conv.forward(tokens_to_channels(t).reshape([b, inner, h, w])),
+            Projection::Linear(lin) => tokens_to_channels(lin.forward(t)).reshape([b, c, h, w]),
         };
         out + residual
     }

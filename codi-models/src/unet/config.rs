@@ -1,6 +1,5 @@
 use crate::diffusers_json::defaults::{eps, four, groups, one, onef, three, yes};
 use burn::config::Config;
-use burn::nn::GroupNormConfig;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -10,8 +9,8 @@ use super::UNet2DConditionModel;
 use crate::diffusers_json::{parse, require_default, PerBlock};
 use crate::error::ModelError;
 use crate::layers::blocks::{AttentionKind, BlockConfig, UNetLayout};
-use crate::layers::conv2d;
 use crate::layers::embeddings::TimestepEmbeddingConfig;
+use crate::layers::{conv2d, GroupNormConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DownBlockType {

@@ -6,11 +6,8 @@ mod config;
 pub(crate) use config::small_test_config;
 pub use config::{DownBlockType, UNet2DConditionModelConfig, UpBlockType};
 
-use crate::layers::cpu_conv::conv2d_forward;
-use crate::layers::norm::group_norm_silu;
+use crate::layers::{Conv2d, GroupNorm};
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
-use burn::nn::GroupNorm;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::layers::blocks::{DownBlock, MidBlock, UpBlock};
@@ -94,7 +91,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
     ) -> Tensor<B, 4> {
         let emb = self.embed_time(timesteps);
         let ctx = Some(&encoder_hidden_states);
-        let mut x = conv2d_forward(&self.conv_in, sample);
+        let mut x = self.conv_in.forward(sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             let (h, states) = block.forward(x, Some(&emb), ctx);
@@ -120,7 +117,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         for block in &self.up_blocks {
             x = block.forward(x, Some(&mut skips), Some(&emb), ctx);
         }
-        conv2d_forward(&self.conv_out, group_norm_silu(&self.conv_norm_out, x))
+        self.conv_out.forward(self.conv_norm_out.forward_silu(x))
     }
 }
 

@@ -54,7 +54,7 @@ pub fn ema_update<B: Backend, M: Module<B>>(ema: M, online: &M, decay: f64) -> M
 mod tests {
     use super::*;
     use burn::nn::{Linear, LinearConfig};
-    type B = codi_core::device::CpuBackend;
+    type B = codi_core::backend::CpuBackend;
 
     #[test]
     fn ema_moves_towards_the_online_parameters() {

@@ -90,7 +90,7 @@ impl LrScheduler for WarmupCosineLr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use codi_core::device::CpuBackend;
+    use codi_core::backend::CpuBackend;
 
     fn cosine() -> WarmupCosineLr {
         let run = TrainLoopConfig::new()

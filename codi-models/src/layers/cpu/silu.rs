@@ -3,37 +3,36 @@
 //! forward and backward.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::ops::FloatTensor as Primitive;
-use burn::tensor::{activation, backend::Backend, Tensor, TensorData, TensorPrimitive};
-use codi_core::device::{CpuAutodiff, CpuBackend};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use codi_core::backend::{CpuAutodiff, CpuBackend};
 use codi_kernels::profile::{timed, Pass};
 
-use crate::layers::host::{
-    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_values, register_grad,
-    to_host, HostValues,
+use super::host::{
+    autodiff_primitive, from_autodiff_primitive, host_to_primitive, on_cpu_autodiff_f32,
+    on_cpu_f32, primitive_values, record_op, register_grad, to_host, HostValues,
 };
 
-/// x·σ(x). x: any shape → same shape
-pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+/// x·σ(x) through the host kernels, or x back when they do not serve it. x: any shape → same shape
+pub fn forward<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
     if on_cpu_f32(&x) {
-        return timed("SiLU", Pass::Forward, 0.0, || {
+        return Ok(timed("SiLU", Pass::Forward, 0.0, || {
             let (shape, device) = (x.shape(), x.device());
             let mut values = to_host(x);
             codi_kernels::math::silu_f32(&mut values);
             Tensor::from_data(TensorData::new(values, shape), &device)
-        });
+        }));
     }
-    if on_cpu_autodiff_f32(&x) {
-        let dims = x.dims();
-        let n = dims.iter().product();
-        let flat = downcast::<_, Primitive<CpuAutodiff>>(x.reshape([n]).into_primitive().tensor());
-        let out = timed("SiLU", Pass::Forward, 0.0, || tracked(flat, n));
-        return Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(downcast(out))).reshape(dims);
+    if !on_cpu_autodiff_f32(&x) {
+        return Err(x);
     }
-    activation::silu(x)
+    let dims = x.dims();
+    let n = dims.iter().product();
+    let flat = autodiff_primitive(x.reshape([n]));
+    let out = timed("SiLU", Pass::Forward, 0.0, || tracked(flat, n));
+    Ok(from_autodiff_primitive::<B, 1>(out).reshape(dims))
 }
 
 #[derive(Debug)]
@@ -67,24 +66,22 @@ fn tracked(x: Primitive<CpuAutodiff>, n: usize) -> Primitive<CpuAutodiff> {
     let mut out = xh.to_vec();
     codi_kernels::math::silu_f32(&mut out);
     let output = host_to_primitive(out, [n]);
-    match SiluBackward
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(xh, output),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
+    record_op(SiluBackward, [&x], xh, output)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use codi_core::device::CpuBackend;
+    use crate::layers::cpu::host::host_path_testable;
+    use crate::layers::functional::silu;
+    use burn::tensor::activation;
     use codi_core::NoiseSource;
 
     #[test]
     fn equals_burns_silu_on_the_cpu_backend() {
+        if !host_path_testable() {
+            return;
+        }
         let mut noise = codi_core::SeededNoise::new(3);
         let x = noise.sample::<CpuBackend, 4>([2, 3, 40, 50], &Default::default()) * 4.0;
         assert!(on_cpu_f32(&x), "the test must take the kernel's path");
@@ -94,7 +91,9 @@ mod tests {
 
     #[test]
     fn equals_burns_silu_and_gradient_under_autodiff() {
-        use codi_core::device::CpuAutodiff;
+        if !host_path_testable() {
+            return;
+        }
         let mut noise = codi_core::SeededNoise::new(4);
         let x = noise.sample::<CpuBackend, 3>([2, 30, 41], &Default::default()) * 4.0;
         let w = noise.sample::<CpuBackend, 3>([2, 30, 41], &Default::default());

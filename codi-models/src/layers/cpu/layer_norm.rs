@@ -4,49 +4,45 @@
 //! other backends.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::nn::LayerNorm;
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::ops::FloatTensor as Primitive;
-use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
-use codi_core::device::{CpuAutodiff, CpuBackend};
+use burn::tensor::{backend::Backend, Tensor};
+use codi_core::backend::{CpuAutodiff, CpuBackend};
 use codi_kernels::layer_norm::{layer_norm_backward_f32, layer_norm_f32, LayerNormSpec};
 use codi_kernels::profile::{timed, Pass};
 
-use crate::layers::host::{
-    downcast, host_to_primitive, on_cpu_autodiff_f32, primitive_values, register_grad, HostValues,
+use super::host::{
+    autodiff_primitive, from_autodiff_primitive, host_to_primitive, on_cpu_autodiff_f32,
+    primitive_values, record_op, register_grad, HostValues,
 };
+use crate::layers::LayerNorm;
 
-/// `norm.forward(x)` over the last axis, as one op under autodiff on the CPU backend. `eps` must be the one
-/// `norm` was built with (burn keeps it private). x: [..., width] → same shape
-pub fn layer_norm<B: Backend, const D: usize>(
+/// `norm` over the last axis as one op under autodiff on the CPU backend, or x back elsewhere (inference
+/// included: burn-flex fuses LayerNorm). x: [..., width] → same shape
+pub fn forward<B: Backend, const D: usize>(
     norm: &LayerNorm<B>,
     x: Tensor<B, D>,
-    eps: f64,
-) -> Tensor<B, D> {
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
     let Some(beta) = &norm.beta else {
-        return norm.forward(x);
+        return Err(x);
     };
     if !on_cpu_autodiff_f32(&x) {
-        return norm.forward(x);
+        return Err(x);
     }
     let dims = x.dims();
     let width = dims[D - 1];
     let rows = dims[..D - 1].iter().product();
-    let prim = |t: Tensor<B, 1>| downcast::<_, Primitive<CpuAutodiff>>(t.into_primitive().tensor());
-    let x2 =
-        downcast::<_, Primitive<CpuAutodiff>>(x.reshape([rows, width]).into_primitive().tensor());
     let out = timed("layer norm", Pass::Forward, 0.0, || {
         tracked_layer_norm(
-            x2,
-            prim(norm.gamma.val()),
-            prim(beta.val()),
+            autodiff_primitive(x.reshape([rows, width])),
+            autodiff_primitive(norm.gamma.val()),
+            autodiff_primitive(beta.val()),
             [rows, width],
-            eps as f32,
+            norm.epsilon as f32,
         )
     });
-    Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(downcast(out))).reshape(dims)
+    Ok(from_autodiff_primitive::<B, 2>(out).reshape(dims))
 }
 
 #[derive(Debug, Clone)]
@@ -108,35 +104,30 @@ fn tracked_layer_norm(
     };
     let stats = layer_norm_f32(&mut out, spec);
     let output = host_to_primitive(out, dims);
-    match LayerNormBackward
-        .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            LayerNormState {
-                x: xh,
-                gamma: gh,
-                stats,
-                dims,
-                eps,
-            },
-            output,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
+    let state = LayerNormState {
+        x: xh,
+        gamma: gh,
+        stats,
+        dims,
+        eps,
+    };
+    record_op(LayerNormBackward, [&x, &gamma, &beta], state, output)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::perturb::Perturb;
     use super::*;
-    use crate::layers::perturb::Perturb;
+    use crate::layers::cpu::host::host_path_testable;
+    use crate::layers::LayerNormConfig;
     use burn::module::Module;
-    use burn::nn::LayerNormConfig;
     use codi_core::NoiseSource;
 
     #[test]
     fn matches_burns_values_and_gradients() {
+        if !host_path_testable() {
+            return;
+        }
         type AB = CpuAutodiff;
         let dev = Default::default();
         // Low-variance rows, so that a wrong ε shows.
@@ -153,9 +144,9 @@ mod tests {
         let w = noise.sample::<CpuBackend, 3>([2, 45, 37], &dev);
         let run = |ours: bool| {
             let y = if ours {
-                layer_norm(&norm, x.clone(), eps)
-            } else {
                 norm.forward(x.clone())
+            } else {
+                norm.forward_generic(x.clone())
             };
             let grads = (y.clone() * Tensor::from_inner(w.clone())).sum().backward();
             let v = |t: Tensor<CpuBackend, 3>| t.into_data().into_vec::<f32>().unwrap();

@@ -3,31 +3,31 @@
 //! on codi's shapes ([tokens, 64–1,280] × [64–1,280, 64–5,120]). Other backends keep burn's `Linear`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::nn::Linear;
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::ops::FloatTensor as Primitive;
-use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
-use codi_core::device::{CpuAutodiff, CpuBackend};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use codi_core::backend::{CpuAutodiff, CpuBackend};
 use codi_kernels::linear::{linear_backward_f32, linear_f32, LinearShape};
 use codi_kernels::profile::{timed, Pass};
 
-use crate::layers::host::{
-    downcast, host_to_primitive, host_values, on_cpu_autodiff_f32, on_cpu_f32, primitive_values,
-    register_grad, HostValues,
+use super::host::{
+    autodiff_primitive, from_autodiff_primitive, host_to_primitive, host_values,
+    on_cpu_autodiff_f32, on_cpu_f32, primitive_values, record_op, register_grad, HostValues,
 };
+use crate::layers::Linear;
 
-/// `lin.forward(x)` through the host kernels on the CPU backend. x: [..., d_in] → [..., d_out]
-pub fn linear_forward<B: Backend, const D: usize>(
+/// `lin` applied to x through the host kernels, or x back when they do not serve it.
+/// x: [..., d_in] → [..., d_out]
+pub fn forward<B: Backend, const D: usize>(
     lin: &Linear<B>,
     x: Tensor<B, D>,
-) -> Tensor<B, D> {
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
     let [d_in, d_out] = lin.weight.dims();
     let dims = x.dims();
     if dims[D - 1] != d_in {
         // Let burn report the shape error.
-        return lin.forward(x);
+        return Err(x);
     }
     let mut out_dims = dims;
     out_dims[D - 1] = d_out;
@@ -37,7 +37,7 @@ pub fn linear_forward<B: Backend, const D: usize>(
         d_out,
     };
     if on_cpu_f32(&x) {
-        return timed("dense", Pass::Forward, s.flops(), || {
+        return Ok(timed("dense", Pass::Forward, s.flops(), || {
             let device = x.device();
             let bias = lin.bias.as_ref().map(|b| host_values(b.val()));
             let out = linear_f32(
@@ -47,25 +47,20 @@ pub fn linear_forward<B: Backend, const D: usize>(
                 s,
             );
             Tensor::from_data(TensorData::new(out, out_dims), &device)
-        });
+        }));
     }
-    if on_cpu_autodiff_f32(&x) {
-        let prim =
-            |t: Tensor<B, 2>| downcast::<_, Primitive<CpuAutodiff>>(t.into_primitive().tensor());
-        let out = timed("dense", Pass::Forward, s.flops(), || {
-            tracked_linear(
-                prim(x.reshape([s.rows, d_in])),
-                prim(lin.weight.val()),
-                lin.bias
-                    .as_ref()
-                    .map(|b| downcast(b.val().into_primitive().tensor())),
-                s,
-            )
-        });
-        let out: Tensor<B, 2> = Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
-        return out.reshape(out_dims);
+    if !on_cpu_autodiff_f32(&x) {
+        return Err(x);
     }
-    lin.forward(x)
+    let out = timed("dense", Pass::Forward, s.flops(), || {
+        tracked_linear(
+            autodiff_primitive(x.reshape([s.rows, d_in])),
+            autodiff_primitive(lin.weight.val()),
+            lin.bias.as_ref().map(|b| autodiff_primitive(b.val())),
+            s,
+        )
+    });
+    Ok(from_autodiff_primitive::<B, 2>(out).reshape(out_dims))
 }
 
 #[derive(Debug, Clone)]
@@ -116,55 +111,53 @@ fn tracked_linear(
         [shape.rows, shape.d_out],
     );
     // Without a bias its slot in the graph holds an untracked constant, which gets no gradient.
-    let bias_node = match bias {
-        Some(b) => b.node.clone(),
+    let zeros;
+    let bias = match &bias {
+        Some(b) => b,
         None => {
-            let zeros = Tensor::<CpuAutodiff, 1>::zeros([shape.d_out], &Default::default());
-            downcast::<_, Primitive<CpuAutodiff>>(zeros.into_primitive().tensor())
-                .node
-                .clone()
+            zeros = autodiff_primitive(Tensor::<CpuAutodiff, 1>::zeros(
+                [shape.d_out],
+                &Default::default(),
+            ));
+            &zeros
         }
     };
-    match LinearBackward
-        .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias_node])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            LinearState {
-                x: xh,
-                weight: wh,
-                shape,
-            },
-            output,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
+    let state = LinearState {
+        x: xh,
+        weight: wh,
+        shape,
+    };
+    record_op(LinearBackward, [&x, &weight, bias], state, output)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::nn::LinearConfig;
+    use crate::layers::cpu::host::host_path_testable;
+    use crate::layers::LinearConfig;
     use codi_core::NoiseSource;
 
     #[test]
     fn inference_linear_matches_burns() {
+        if !host_path_testable() {
+            return;
+        }
         let dev = Default::default();
         let mut noise = codi_core::SeededNoise::new(3);
         for bias in [true, false] {
             let lin: Linear<CpuBackend> = LinearConfig::new(19, 23).with_bias(bias).init(&dev);
             let x = noise.sample::<CpuBackend, 3>([2, 37, 19], &dev);
-            let err = codi_core::tensor_ops::max_abs_diff(
-                linear_forward(&lin, x.clone()),
-                lin.forward(x),
-            );
+            let err =
+                codi_core::tensor_ops::max_abs_diff(lin.forward(x.clone()), lin.forward_generic(x));
             assert!(err < 1e-5, "bias {bias}: max |codi − burn| = {err}");
         }
     }
 
     #[test]
     fn autodiff_linear_matches_burns_values_and_gradients() {
+        if !host_path_testable() {
+            return;
+        }
         type AB = CpuAutodiff;
         let dev = Default::default();
         let mut noise = codi_core::SeededNoise::new(4);
@@ -175,9 +168,9 @@ mod tests {
             let w = Tensor::<AB, 3>::from_inner(noise.sample::<CpuBackend, 3>([2, 37, 23], &dev));
             let run = |ours: bool| {
                 let out = if ours {
-                    linear_forward(&lin, x.clone())
-                } else {
                     lin.forward(x.clone())
+                } else {
+                    lin.forward_generic(x.clone())
                 };
                 let grads = (out.clone() * w.clone()).sum().backward();
                 let db = lin.bias.as_ref().map(|b| b.val().grad(&grads).expect("db"));

@@ -1,18 +1,34 @@
-//! Tensors of the CPU backend to and from plain f32 buffers, for the `codi_kernels` host kernels.
+//! When the host kernels serve a tensor, and tensors of the CPU backend to and from plain f32 buffers for them.
 
 use std::any::{Any, TypeId};
+use std::sync::OnceLock;
 
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
-use codi_core::device::{CpuAutodiff, CpuBackend};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData, TensorPrimitive};
+use codi_core::backend::{CpuAutodiff, CpuBackend};
 
-/// Whether `B` is the CPU backend (burn-flex) and `t` holds f32: the case the host kernels serve. Every
-/// other backend, autodiff included, keeps burn's ops.
+/// Whether the host kernels serve at all in this process: the CPU runs their AVX2 + FMA builds (without
+/// them burn-flex's own kernels are faster than the kernels' portable builds) and `CODI_GENERIC_OPS` does
+/// not send every op down burn's generic path, the path CUDA and wgpu run (read once).
+pub fn host_kernels_on() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| codi_kernels::math::has_avx2_fma() && !generic_ops_forced())
+}
+
+/// Whether the environment sets `CODI_GENERIC_OPS` to anything but `0` or the empty string.
+pub fn generic_ops_forced() -> bool {
+    std::env::var("CODI_GENERIC_OPS").is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0")
+}
+
+/// Whether `B` is the CPU backend (burn-flex), `t` holds f32 and the host kernels are on: the case the
+/// host kernels serve. Every other backend, autodiff included, keeps burn's ops.
 pub fn on_cpu_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
-    TypeId::of::<B>() == TypeId::of::<CpuBackend>() && t.dtype() == DType::F32
+    TypeId::of::<B>() == TypeId::of::<CpuBackend>() && t.dtype() == DType::F32 && host_kernels_on()
 }
 
 /// The tensor's values, row-major; only for tensors that pass [`on_cpu_f32`].
@@ -157,9 +173,51 @@ pub fn token_major_to_primitive(
     CpuBackend::float_swap_dims(host_to_primitive(values, [b, n, h, d]), 1, 2)
 }
 
-/// Whether `B` is the autodiff CPU backend and `t` holds f32: where an op with a host-kernel backward applies.
+/// Whether `B` is the autodiff CPU backend, `t` holds f32 and the host kernels are on: where an op with a
+/// host-kernel backward applies.
 pub fn on_cpu_autodiff_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
-    TypeId::of::<B>() == TypeId::of::<CpuAutodiff>() && t.dtype() == DType::F32
+    TypeId::of::<B>() == TypeId::of::<CpuAutodiff>() && t.dtype() == DType::F32 && host_kernels_on()
+}
+
+/// A tensor that passed [`on_cpu_autodiff_f32`] as the autodiff backend's primitive.
+pub fn autodiff_primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<CpuAutodiff> {
+    downcast(t.into_primitive().tensor())
+}
+
+/// An autodiff primitive back as the caller's tensor type (the inverse of [`autodiff_primitive`]).
+pub fn from_autodiff_primitive<B: Backend, const D: usize>(
+    p: FloatTensor<CpuAutodiff>,
+) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(downcast(p)))
+}
+
+/// Records `output` as the result of a host op with backward pass `op` over `parents`, keeping `state`
+/// for that pass when a parent is tracked: the bookkeeping every host op under autodiff shares.
+pub fn record_op<Op: Backward<CpuBackend, N>, const N: usize>(
+    op: Op,
+    parents: [&FloatTensor<CpuAutodiff>; N],
+    state: Op::State,
+    output: FloatTensor<CpuBackend>,
+) -> FloatTensor<CpuAutodiff> {
+    match op
+        .prepare::<NoCheckpointing>(parents.map(|p| p.node.clone()))
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+/// Whether a test can take the host path on this machine and in this process; tests of that path return
+/// early (and say so) where it cannot.
+#[cfg(test)]
+pub fn host_path_testable() -> bool {
+    let on = host_kernels_on();
+    if !on {
+        eprintln!("host kernels off (no AVX2 + FMA, or CODI_GENERIC_OPS): host-path test skipped");
+    }
+    on
 }
 
 /// Moves a value between a generic type and the concrete one a `TypeId` test has shown it to be.

@@ -1,18 +1,15 @@
 //! The one place a backend and device are chosen. `--device cpu|wgpu[:N]|cuda[:N]` parses to a
 //! [`DeviceSpec`]; [`with_backend`] runs a backend-generic task on it. The CPU backend (burn-flex) is always
-//! compiled; `wgpu` and `cuda` are cargo features.
+//! compiled; `wgpu`, `cuda` and `ndarray` are cargo features of this binary. A GPU device is tried with one
+//! small op first, so that a missing driver or device is an error that says so, not a panic in the backend.
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use crate::error::CoreError;
-
-/// The CPU backend every test and the embedded default use.
-pub type CpuBackend = burn::backend::Flex;
-/// The CPU backend with autodiff (training).
-pub type CpuAutodiff = burn::backend::Autodiff<CpuBackend>;
+use codi_core::backend::CpuAutodiff;
+use codi_core::CoreError;
 
 /// A device named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,6 +107,59 @@ impl FloatDType {
     }
 }
 
+/// What to install or check when a GPU device cannot be used.
+fn hint(spec: DeviceSpec) -> &'static str {
+    match spec {
+        DeviceSpec::Wgpu(_) => {
+            "no Vulkan adapter answered (a GPU driver, or Mesa's software one: \
+             `apt-get install mesa-vulkan-drivers`)"
+        }
+        DeviceSpec::Cuda(_) => "no CUDA driver or no such device",
+        _ => "the backend failed to start",
+    }
+}
+
+/// Runs one small op on `device`: a backend that cannot start panics inside its runtime, which here
+/// becomes an error naming the device.
+#[allow(dead_code)] // unused when no GPU backend is compiled
+fn probe<B: Backend>(spec: DeviceSpec, device: &B::Device) -> Result<(), CoreError> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        burn::tensor::Tensor::<B, 1>::zeros([1], device).into_data()
+    }));
+    std::panic::set_hook(previous);
+    result.map(|_| ()).map_err(|payload| {
+        let detail = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let detail: String = detail
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        CoreError::Invalid {
+            what: "device",
+            reason: format!("'{spec}' cannot be used: {} ({detail})", hint(spec)),
+        }
+    })
+}
+
+/// Probes `device` ([`probe`]), then runs `task` on it.
+#[allow(dead_code)] // unused when no GPU backend is compiled
+fn run_probed<B: AutodiffBackend, T: BackendTask>(
+    spec: DeviceSpec,
+    device: B::Device,
+    task: T,
+) -> Result<T::Output, CoreError> {
+    probe::<B>(spec, &device)?;
+    Ok(task.run::<B>(device))
+}
+
 /// Runs `task` on the backend and device `spec` names, in f32.
 pub fn with_backend<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Output, CoreError> {
     with_backend_as(spec, FloatDType::F32, task)
@@ -124,9 +174,12 @@ pub fn with_backend_as<T: BackendTask>(
     if dtype == FloatDType::Bf16 {
         return match spec {
             #[cfg(feature = "cuda")]
-            DeviceSpec::Cuda(i) => Ok(task.run::<burn::backend::Autodiff<
-                burn::backend::Cuda<burn::tensor::bf16>,
-            >>(burn::backend::cuda::CudaDevice::new(i))),
+            DeviceSpec::Cuda(i) => run_probed::<
+                burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>,
+                T,
+            >(
+                spec, burn::backend::cuda::CudaDevice::new(i), task
+            ),
             #[cfg(not(feature = "cuda"))]
             DeviceSpec::Cuda(_) => Err(not_compiled(spec, "cuda")),
             _ => Err(CoreError::Invalid {
@@ -144,19 +197,23 @@ pub fn with_backend_as<T: BackendTask>(
         #[cfg(not(feature = "ndarray"))]
         DeviceSpec::NdArray => Err(not_compiled(spec, "ndarray")),
         #[cfg(feature = "wgpu")]
-        DeviceSpec::Wgpu(i) => Ok(task.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(
+        DeviceSpec::Wgpu(i) => run_probed::<burn::backend::Autodiff<burn::backend::Wgpu>, T>(
+            spec,
             if i == 0 {
                 burn::backend::wgpu::WgpuDevice::DefaultDevice
             } else {
                 burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)
             },
-        )),
+            task,
+        ),
         #[cfg(not(feature = "wgpu"))]
         DeviceSpec::Wgpu(_) => Err(not_compiled(spec, "wgpu")),
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => Ok(task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
+        DeviceSpec::Cuda(i) => run_probed::<burn::backend::Autodiff<burn::backend::Cuda>, T>(
+            spec,
             burn::backend::cuda::CudaDevice::new(i),
-        )),
+            task,
+        ),
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => Err(not_compiled(spec, "cuda")),
     }
@@ -184,7 +241,7 @@ mod tests {
         type Output = f32;
         fn run<B: AutodiffBackend>(self, device: B::Device) -> f32 {
             let t = burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
-            crate::tensor_ops::to_vec(t.sum())[0]
+            codi_core::tensor_ops::to_vec(t.sum())[0]
         }
     }
 

@@ -6,30 +6,21 @@
 //! gradient the same way back.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::ops::{FloatTensor as Primitive, FloatTensorOps};
-use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
-use codi_core::device::{CpuAutodiff, CpuBackend};
+use burn::tensor::{backend::Backend, Tensor};
+use codi_core::backend::{CpuAutodiff, CpuBackend};
 use codi_kernels::profile::{timed, Pass};
 
-use crate::layers::host::{
-    downcast, host_to_primitive, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host,
+use super::host::{
+    autodiff_primitive, downcast, from_autodiff_primitive, host_to_primitive, on_cpu_autodiff_f32,
+    on_cpu_f32, primitive_to_host, record_op,
 };
 
-/// Tokens back to channels: [b, n, c] → [b, c, n].
-pub fn tokens_to_channels<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
-    swapped(t)
-}
-
-/// Channels to tokens: [b, c, n] → [b, n, c].
-pub fn channels_to_tokens<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
-    swapped(x)
-}
-
-/// [b, r, c] → [b, c, r]: row-major on the CPU backend (autodiff included), a view elsewhere.
-fn swapped<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
+/// [b, r, c] → [b, c, r] in row-major memory through the host kernels (autodiff included), or t back
+/// when they do not serve it (burn's `swap_dims` view is the other backends' form).
+pub fn forward<B: Backend>(t: Tensor<B, 3>) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
     let [b, r, c] = t.dims();
     if on_cpu_f32(&t) {
         let out = swapped_rows(
@@ -37,13 +28,17 @@ fn swapped<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 3> {
             [b, r, c],
             Pass::Forward,
         );
-        return Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
+        return Ok(Tensor::from_primitive(
+            burn::tensor::TensorPrimitive::Float(downcast(out)),
+        ));
     }
-    if on_cpu_autodiff_f32(&t) {
-        let out = tracked_swap(downcast(t.into_primitive().tensor()), [b, r, c]);
-        return Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
+    if !on_cpu_autodiff_f32(&t) {
+        return Err(t);
     }
-    t.swap_dims(1, 2)
+    Ok(from_autodiff_primitive(tracked_swap(
+        autodiff_primitive(t),
+        [b, r, c],
+    )))
 }
 
 #[derive(Debug)]
@@ -70,14 +65,7 @@ impl Backward<CpuBackend, 1> for SwapBackward {
 
 fn tracked_swap(t: Primitive<CpuAutodiff>, [b, r, c]: [usize; 3]) -> Primitive<CpuAutodiff> {
     let output = swapped_rows(t.primitive.clone(), [b, r, c], Pass::Forward);
-    match SwapBackward
-        .prepare::<NoCheckpointing>([t.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish([b, r, c], output),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
+    record_op(SwapBackward, [&t], [b, r, c], output)
 }
 
 /// t: [b, r, c] → its [b, c, r] transpose in row-major memory (the swapped view comes to the host through
@@ -96,10 +84,15 @@ fn swapped_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layers::cpu::host::host_path_testable;
+    use crate::layers::functional::{channels_to_tokens, tokens_to_channels};
     use codi_core::NoiseSource;
 
     #[test]
     fn tokens_return_to_channels_row_major() {
+        if !host_path_testable() {
+            return;
+        }
         let mut noise = codi_core::SeededNoise::new(9);
         let t = noise.sample::<CpuBackend, 3>([2, 45, 37], &Default::default());
         let want = t
@@ -115,6 +108,9 @@ mod tests {
 
     #[test]
     fn autodiff_swap_matches_burns_view_and_gradient() {
+        if !host_path_testable() {
+            return;
+        }
         type AB = CpuAutodiff;
         let mut noise = codi_core::SeededNoise::new(10);
         let dev = Default::default();

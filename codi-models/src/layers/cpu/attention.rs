@@ -8,28 +8,30 @@
 //! query row). Other backends keep burn's op.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::tensor::module::attention;
-use burn::tensor::ops::{AttentionModuleOptions, FloatTensor as Primitive};
-use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
-use codi_core::device::{CpuAutodiff, CpuBackend};
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::tensor::ops::FloatTensor as Primitive;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use codi_core::backend::{CpuAutodiff, CpuBackend};
 
-use crate::layers::host::{
-    downcast, on_cpu_autodiff_f32, on_cpu_f32, primitive_to_host, swap_heads_and_tokens, to_host,
-    token_major_to_primitive,
+use super::host::{
+    autodiff_primitive, from_autodiff_primitive, on_cpu_autodiff_f32, on_cpu_f32,
+    primitive_to_host, record_op, swap_heads_and_tokens, to_host, token_major_to_primitive,
 };
 use codi_kernels::attention::{attention_f32, attention_f32_lse, AttentionShape};
 use codi_kernels::attention_backward::attention_backward_f32;
 use codi_kernels::profile::{timed, Pass};
 
-/// softmax(q·kᵀ/√d)·v. q: [b, h, n, d], k: [b, h, m, d], v: [b, h, m, dv] → [b, h, n, dv]
-pub fn scaled_dot_product<B: Backend>(
+/// The three attention inputs, handed back when the host kernels do not serve them.
+pub type Qkv<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
+
+/// softmax(q·kᵀ/√d)·v through the host kernels, or (q, k, v) back when they do not serve them.
+/// q: [b, h, n, d], k: [b, h, m, d], v: [b, h, m, dv] → [b, h, n, dv]
+pub fn forward<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-) -> Tensor<B, 4> {
+) -> Result<Tensor<B, 4>, Qkv<B>> {
     let [b, h, n, d] = q.dims();
     let [_, _, m, dv] = v.dims();
     let shape = AttentionShape {
@@ -40,27 +42,27 @@ pub fn scaled_dot_product<B: Backend>(
         dv,
     };
     if on_cpu_f32(&q) && on_cpu_f32(&k) && on_cpu_f32(&v) {
-        return timed("attention", Pass::Forward, shape.flops(), || {
+        return Ok(timed("attention", Pass::Forward, shape.flops(), || {
             let device = q.device();
             let out = attention_f32(&to_host(q), &to_host(k), &to_host(v), shape);
             // Token-major memory: the caller's merge of the heads is then free.
             let out = swap_heads_and_tokens(&out, [b, h, n, dv]);
             Tensor::<B, 4>::from_data(TensorData::new(out, [b, n, h, dv]), &device).swap_dims(1, 2)
-        });
+        }));
     }
     if on_cpu_autodiff_f32(&q) && on_cpu_autodiff_f32(&k) && on_cpu_autodiff_f32(&v) {
         let out = timed("attention", Pass::Forward, shape.flops(), || {
             tracked_attention(
-                downcast(q.into_primitive().tensor()),
-                downcast(k.into_primitive().tensor()),
-                downcast(v.into_primitive().tensor()),
+                autodiff_primitive(q),
+                autodiff_primitive(k),
+                autodiff_primitive(v),
                 shape,
                 [b, h],
             )
         });
-        return Tensor::from_primitive(TensorPrimitive::Float(downcast(out)));
+        return Ok(from_autodiff_primitive(out));
     }
-    attention(q, k, v, None, None, AttentionModuleOptions::default())
+    Err((q, k, v))
 }
 
 /// What the backward pass needs, on the host.
@@ -131,34 +133,30 @@ fn tracked_attention(
     let (out, lse) = attention_f32_lse(&qh, &kh, &vh, shape);
     let out_shape = [b, h, shape.n, shape.dv];
     let output = token_major_to_primitive(swap_heads_and_tokens(&out, out_shape), out_shape);
-    match AttentionBackward
-        .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            AttentionState {
-                q: qh,
-                k: kh,
-                v: vh,
-                out,
-                lse,
-                shape,
-                batch_heads: [b, h],
-            },
-            output,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
+    let state = AttentionState {
+        q: qh,
+        k: kh,
+        v: vh,
+        out,
+        lse,
+        shape,
+        batch_heads: [b, h],
+    };
+    record_op(AttentionBackward, [&q, &k, &v], state, output)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layers::cpu::host::host_path_testable;
+    use crate::layers::functional::{scaled_dot_product, scaled_dot_product_generic};
     use codi_core::NoiseSource;
 
     #[test]
     fn scaled_dot_product_agrees_with_burn_on_the_cpu_backend() {
+        if !host_path_testable() {
+            return;
+        }
         type B = CpuBackend;
         let dev = Default::default();
         let mut noise = codi_core::SeededNoise::new(4);
@@ -166,13 +164,16 @@ mod tests {
         let k = noise.sample::<B, 4>([2, 4, 9, 16], &dev);
         let v = noise.sample::<B, 4>([2, 4, 9, 16], &dev);
         let ours = scaled_dot_product(q.clone(), k.clone(), v.clone());
-        let burns = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let burns = scaled_dot_product_generic(q, k, v);
         let err = codi_core::tensor_ops::max_abs_diff(ours, burns);
         assert!(err < 1e-5, "max |codi − burn| = {err}");
     }
 
     #[test]
     fn autodiff_attention_matches_burns_gradients() {
+        if !host_path_testable() {
+            return;
+        }
         type AB = CpuAutodiff;
         let dev = Default::default();
         let mut noise = codi_core::SeededNoise::new(5);
@@ -190,7 +191,7 @@ mod tests {
             let out = if ours {
                 scaled_dot_product(q2, k2, v2)
             } else {
-                attention(q2, k2, v2, None, None, AttentionModuleOptions::default())
+                scaled_dot_product_generic(q2, k2, v2)
             };
             let grads = (out.clone() * w.clone()).sum().backward();
             let grad = |t: &Tensor<AB, 4>| t.grad(&grads).expect("a gradient");

@@ -2,7 +2,7 @@
 
 use burn::module::{ModuleMapper, Param};
 use burn::tensor::Tensor;
-use codi_core::device::{CpuAutodiff, CpuBackend};
+use codi_core::backend::{CpuAutodiff, CpuBackend};
 use codi_core::NoiseSource;
 
 /// Adds seeded noise (σ = 0.3) to every parameter and leaves it a trainable leaf.
