@@ -7,7 +7,7 @@
 #   diffusers==0.42.1 --no-deps; unzip; delete everything in diffusers/pipelines and diffusers/modular_pipelines
 #   but their __init__.py; zip again: 2.1 MB instead of 6.2 MB; the models import without them).
 #   device run: bash bench/gpu_check.sh   (carry .gpu .whl)
-# In session 5 (H100) every phase hit its limit before codi's first call returned: CubeCL compiles each kernel
+# In commit b3a46d2 (H100) every phase hit its limit before codi's first call returned: CubeCL compiles each kernel
 # (and ~5 autotune candidates per shape) at first launch; see bench/gpu-logs and the performance chapter.
 # So the script keeps CubeCL's PTX and autotune caches in /tmp/cubecl-cache and packs them into
 # $OUT/cubecl-cache.tar.xz after every phase (a phase killed at its limit keeps what it compiled and tuned).

@@ -164,7 +164,7 @@ fn the_embedded_default_samples_and_evaluates() {
         "--batch",
         "10",
         "--steps",
-        "2",
+        "8",
         "--out",
         report.to_str().unwrap(),
     ]);
@@ -175,9 +175,20 @@ fn the_embedded_default_samples_and_evaluates() {
     );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // One sample per class: the agreement is the mean of the per-class ones, and at 8 DDIM steps the
+    // teacher draws what the text asks for (it reads 1.0 here; a teacher that ignores the text, 0.1).
     let agreement = v["class_agreement"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&agreement));
-    assert!(v["fd"].as_f64().unwrap() >= 0.0 && v["fd_floor"].as_f64().unwrap() >= 0.0);
+    let per_class: Vec<f64> = v["per_class_agreement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    let mean = per_class.iter().sum::<f64>() / per_class.len() as f64;
+    assert!((agreement - mean).abs() < 1e-9, "{agreement} vs {mean}");
+    assert!(agreement >= 0.8, "class agreement {agreement} at 8 steps");
+    let fd = v["fd"].as_f64().unwrap();
+    assert!(fd.is_finite() && fd > 0.0, "FD {fd}");
     // A missing pipeline is a clear error naming the folder.
     let out = codi(&[
         "sample",

@@ -268,10 +268,19 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
     )
     .unwrap();
     assert_eq!(report.scores.len(), 2);
-    assert!(report
-        .scores
-        .iter()
-        .all(|s| s.psnr.is_finite() && s.ssim <= 1.0 && s.fd.is_some_and(|fd| fd >= 0.0)));
+    // A model this briefly trained scores about 8 dB: the bounds catch a metric that compares an image with
+    // itself (∞ dB, SSIM 1) or mixes the [0, 1] and [0, 255] ranges (negative dB).
+    for s in &report.scores {
+        assert!(s.psnr > 5.0 && s.psnr < 60.0, "{} dB", s.psnr);
+        assert!(s.ssim > -1.0 && s.ssim < 0.99, "SSIM {}", s.ssim);
+        assert!(
+            s.fd.is_some_and(|fd| fd.is_finite() && fd > 0.0),
+            "FD {:?}",
+            s.fd
+        );
+    }
+    // 1 and 4 steps are different samplers: their scores differ.
+    assert_ne!(report.scores[0].psnr, report.scores[1].psnr);
     let bicubic = report
         .bicubic
         .expect("super-resolution has a bicubic baseline");
