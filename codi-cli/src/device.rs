@@ -123,11 +123,16 @@ fn hint(spec: DeviceSpec) -> &'static str {
 /// becomes an error naming the device.
 #[allow(dead_code)] // unused when no GPU backend is compiled
 fn probe<B: Backend>(spec: DeviceSpec, device: &B::Device) -> Result<(), CoreError> {
+    guarded(spec, || {
+        burn::tensor::Tensor::<B, 1>::zeros([1], device).into_data();
+    })
+}
+
+/// Runs `start`, turning a panic (silenced) into an error that names `spec` and what to check.
+fn guarded(spec: DeviceSpec, start: impl FnOnce()) -> Result<(), CoreError> {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        burn::tensor::Tensor::<B, 1>::zeros([1], device).into_data()
-    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(start));
     std::panic::set_hook(previous);
     result.map(|_| ()).map_err(|payload| {
         let detail = payload
@@ -243,6 +248,27 @@ mod tests {
             let t = burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
             codi_core::tensor_ops::to_vec(t.sum())[0]
         }
+    }
+
+    #[test]
+    fn a_device_that_cannot_start_is_an_error_naming_it() {
+        // What cubecl does without a Vulkan driver: its server thread dies and the caller's receive fails.
+        let e = guarded(DeviceSpec::Wgpu(0), || {
+            panic!("called `Result::unwrap()` on an `Err` value: RecvError")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'wgpu:0' cannot be used"), "{e}");
+        assert!(
+            e.contains("mesa-vulkan-drivers") && e.contains("RecvError"),
+            "{e}"
+        );
+        let e = guarded(DeviceSpec::Cuda(1), || panic!("no device")).unwrap_err();
+        assert!(
+            e.to_string().contains("no CUDA driver or no such device"),
+            "{e}"
+        );
+        assert_eq!(guarded(DeviceSpec::Wgpu(0), || {}), Ok(()));
     }
 
     #[test]

@@ -96,31 +96,19 @@ impl<B: Backend> ConditionalPipeline<B> {
         progress: impl FnMut(usize, usize),
     ) -> Result<Tensor<B, 4>, TrainError> {
         let [n, _, s, _] = cond.dims();
-        let [c, h, w] = self.base.latent_shape(s);
-        let z = Tensor::from_data(
-            TensorData::new(noise.normals(n * c * h * w), [n, c, h, w]),
-            device,
-        );
-        let pt = self.base.prediction_type;
-        let cond_d = CondDenoiser {
+        let denoiser = |text, cond| CondDenoiser {
             net: &self.net,
-            text: self.base.encode_prompts(texts, device)?,
-            cond: cond.clone(),
-            prediction_type: pt,
-        };
-        let uncond = CondDenoiser {
-            net: &self.net,
-            text: self.base.encode_prompts(&vec![""; n], device)?,
+            text,
             cond,
-            prediction_type: pt,
+            prediction_type: self.base.prediction_type,
         };
         let guided = Guided {
-            cond: cond_d,
-            uncond,
+            cond: denoiser(self.base.encode_prompts(texts, device)?, cond.clone()),
+            uncond: denoiser(self.base.encode_prompts(&vec![""; n], device)?, cond),
             scale: guidance,
         };
-        let latents = sampler.sample(&self.base.schedule, &guided, z, noise, progress)?;
-        Ok(self.base.decode(latents))
+        self.base
+            .sample_and_decode(&guided, n, s, sampler, noise, device, progress)
     }
 }
 

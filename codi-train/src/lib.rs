@@ -12,5 +12,6 @@ pub mod pipeline;
 pub mod pretrain;
 pub mod tasks;
 pub mod text;
+pub mod training;
 
 pub use error::TrainError;

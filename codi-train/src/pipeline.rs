@@ -204,27 +204,38 @@ impl<B: Backend> TextToImage<B> {
         progress: impl FnMut(usize, usize),
     ) -> Result<Tensor<B, 4>, TrainError> {
         let n = prompts.len();
+        let denoiser = |text| TextDenoiser {
+            unet: &self.unet,
+            text,
+            prediction_type: self.prediction_type,
+        };
+        let guided = Guided {
+            cond: denoiser(self.encode_prompts(prompts, device)?),
+            uncond: denoiser(self.encode_prompts(&vec![""; n], device)?),
+            scale: guidance,
+        };
+        self.sample_and_decode(&guided, n, size, sampler, noise, device, progress)
+    }
+
+    /// The shared end of every sampling: z_T drawn from `noise` for `n` images of `size` pixels, `sampler`
+    /// run on `denoiser`, the latents decoded. → images [n, 3, size, size] in [0, 1]
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_and_decode(
+        &self,
+        denoiser: &impl Denoiser<B>,
+        n: usize,
+        size: usize,
+        sampler: &Sampler,
+        noise: &mut SeededNoise,
+        device: &B::Device,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Tensor<B, 4>, TrainError> {
         let [c, h, w] = self.latent_shape(size);
         let z = Tensor::from_data(
             TensorData::new(noise.normals(n * c * h * w), [n, c, h, w]),
             device,
         );
-        let cond = TextDenoiser {
-            unet: &self.unet,
-            text: self.encode_prompts(prompts, device)?,
-            prediction_type: self.prediction_type,
-        };
-        let uncond = TextDenoiser {
-            unet: &self.unet,
-            text: self.encode_prompts(&vec![""; n], device)?,
-            prediction_type: self.prediction_type,
-        };
-        let guided = Guided {
-            cond,
-            uncond,
-            scale: guidance,
-        };
-        let latents = sampler.sample(&self.schedule, &guided, z, noise, progress)?;
+        let latents = sampler.sample(&self.schedule, denoiser, z, noise, progress)?;
         Ok(self.decode(latents))
     }
 

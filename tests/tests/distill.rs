@@ -14,8 +14,8 @@ use codi_train::data::mixed::DataConfig;
 use codi_train::distill::{distill, DistillConfig, DistillMode};
 use codi_train::pretrain::teacher::{pretrain_teacher, TeacherPretrainConfig};
 use codi_train::pretrain::vae::{pretrain_vae, VaePretrainConfig};
-use codi_train::pretrain::{RunOptions, TrainLoopConfig};
 use codi_train::tasks::TaskKind;
+use codi_train::training::{RunOptions, TrainLoopConfig};
 
 type B = Autodiff<CpuBackend>;
 
@@ -128,7 +128,7 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
         backbone,
         "PE-CoDi changed the backbone"
     );
-    let loss = |r: &codi_train::pretrain::FitReport, e: usize| {
+    let loss = |r: &codi_train::training::FitReport, e: usize| {
         r.history.valid.iter().find(|x| x.0 == e).unwrap().1["Loss"]
     };
     assert!(

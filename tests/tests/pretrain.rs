@@ -15,7 +15,7 @@ use codi_train::pipeline::TextToImage;
 use codi_train::pretrain::classifier::{pretrain_classifier, ClassifierPretrainConfig};
 use codi_train::pretrain::teacher::{pretrain_teacher, TeacherPretrainConfig};
 use codi_train::pretrain::vae::{pretrain_vae, VaePretrainConfig};
-use codi_train::pretrain::{FitReport, RunOptions, TrainLoopConfig};
+use codi_train::training::{FitReport, RunOptions, TrainLoopConfig};
 
 type B = Autodiff<CpuBackend>;
 

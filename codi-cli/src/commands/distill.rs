@@ -10,8 +10,8 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args as ClapArgs;
 use codi_train::data::fashion_mnist::DEFAULT_DIR;
 use codi_train::distill::{distill, preset, DistillConfig, DistillMode};
-use codi_train::pretrain::{load_config, RunOptions};
 use codi_train::tasks::TaskKind;
+use codi_train::training::{load_config, RunOptions};
 
 #[derive(ClapArgs, Clone)]
 pub struct Args {

@@ -9,9 +9,8 @@ use burn::config::Config;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args as ClapArgs, ValueEnum};
 use codi_train::data::fashion_mnist::DEFAULT_DIR;
-use codi_train::pretrain::{
-    classifier, load_config, presets, teacher, vae, FitReport, RunOptions, TrainLoopConfig,
-};
+use codi_train::pretrain::{classifier, presets, teacher, vae};
+use codi_train::training::{load_config, FitReport, RunOptions, TrainLoopConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Part {

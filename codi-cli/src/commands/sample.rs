@@ -224,12 +224,9 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
                     .into_iter()
                     .map(|v| if v > 0.5 { 1.0 } else { 0.0 })
                     .collect();
-                let masked: Vec<f32> = img
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| if mask[i % (s * s)] > 0.5 { 0.5 } else { v })
-                    .collect();
-                ([masked.clone(), mask].concat(), masked)
+                let cond = codi_train::tasks::inpainting_condition(&img, &mask);
+                let masked = cond[..3 * s * s].to_vec();
+                (cond, masked)
             }
         };
         let cond_t = Tensor::<B, 4>::from_data(TensorData::new(cond, [1, cc, s, s]), device)

@@ -28,8 +28,8 @@ use crate::data::mixed::{DataConfig, Mixed};
 use crate::data::scenes::Scenes;
 use crate::error::TrainError;
 use crate::pipeline::SchedulerFile;
-use crate::pretrain::{fit, ordered_loader, FitReport, RunOptions, TrainLoopConfig};
 use crate::tasks::{InpaintConfig, SrConfig, TaskKind};
+use crate::training::{fit, ordered_loader, FitReport, RunOptions, TrainLoopConfig};
 use data::{DistillBatcher, EpochPairs, FixedPairs, FrozenText, FrozenVae, PairMaker, TaskSource};
 use model::{Distillation, StepSettings, TERMS};
 
@@ -172,7 +172,7 @@ pub fn distill<B: AutodiffBackend>(
     };
     // The data order continues from the checkpoint's epoch, so a resumed run sees the same batches.
     let start_epoch = if run.resume {
-        crate::pretrain::checkpoint::latest_epoch(&run.dir.join("checkpoint")).unwrap_or(0)
+        crate::training::checkpoint::latest_epoch(&run.dir.join("checkpoint")).unwrap_or(0)
     } else {
         0
     };

@@ -17,7 +17,7 @@ use codi_models::{AutoencoderKL, ControlNetModel, UNet2DConditionModel};
 use super::data::DistillBatch;
 use super::ema::ema_update;
 use super::DistillMode;
-use crate::pretrain::output::StepOutput;
+use crate::training::output::StepOutput;
 use codi_models::fresh::copy_with_fresh_ids;
 
 /// The adapted model ŵ(z, c, t): backbone with the adapter's residuals.

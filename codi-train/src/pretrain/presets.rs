@@ -7,11 +7,11 @@ use codi_models::unet::{DownBlockType, UpBlockType};
 use codi_models::{AutoencoderKLConfig, CLIPTextConfig, UNet2DConditionModelConfig};
 
 use super::classifier::ClassifierPretrainConfig;
-use super::lr::CosineScheduleConfig;
 use super::teacher::TeacherPretrainConfig;
 use super::vae::VaePretrainConfig;
-use super::TrainLoopConfig;
 use crate::data::mixed::{DataConfig, NUM_LABELS};
+use crate::training::lr::CosineScheduleConfig;
+use crate::training::TrainLoopConfig;
 
 /// f = 4: 32×32×3 → 8×8×4.
 pub fn vae() -> VaePretrainConfig {

@@ -19,14 +19,14 @@ use codi_models::{
     AutoencoderKL, CLIPTextConfig, CLIPTextModel, UNet2DConditionModel, UNet2DConditionModelConfig,
 };
 
-use super::output::StepOutput;
-use super::{fit, train_loader, valid_loader, FitReport, RunOptions, TrainLoopConfig};
 use crate::data::batch::images_tensor;
 use crate::data::fashion_mnist::Split;
 use crate::data::mixed::{DataConfig, Mixed};
 use crate::data::ImageItem;
 use crate::error::TrainError;
 use crate::pipeline::{save_pipeline_parts, SchedulerFile};
+use crate::training::output::StepOutput;
+use crate::training::{fit, train_loader, valid_loader, FitReport, RunOptions, TrainLoopConfig};
 
 #[derive(Config, Debug)]
 pub struct TeacherPretrainConfig {
@@ -236,7 +236,7 @@ pub fn pretrain_teacher<B: AutodiffBackend>(
     let test = crate::data::Spread::new(test, config.train.valid_items);
     // A finished run only exports its last checkpoint: no need to encode the data.
     let finished = run.resume
-        && super::checkpoint::latest_epoch(&run.dir.join("checkpoint"))
+        && crate::training::checkpoint::latest_epoch(&run.dir.join("checkpoint"))
             .is_some_and(|e| e >= config.train.num_epochs);
     let (train_latents, test_latents) = if finished {
         (Vec::new(), Vec::new())

@@ -13,13 +13,13 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use codi_models::{AutoencoderKL, AutoencoderKLConfig};
 use serde::Serialize;
 
-use super::output::StepOutput;
-use super::{fit, train_loader, valid_loader, FitReport, RunOptions, TrainLoopConfig};
 use crate::data::batch::{images_tensor, ImageBatch, ImageBatcher};
 use crate::data::fashion_mnist::Split;
 use crate::data::mixed::{DataConfig, Mixed, SCENE_LABEL_OFFSET};
 use crate::data::ImageItem;
 use crate::error::TrainError;
+use crate::training::output::StepOutput;
+use crate::training::{fit, train_loader, valid_loader, FitReport, RunOptions, TrainLoopConfig};
 
 #[derive(Config, Debug)]
 pub struct VaePretrainConfig {

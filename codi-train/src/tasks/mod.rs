@@ -150,19 +150,24 @@ pub fn inpainting(cfg: &InpaintConfig, item: &ImageItem, rng: &mut impl Rng) -> 
             }
         }
     }
-    let mut condition: Vec<f32> = item
-        .pixels
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| if mask[i % (s * s)] > 0.5 { 0.5 } else { v })
-        .collect();
-    condition.extend(&mask);
     TaskPair {
-        condition,
+        condition: inpainting_condition(&item.pixels, &mask),
         target: item.pixels.clone(),
         text: item.caption.clone(),
         size: s,
     }
+}
+
+/// The inpainting condition: the image with the masked pixels (mask > 0.5) set to 0.5, then the mask as a
+/// fourth channel. pixels: 3 × s × s, mask: s × s → 4 × s × s
+pub fn inpainting_condition(pixels: &[f32], mask: &[f32]) -> Vec<f32> {
+    let plane = mask.len();
+    pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if mask[i % plane] > 0.5 { 0.5 } else { v })
+        .chain(mask.iter().copied())
+        .collect()
 }
 
 /// Instructed editing with instruction `which` of [`crate::text::EDIT_INSTRUCTIONS`].

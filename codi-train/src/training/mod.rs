@@ -1,0 +1,320 @@
+//! The training loop that pretraining and distillation share: burn-train's Learner with AdamW, gradient
+//! clipping, a warm-up + cosine learning-rate schedule, atomic checkpoints every epoch and exact resume, the
+//! log renderer, and the data loaders.
+
+pub mod checkpoint;
+pub mod lr;
+pub mod output;
+pub mod renderer;
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use burn::config::Config;
+use burn::data::dataloader::DataLoader;
+use burn::module::AutodiffModule;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::AdamWConfig;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::metric::{LearningRateMetric, LossMetric};
+use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainStep};
+
+use crate::error::TrainError;
+use output::{StepOutput, TermMetric};
+use renderer::{History, LogRenderer};
+
+/// The optimisation settings every pretraining shares.
+#[derive(Config, Debug)]
+pub struct TrainLoopConfig {
+    #[config(default = 64)]
+    pub batch_size: usize,
+    #[config(default = 10)]
+    pub num_epochs: usize,
+    /// Optimizer steps per epoch (a checkpoint is written after each epoch); items are drawn at random.
+    #[config(default = 500)]
+    pub steps_per_epoch: usize,
+    /// Items of the test split scored after each epoch.
+    #[config(default = 512)]
+    pub valid_items: usize,
+    #[config(default = 1e-3)]
+    pub learning_rate: f64,
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// Gradient norm clip (0 = off): per parameter in pretraining (burn's AdamW clipping), over all
+    /// parameters together in distillation.
+    #[config(default = 1.0)]
+    pub grad_clip: f64,
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Data loader threads (0 = load in the training thread).
+    #[config(default = 0)]
+    pub num_workers: usize,
+    /// Warm-up + cosine decay of the learning rate over the run; absent (older configs) = constant.
+    pub lr_schedule: Option<lr::CosineScheduleConfig>,
+}
+
+impl TrainLoopConfig {
+    pub fn optimizer(&self) -> AdamWConfig {
+        let c = AdamWConfig::new().with_weight_decay(self.weight_decay as f32);
+        if self.grad_clip > 0.0 {
+            c.with_grad_clipping(Some(GradientClippingConfig::Norm(self.grad_clip as f32)))
+        } else {
+            c
+        }
+    }
+}
+
+/// Where and how one run goes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run folder: checkpoints, burn-train's metric logs, `train.log`.
+    pub dir: PathBuf,
+    /// Continue from the latest complete checkpoint in `dir` (if any).
+    pub resume: bool,
+    /// Seconds between progress lines.
+    pub log_every: Duration,
+}
+
+impl RunOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            resume: false,
+            log_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a run returns besides the model.
+#[derive(Debug, Clone)]
+pub struct FitReport {
+    /// The epoch training started at (1, or the checkpoint's + 1).
+    pub start_epoch: usize,
+    pub history: History,
+}
+
+/// Loads a config file written as JSON by [`Config::save`] (or by hand), naming the file on error.
+pub fn load_config<C: Config>(file: &Path) -> Result<C, TrainError> {
+    C::load(file).map_err(|e| TrainError::Data {
+        file: file.to_path_buf(),
+        reason: format!("not a valid config: {e}"),
+    })
+}
+
+/// Trains `model` with burn-train's SupervisedTraining: loss + `terms` as metrics, the [`LogRenderer`],
+/// atomic checkpoints each epoch, resume from the latest. Returns the trained (inner) model.
+#[allow(clippy::too_many_arguments)]
+pub fn fit<B, M>(
+    name: &str,
+    model: M,
+    loop_cfg: &TrainLoopConfig,
+    optimizer: Option<AdamWConfig>,
+    train: Arc<dyn DataLoader<B, M::Input>>,
+    valid: Arc<dyn DataLoader<B::InnerBackend, <M::InnerModule as InferenceStep>::Input>>,
+    terms: &[(&str, bool)],
+    run: &RunOptions,
+) -> Result<(M::InnerModule, FitReport), TrainError>
+where
+    B: AutodiffBackend,
+    M: TrainStep<Output = StepOutput<B>> + AutodiffModule<B> + Display + 'static,
+    M::InnerModule: InferenceStep<Output = StepOutput<B::InnerBackend>>,
+{
+    std::fs::create_dir_all(&run.dir).map_err(|e| TrainError::Data {
+        file: run.dir.clone(),
+        reason: format!("cannot create the run folder: {e}"),
+    })?;
+    let checkpoint = if run.resume {
+        checkpoint::latest_epoch(&run.dir.join("checkpoint"))
+    } else {
+        None
+    };
+    if run.resume && checkpoint.is_none() {
+        println!(
+            "[{name}] no checkpoint in {} yet: starting from scratch",
+            run.dir.display()
+        );
+    }
+    match checkpoint {
+        Some(e) if e >= loop_cfg.num_epochs => println!(
+            "[{name}] the checkpoint of epoch {e} completes the run's {} epochs: exporting it",
+            loop_cfg.num_epochs
+        ),
+        Some(e) => println!("[{name}] resuming after epoch {e}"),
+        None => {}
+    }
+    let history = Arc::new(Mutex::new(History::default()));
+    let renderer = LogRenderer::new(
+        name,
+        run.log_every,
+        Some(&run.dir.join("train.log")),
+        history.clone(),
+    );
+    let mut training = SupervisedTraining::new(&run.dir, train, valid)
+        .metric_train_numeric(LossMetric::new())
+        .metric_train_numeric(LearningRateMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .with_file_checkpointer(checkpoint::AtomicRecorder::default())
+        .num_epochs(loop_cfg.num_epochs)
+        .renderer(renderer);
+    for (i, (term, higher_is_better)) in terms.iter().enumerate() {
+        training = training
+            .metric_train_numeric(TermMetric::new(i, term, *higher_is_better))
+            .metric_valid_numeric(TermMetric::new(i, term, *higher_is_better));
+    }
+    if let Some(e) = checkpoint {
+        training = training.checkpoint(e);
+    }
+    let optim = optimizer
+        .unwrap_or_else(|| loop_cfg.optimizer())
+        .init::<B, M>();
+    let resumed = checkpoint.filter(|&e| e < loop_cfg.num_epochs);
+    let kept = match resumed {
+        Some(_) => Some(EpochOneLogs::set_aside(&run.dir)?),
+        None => None,
+    };
+    let result = training.launch(Learner::new(model, optim, lr::schedule(loop_cfg)));
+    if let (Some(e), Some(kept)) = (resumed, kept) {
+        kept.restore(e + 1)?;
+    }
+    let history = history.lock().unwrap().clone();
+    Ok((
+        result.model,
+        FitReport {
+            start_epoch: checkpoint.map_or(1, |e| e + 1),
+            history,
+        },
+    ))
+}
+
+/// burn-train 0.21 writes the metric logs of the first epoch after a resume into `{train,valid}/epoch-1`
+/// (its logger starts counting at 1), over the logs of the real epoch 1. This moves the original epoch-1
+/// logs aside before the run and, after it, moves what was written there to the resumed epoch's number.
+struct EpochOneLogs {
+    dir: PathBuf,
+}
+
+impl EpochOneLogs {
+    const SPLITS: [&'static str; 2] = ["train", "valid"];
+
+    fn set_aside(run: &Path) -> Result<Self, TrainError> {
+        for split in Self::SPLITS {
+            let (one, aside) = Self::paths(run, split);
+            if one.exists() && !aside.exists() {
+                rename(&one, &aside)?;
+            }
+        }
+        Ok(Self {
+            dir: run.to_path_buf(),
+        })
+    }
+
+    fn restore(self, first_epoch: usize) -> Result<(), TrainError> {
+        for split in Self::SPLITS {
+            let (one, aside) = Self::paths(&self.dir, split);
+            let target = self.dir.join(split).join(format!("epoch-{first_epoch}"));
+            if one.exists() && !target.exists() {
+                rename(&one, &target)?;
+            }
+            if aside.exists() {
+                if one.exists() {
+                    std::fs::remove_dir_all(&one).map_err(|e| TrainError::Data {
+                        file: one.clone(),
+                        reason: format!("cannot remove: {e}"),
+                    })?;
+                }
+                rename(&aside, &one)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn paths(run: &Path, split: &str) -> (PathBuf, PathBuf) {
+        let d = run.join(split);
+        (d.join("epoch-1"), d.join("epoch-1.before-resume"))
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), TrainError> {
+    std::fs::rename(from, to).map_err(|e| TrainError::Data {
+        file: from.to_path_buf(),
+        reason: format!("cannot move to {}: {e}", to.display()),
+    })
+}
+
+/// A training loader: `steps_per_epoch × batch_size` items drawn with replacement each epoch.
+pub fn train_loader<B, I, O, D, Bt>(
+    batcher: Bt,
+    dataset: D,
+    cfg: &TrainLoopConfig,
+    device: &B::Device,
+) -> Arc<dyn DataLoader<B, O>>
+where
+    B: burn::tensor::backend::Backend,
+    I: Send + Sync + Clone + std::fmt::Debug + 'static,
+    O: Send + Clone + std::fmt::Debug + 'static,
+    D: burn::data::dataset::Dataset<I> + 'static,
+    Bt: burn::data::dataloader::batcher::Batcher<B, I, O> + 'static,
+{
+    use burn::data::dataset::transform::{SamplerDataset, SamplerDatasetOptions};
+    let sampled = SamplerDataset::new(
+        dataset,
+        SamplerDatasetOptions::default()
+            .with_replacement()
+            .with_fixed_size(cfg.steps_per_epoch * cfg.batch_size)
+            .with_seed(cfg.seed),
+    );
+    let builder = burn::data::dataloader::DataLoaderBuilder::new(batcher)
+        .batch_size(cfg.batch_size)
+        .set_device(device.clone());
+    let builder = if cfg.num_workers > 0 {
+        builder.num_workers(cfg.num_workers)
+    } else {
+        builder
+    };
+    builder.build(sampled)
+}
+
+/// A validation loader over `valid_items` items spread evenly through `dataset` (so every part of a mixed
+/// dataset is scored).
+pub fn valid_loader<B, I, O, D, Bt>(
+    batcher: Bt,
+    dataset: D,
+    cfg: &TrainLoopConfig,
+    device: &B::Device,
+) -> Arc<dyn DataLoader<B, O>>
+where
+    B: burn::tensor::backend::Backend,
+    I: Send + Sync + Clone + std::fmt::Debug + 'static,
+    O: Send + Clone + std::fmt::Debug + 'static,
+    D: burn::data::dataset::Dataset<I> + 'static,
+    Bt: burn::data::dataloader::batcher::Batcher<B, I, O> + 'static,
+{
+    ordered_loader(
+        batcher,
+        crate::data::Spread::new(dataset, cfg.valid_items),
+        cfg.batch_size,
+        device,
+    )
+}
+
+/// A loader that reads `dataset` in order (its items already carry their randomness).
+pub fn ordered_loader<B, I, O, D, Bt>(
+    batcher: Bt,
+    dataset: D,
+    batch_size: usize,
+    device: &B::Device,
+) -> Arc<dyn DataLoader<B, O>>
+where
+    B: burn::tensor::backend::Backend,
+    I: Send + Sync + Clone + std::fmt::Debug + 'static,
+    O: Send + Clone + std::fmt::Debug + 'static,
+    D: burn::data::dataset::Dataset<I> + 'static,
+    Bt: burn::data::dataloader::batcher::Batcher<B, I, O> + 'static,
+{
+    burn::data::dataloader::DataLoaderBuilder::new(batcher)
+        .batch_size(batch_size)
+        .set_device(device.clone())
+        .build(dataset)
+}
