@@ -127,7 +127,7 @@ pub fn lcm_timesteps(
 }
 
 /// The CoDi grid (method.md §5): {0, Δt, 2Δt, …} with Δt = N_train / N, reversed, strided by ⌈N/K⌉.
-/// N = 50: K=1 [980]; K=2 [980, 480]; K=4 [980, 720, 460, 200].
+/// N = 50: K=1 \[980\]; K=2 [980, 480]; K=4 [980, 720, 460, 200].
 pub fn codi_timesteps(
     num_train: usize,
     intervals: usize,

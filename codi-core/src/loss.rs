@@ -151,7 +151,7 @@ pub fn pf_ode_step<B: Backend>(
     p.renoise(alpha_s, sigma_s)
 }
 
-/// The loss's two terms and their weighted sum (scalars, [1]).
+/// The loss's two terms and their weighted sum (scalars, \[1\]).
 #[derive(Debug, Clone)]
 pub struct CodiLossTerms<B: Backend> {
     pub consistency: Tensor<B, 1>,
@@ -159,7 +159,7 @@ pub struct CodiLossTerms<B: Backend> {
     pub total: Tensor<B, 1>,
 }
 
-/// The timesteps and points of one CoDi step, per sample ([batch]).
+/// The timesteps and points of one CoDi step, per sample (\[batch\]).
 pub struct CodiPoints<B: Backend> {
     pub t: Vec<i64>,
     pub s: Vec<i64>,

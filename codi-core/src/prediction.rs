@@ -51,7 +51,7 @@ pub struct Prediction<B: Backend, const D: usize> {
 }
 
 impl<B: Backend, const D: usize> Prediction<B, D> {
-    /// Reads a model output. output, z: [batch, …]; alpha, sigma: [batch] (one value per sample).
+    /// Reads a model output. output, z: [batch, …]; alpha, sigma: \[batch\] (one value per sample).
     pub fn from_output(
         kind: PredictionType,
         output: Tensor<B, D>,
@@ -103,7 +103,7 @@ impl<B: Backend, const D: usize> Prediction<B, D> {
         }
     }
 
-    /// v̂ = α ε̂ − σ x̂. alpha, sigma: [batch].
+    /// v̂ = α ε̂ − σ x̂. alpha, sigma: \[batch\].
     pub fn v(&self, alpha: Tensor<B, 1>, sigma: Tensor<B, 1>) -> Tensor<B, D> {
         self.eps.clone() * per_sample::<B, D>(alpha) - self.x0.clone() * per_sample::<B, D>(sigma)
     }
@@ -123,7 +123,7 @@ impl<B: Backend, const D: usize> Prediction<B, D> {
     }
 
     /// z = α x̂ + σ ε̂: the point this prediction describes at another noise level (the DDIM / PF-ODE step
-    /// when α, σ are those of the next timestep). alpha, sigma: [batch].
+    /// when α, σ are those of the next timestep). alpha, sigma: \[batch\].
     pub fn renoise(&self, alpha: Tensor<B, 1>, sigma: Tensor<B, 1>) -> Tensor<B, D> {
         self.x0.clone() * per_sample::<B, D>(alpha) + self.eps.clone() * per_sample::<B, D>(sigma)
     }

@@ -181,7 +181,7 @@ impl NoiseSchedule {
     }
 
     /// α_t and σ_t gathered for one timestep per sample.
-    /// timesteps: [batch] (integer-valued; values are clamped to the schedule) → ([batch], [batch]).
+    /// timesteps: \[batch\] (integer-valued; values are clamped to the schedule) → (\[batch\], \[batch\]).
     pub fn alpha_sigma<B: Backend>(
         &self,
         timesteps: &[i64],
@@ -197,7 +197,7 @@ impl NoiseSchedule {
     }
 
     /// ᾱ for a `[batch]` tensor of integer timesteps, gathered on the device (for training, where t is drawn
-    /// on the device). timesteps: [batch] → [batch].
+    /// on the device). timesteps: \[batch\] → \[batch\].
     pub fn gather_alpha_bar<B: Backend>(
         &self,
         timesteps: Tensor<B, 1, burn::tensor::Int>,

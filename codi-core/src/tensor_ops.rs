@@ -3,7 +3,7 @@
 use burn::tensor::{backend::Backend, Tensor};
 
 /// Reshapes a per-sample vector so that it broadcasts over the remaining axes.
-/// v: [batch] → [batch, 1, …, 1] (rank D).
+/// v: \[batch\] → [batch, 1, …, 1] (rank D).
 pub fn per_sample<B: Backend, const D: usize>(v: Tensor<B, 1>) -> Tensor<B, D> {
     let mut shape = [1usize; D];
     shape[0] = v.dims()[0];

@@ -147,7 +147,7 @@ pub(crate) fn pad_to_8(b: &[f32], width: usize) -> Vec<f32> {
     b8
 }
 
-/// o[r] = scale(r) · Σ_j p[r, j] v8[j] for the rows of p ([rows, m], read in place), v8: [m, 8] (values
+/// o\[r\] = scale(r) · Σ_j p[r, j] v8\[j\] for the rows of p ([rows, m], read in place), v8: [m, 8] (values
 /// padded to 8 floats, [`pad_to_8`]), o: [rows, dv].
 pub(crate) fn narrow_values(
     p: &[f32],
@@ -191,7 +191,7 @@ mod x86 {
     use super::NARROW_ROWS;
     use std::arch::x86_64::*;
 
-    /// acc[r] = Σ_j p[r·m + j] v8[j] for r < rows (≤ NARROW_ROWS): per key one vector of values, one
+    /// acc\[r\] = Σ_j p[r·m + j] v8\[j\] for r < rows (≤ NARROW_ROWS): per key one vector of values, one
     /// broadcast and one multiply-add per row.
     ///
     /// # Safety

@@ -389,7 +389,7 @@ fn winograd_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("CODI_WINOGRAD").map_or(true, |v| v.trim() != "0"))
 }
 
-/// x: [batch, c_in, h, w], weight: [c_out, c_in, kh, kw], bias: [c_out] → [batch, c_out, h_out, w_out].
+/// x: [batch, c_in, h, w], weight: [c_out, c_in, kh, kw], bias: \[c_out\] → [batch, c_out, h_out, w_out].
 /// 3×3 convolutions of stride 1 and padding 1 go through Winograd's F(2×2, 3×3), all others through im2col.
 pub fn conv2d_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
     if winograd_enabled() && winograd::applies(&s) {

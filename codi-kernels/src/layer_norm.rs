@@ -11,9 +11,9 @@ use crate::norm::lane_sum;
 #[derive(Debug, Clone, Copy)]
 pub struct LayerNormSpec<'a> {
     pub width: usize,
-    /// γ: [width].
+    /// γ: \[width\].
     pub gamma: &'a [f32],
-    /// β: [width], or None.
+    /// β: \[width\], or None.
     pub beta: Option<&'a [f32]>,
     pub eps: f32,
 }
@@ -91,7 +91,7 @@ fn normalise_row<const FUSED: bool>(row: &mut [f32], spec: &LayerNormSpec<'_>) -
     [mean, rstd]
 }
 
-/// Gradients of a LayerNorm: dx [rows, width], dγ and dβ [width].
+/// Gradients of a LayerNorm: dx [rows, width], dγ and dβ \[width\].
 pub struct LayerNormGrads {
     pub dx: Vec<f32>,
     pub dgamma: Vec<f32>,

@@ -28,7 +28,7 @@ pub struct LinearGrads {
     pub dx: Option<Vec<f32>>,
     /// [d_in, d_out]; None when not asked for.
     pub dw: Option<Vec<f32>>,
-    /// [d_out]
+    /// \[d_out\]
     pub db: Vec<f32>,
 }
 
@@ -60,7 +60,7 @@ fn rows_times(lhs: &[f32], k: usize, rhs: View, n: usize) -> Vec<f32> {
     }
 }
 
-/// x: [rows, d_in], weight: [d_in, d_out], bias: [d_out] → [rows, d_out].
+/// x: [rows, d_in], weight: [d_in, d_out], bias: \[d_out\] → [rows, d_out].
 pub fn linear_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: LinearShape) -> Vec<f32> {
     assert_eq!(x.len(), s.rows * s.d_in);
     assert_eq!(weight.len(), s.d_in * s.d_out);

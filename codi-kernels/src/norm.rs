@@ -12,7 +12,7 @@ pub struct GroupNormSpec<'a> {
     pub groups: usize,
     /// Product of the dimensions after the channel one.
     pub spatial: usize,
-    /// γ and β: [channels] each, or None for no affine map.
+    /// γ and β: \[channels\] each, or None for no affine map.
     pub affine: Option<(&'a [f32], &'a [f32])>,
     pub eps: f32,
     /// Apply x·σ(x) to the result.
@@ -102,7 +102,7 @@ fn normalise_group<const FUSED: bool>(
     [mean, rstd]
 }
 
-/// Gradients of a GroupNorm (+ SiLU): dx [n, channels, spatial], dγ and dβ [channels] (those of γ = 1,
+/// Gradients of a GroupNorm (+ SiLU): dx [n, channels, spatial], dγ and dβ \[channels\] (those of γ = 1,
 /// β = 0 without an affine map).
 pub struct GroupNormGrads {
     pub dx: Vec<f32>,

@@ -1,7 +1,7 @@
 //! A packed f32 matrix product: a 6 × 16 register tile (AVX2 + FMA, chosen at run time; a portable tile
 //! otherwise), the BLIS loop order and blocks sized for 32 KB of L1 and 512 KB of L2 per core.
 //!
-//! The left operand is packed once ([`PackedLhs`]) and can be shared by many products — a convolution's
+//! The left operand is packed once (`PackedLhs`) and can be shared by many products — a convolution's
 //! weights serve every sample. The right operand is packed block by block by a caller-supplied function, so a
 //! convolution writes its im2col columns straight into the packed layout instead of copying them twice.
 //! On the convolution shapes codi runs (c_out × pixels × 9·c_in) the `gemm` crate reached about half of this
@@ -481,7 +481,7 @@ mod x86 {
     use super::{MR, NR};
     use std::arch::x86_64::*;
 
-    /// out[p·NR + j] = col_j[p] for the NR columns col_j = base + j·cs (each contiguous) and p < kc.
+    /// out[p·NR + j] = col_j\[p\] for the NR columns col_j = base + j·cs (each contiguous) and p < kc.
     ///
     /// # Safety
     /// AVX2 present; each column holds kc floats; out holds kc·NR.

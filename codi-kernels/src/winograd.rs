@@ -180,7 +180,7 @@ impl PackRhs for InPlace {
     }
 }
 
-/// x: [batch, c_in, h, w], weight: [c_out, c_in, 3, 3], bias: [c_out] → [batch, c_out, h, w], for a 3×3
+/// x: [batch, c_in, h, w], weight: [c_out, c_in, 3, 3], bias: \[c_out\] → [batch, c_out, h, w], for a 3×3
 /// convolution of stride 1 and padding 1 (any sizes; [`applies`] says where it pays).
 pub fn conv3x3_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
     assert!(
@@ -409,7 +409,7 @@ pub fn conv3x3_weight_grad_f32(x: &[f32], gy: &[f32], s: ConvShape) -> Vec<f32> 
 }
 
 /// Tile columns of a vector group in the kernels' lane order (`x86::deinterleave`): tile k of the group sits
-/// in column LANE[k].
+/// in column LANE\[k\].
 const LANE: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
 
 /// One block's share of ∂L/∂U, added into du ([16, c_out, c_in]).

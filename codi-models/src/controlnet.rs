@@ -205,7 +205,7 @@ pub struct ControlNetModel<B: Backend> {
 }
 
 impl<B: Backend> ControlNetModel<B> {
-    /// sample: [batch, in, h, w], timesteps: [batch], encoder_hidden_states: [batch, tokens, cross_dim],
+    /// sample: [batch, in, h, w], timesteps: \[batch\], encoder_hidden_states: [batch, tokens, cross_dim],
     /// cond: [batch, cond_ch, h·2ᵏ, w·2ᵏ] → residuals for the backbone, each multiplied by `scale`.
     pub fn forward(
         &self,

@@ -192,7 +192,7 @@ pub struct UNet2DModel<B: Backend> {
 }
 
 impl<B: Backend> UNet2DModel<B> {
-    /// sample: [batch, in, h, w], timesteps: [batch] → [batch, out, h, w]
+    /// sample: [batch, in, h, w], timesteps: \[batch\] → [batch, out, h, w]
     pub fn forward(&self, sample: Tensor<B, 4>, timesteps: Tensor<B, 1>) -> Tensor<B, 4> {
         let emb = self.time_embedding.forward(timestep_features(
             timesteps,

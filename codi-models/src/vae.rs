@@ -228,7 +228,7 @@ impl<B: Backend> DiagonalGaussian<B> {
         self.mean.clone() + self.std() * noise
     }
 
-    /// KL(q ‖ N(0, I)) summed over latent dimensions, per sample. → [batch]
+    /// KL(q ‖ N(0, I)) summed over latent dimensions, per sample. → \[batch\]
     pub fn kl(&self) -> Tensor<B, 1> {
         let var = self.logvar.clone().exp();
         let kl = (self.mean.clone().powi_scalar(2) + var - self.logvar.clone())

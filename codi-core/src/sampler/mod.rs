@@ -27,7 +27,7 @@ use crate::schedule::NoiseSchedule;
 pub trait Denoiser<B: Backend> {
     /// How to read [`Denoiser::predict`]'s output.
     fn prediction_type(&self) -> PredictionType;
-    /// z: [batch, channels, height, width], t: [batch] (training-grid timesteps as floats) → [batch, channels, height, width].
+    /// z: [batch, channels, height, width], t: \[batch\] (training-grid timesteps as floats) → [batch, channels, height, width].
     fn predict(&self, z: Tensor<B, 4>, t: Tensor<B, 1>) -> Tensor<B, 4>;
 }
 

@@ -53,7 +53,7 @@ impl Conv2dConfig {
 pub struct Conv2d<B: Backend> {
     /// [c_out, c_in, kh, kw]
     pub weight: Param<Tensor<B, 4>>,
-    /// [c_out]
+    /// \[c_out\]
     pub bias: Option<Param<Tensor<B, 1>>>,
     pub stride: [usize; 2],
     /// [rows above and below, columns left and right]

@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
 /// diffusers' `get_timestep_embedding`: exponent = −ln(10000)·i/(half − shift); [sin, cos] or [cos, sin].
-/// t: [batch] → [batch, dim].
+/// t: \[batch\] → [batch, dim].
 pub fn timestep_features<B: Backend>(
     t: Tensor<B, 1>,
     dim: usize,

@@ -33,7 +33,7 @@ impl LinearConfig {
 pub struct Linear<B: Backend> {
     /// [d_in, d_out]
     pub weight: Param<Tensor<B, 2>>,
-    /// [d_out]
+    /// \[d_out\]
     pub bias: Option<Param<Tensor<B, 1>>>,
 }
 

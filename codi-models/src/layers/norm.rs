@@ -38,9 +38,9 @@ impl GroupNormConfig {
 
 #[derive(Module, Debug)]
 pub struct GroupNorm<B: Backend> {
-    /// [channels]
+    /// \[channels\]
     pub gamma: Option<Param<Tensor<B, 1>>>,
-    /// [channels]
+    /// \[channels\]
     pub beta: Option<Param<Tensor<B, 1>>>,
     pub num_groups: usize,
     pub num_channels: usize,
@@ -105,9 +105,9 @@ impl LayerNormConfig {
 
 #[derive(Module, Debug)]
 pub struct LayerNorm<B: Backend> {
-    /// [width]
+    /// \[width\]
     pub gamma: Param<Tensor<B, 1>>,
-    /// [width]
+    /// \[width\]
     pub beta: Option<Param<Tensor<B, 1>>>,
     pub epsilon: f64,
 }

@@ -29,7 +29,7 @@ pub struct Residuals<B: Backend> {
 pub enum Fusion<B: Backend> {
     /// h' = h + r (diffusers' ControlNet; zero convs make r = 0 at the start).
     Add,
-    /// h' = (1 − μ)·h + μ·r (the CoDi paper's fusion; μ starts at 0). mu: [1]
+    /// h' = (1 − μ)·h + μ·r (the CoDi paper's fusion; μ starts at 0). mu: \[1\]
     Mix(Tensor<B, 1>),
 }
 
@@ -60,7 +60,7 @@ pub struct UNet2DConditionModel<B: Backend> {
 }
 
 impl<B: Backend> UNet2DConditionModel<B> {
-    /// The time embedding. t: [batch] → [batch, time_embed_dim]
+    /// The time embedding. t: \[batch\] → [batch, time_embed_dim]
     pub fn embed_time(&self, t: Tensor<B, 1>) -> Tensor<B, 2> {
         self.time_embedding.forward(timestep_features(
             t,
@@ -70,7 +70,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         ))
     }
 
-    /// sample: [batch, in, h, w], timesteps: [batch], encoder_hidden_states: [batch, tokens, cross_dim]
+    /// sample: [batch, in, h, w], timesteps: \[batch\], encoder_hidden_states: [batch, tokens, cross_dim]
     /// → [batch, out, h, w]
     pub fn forward(
         &self,

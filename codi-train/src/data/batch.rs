@@ -5,7 +5,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use super::ImageItem;
 
-/// A batch of images in the networks' range. images: [batch, 3, H, W] in [−1, 1]; labels: [batch]
+/// A batch of images in the networks' range. images: [batch, 3, H, W] in [−1, 1]; labels: \[batch\]
 #[derive(Debug, Clone)]
 pub struct ImageBatch<B: Backend> {
     pub images: Tensor<B, 4>,

@@ -28,7 +28,7 @@ pub struct CodiNet<B: Backend> {
 }
 
 impl<B: Backend> CodiNet<B> {
-    /// z: [b, c, h, w], t: [b], text: [b, tokens, hidden], cond: [b, cc, H, W] in [0, 1] → [b, c, h, w]
+    /// z: [b, c, h, w], t: \[b\], text: [b, tokens, hidden], cond: [b, cc, H, W] in [0, 1] → [b, c, h, w]
     pub fn forward(
         &self,
         z: Tensor<B, 4>,

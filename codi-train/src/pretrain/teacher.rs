@@ -52,7 +52,7 @@ pub struct LatentItem {
     pub index: usize,
 }
 
-/// latents, noise: [batch, c, h, w]; ids: [batch, tokens]; timesteps: [batch]
+/// latents, noise: [batch, c, h, w]; ids: [batch, tokens]; timesteps: \[batch\]
 #[derive(Debug, Clone)]
 pub struct TeacherBatch<B: Backend> {
     pub latents: Tensor<B, 4>,

@@ -11,7 +11,7 @@ use burn::train::metric::{
     NumericAttributes, NumericEntry, SerializedEntry,
 };
 
-/// One step's result. loss: [1]; terms: [number of terms] (detached scalars).
+/// One step's result. loss: \[1\]; terms: [number of terms] (detached scalars).
 pub struct StepOutput<B: Backend> {
     pub loss: Tensor<B, 1>,
     pub terms: Tensor<B, 1>,

@@ -60,7 +60,7 @@ impl Backward<CpuBackend, 1> for SiluBackward {
     }
 }
 
-/// SiLU of x: [n] as one op whose backward runs the gradient kernel.
+/// SiLU of x: \[n\] as one op whose backward runs the gradient kernel.
 fn tracked(x: Primitive<CpuAutodiff>, n: usize) -> Primitive<CpuAutodiff> {
     let xh = primitive_values(x.primitive.clone());
     let mut out = xh.to_vec();
