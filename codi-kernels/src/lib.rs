@@ -16,3 +16,9 @@ mod scratch;
 pub mod sgemm;
 pub mod transpose;
 pub mod winograd;
+
+/// Whether the environment sets `name` to anything but `0` or the empty string: the switches that force a
+/// path for tests and comparisons (`CODI_PORTABLE_KERNELS`, `CODI_GENERIC_OPS`).
+pub fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0")
+}

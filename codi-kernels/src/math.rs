@@ -10,9 +10,7 @@ pub fn has_avx2_fma() -> bool {
         use std::sync::OnceLock;
         static HAS: OnceLock<bool> = OnceLock::new();
         *HAS.get_or_init(|| {
-            let portable = std::env::var("CODI_PORTABLE_KERNELS")
-                .is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0");
-            !portable
+            !crate::env_flag("CODI_PORTABLE_KERNELS")
                 && std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
         })

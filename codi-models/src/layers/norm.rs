@@ -29,9 +29,7 @@ impl GroupNormConfig {
             gamma: self.affine.then(ones),
             beta: self.affine.then(zeros),
             num_groups: self.num_groups,
-            num_channels: self.num_channels,
             epsilon: self.epsilon,
-            affine: self.affine,
         }
     }
 }
@@ -43,9 +41,7 @@ pub struct GroupNorm<B: Backend> {
     /// \[channels\]
     pub beta: Option<Param<Tensor<B, 1>>>,
     pub num_groups: usize,
-    pub num_channels: usize,
     pub epsilon: f64,
-    pub affine: bool,
 }
 
 impl<B: Backend> GroupNorm<B> {

@@ -17,12 +17,9 @@ use codi_core::backend::{CpuAutodiff, CpuBackend};
 /// not send every op down burn's generic path, the path CUDA and wgpu run (read once).
 pub fn host_kernels_on() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| codi_kernels::math::has_avx2_fma() && !generic_ops_forced())
-}
-
-/// Whether the environment sets `CODI_GENERIC_OPS` to anything but `0` or the empty string.
-pub fn generic_ops_forced() -> bool {
-    std::env::var("CODI_GENERIC_OPS").is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0")
+    *ON.get_or_init(|| {
+        codi_kernels::math::has_avx2_fma() && !codi_kernels::env_flag("CODI_GENERIC_OPS")
+    })
 }
 
 /// Whether `B` is the CPU backend (burn-flex), `t` holds f32 and the host kernels are on: the case the

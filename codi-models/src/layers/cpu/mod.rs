@@ -15,4 +15,4 @@ mod perturb;
 pub mod silu;
 pub mod transpose;
 
-pub use host::{generic_ops_forced, host_kernels_on};
+pub use host::host_kernels_on;
