@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 
-use crate::conditional::{eval_pairs, ConditionalPipeline};
 use crate::data::fashion_mnist::Split;
 use crate::data::mixed::DataConfig;
+use crate::distill::data::eval_pairs;
 use crate::distill::data::PairMaker;
 use crate::distill::export::load_distill_config;
 use crate::distill::task_source;
 use crate::error::TrainError;
 use crate::evaluate::{evaluate_task, TaskScores};
-use crate::image_io::save_grid;
+use codi_pipelines::image_io::save_grid;
+use codi_pipelines::ConditionalPipeline;
 
 /// Scenes generated for the demo's image source (the Fashion-MNIST subset comes first).
 const DEMO_SCENES: usize = 20;

@@ -10,4 +10,6 @@ pub enum TrainError {
     Model(#[from] codi_models::ModelError),
     #[error(transparent)]
     Core(#[from] codi_core::CoreError),
+    #[error(transparent)]
+    Pipeline(#[from] codi_pipelines::PipelineError),
 }

@@ -13,7 +13,7 @@ use crate::data::batch::images_tensor;
 use crate::data::fashion_mnist::{caption, CLASSES};
 use crate::data::ImageItem;
 use crate::error::TrainError;
-use crate::pipeline::TextToImage;
+use codi_pipelines::TextToImage;
 
 /// Classifier features and predicted labels of images in [0, 1]. images: [n, 3, H, W] → (n × dim, labels)
 pub fn features_and_labels<B: Backend>(
@@ -240,7 +240,7 @@ fn score<B: Backend>(
 /// sample per step count, ground truth — for the first `grid_rows` pairs)
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_task<B: Backend>(
-    pipe: &crate::conditional::ConditionalPipeline<B>,
+    pipe: &codi_pipelines::ConditionalPipeline<B>,
     classifier: Option<&Classifier<B>>,
     pairs: &[crate::tasks::TaskPair],
     step_counts: &[usize],
@@ -280,7 +280,7 @@ pub fn evaluate_task<B: Backend>(
         let mut noise = SeededNoise::new(seed);
         let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(batch.max(1)) {
-            let (cond, _) = crate::conditional::pairs_tensors::<B>(chunk, cc, device);
+            let (cond, _) = crate::distill::data::pairs_tensors::<B>(chunk, cc, device);
             let texts: Vec<&str> = chunk.iter().map(|p| p.text.as_str()).collect();
             let img = pipe.generate(
                 cond,

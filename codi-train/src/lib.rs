@@ -1,14 +1,11 @@
-//! Training for codi: datasets and (to come) task pipelines, pretraining and distillation with burn-train.
+//! Training for codi: datasets, the tasks' training pairs, pretraining of the embedded default and CoDi / PE-CoDi
+//! distillation with burn-train, evaluation runs. Sampling and loading pipelines live in codi-pipelines.
 
-pub mod conditional;
-pub mod curves;
 pub mod data;
 pub mod demo;
 pub mod distill;
 pub mod error;
 pub mod evaluate;
-pub mod image_io;
-pub mod pipeline;
 pub mod pretrain;
 pub mod tasks;
 pub mod text;

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::data::fashion_mnist::{caption, CLASSES};
 use crate::data::scenes::{Shape, COLOURS, FLOORS};
 use crate::error::TrainError;
+pub use codi_pipelines::tokenizer::{load_tokenizer, BOS, EOS, MAX_LENGTH, PAD, UNK};
 
 /// Instructions of the editing task; each has an exact ground-truth edit.
 pub const EDIT_INSTRUCTIONS: [&str; 10] = [
@@ -25,11 +26,6 @@ pub const EDIT_INSTRUCTIONS: [&str; 10] = [
     "rotate it a quarter turn",
 ];
 
-pub const PAD: &str = "<pad>";
-pub const UNK: &str = "<unk>";
-pub const BOS: &str = "<bos>";
-/// Not id 2: CLIP reads `eos_token_id == 2` as "take the largest id" (legacy configs).
-pub const EOS: &str = "<eos>";
 const SPECIAL: [&str; 4] = [PAD, UNK, BOS, EOS];
 
 /// Words as the tokenizer splits them (`\w+|[^\w\s]+`, lower-cased).
@@ -132,19 +128,6 @@ pub fn write_tokenizer(dir: &Path) -> Result<std::path::PathBuf, TrainError> {
     .map_err(err)?;
     std::fs::rename(&tmp, &file).map_err(err)?;
     Ok(file)
-}
-
-/// Tokens per prompt of the embedded default (the longest scene caption has 13 with `<bos>`/`<eos>`).
-pub const MAX_LENGTH: usize = 16;
-
-/// Loads the embedded default's tokenizer from `dir/tokenizer.json`.
-pub fn load_tokenizer(dir: &Path) -> Result<codi_models::tokenizer::TextTokenizer, TrainError> {
-    Ok(codi_models::tokenizer::TextTokenizer::from_file(
-        &dir.join("tokenizer.json"),
-        MAX_LENGTH,
-        PAD,
-        Some(EOS),
-    )?)
 }
 
 #[cfg(test)]

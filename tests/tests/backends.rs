@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 use burn::train::TrainStep;
 use codi_core::backend::CpuBackend;
 use codi_core::SeededNoise;
-use codi_train::conditional::ConditionalPipeline;
+use codi_pipelines::ConditionalPipeline;
 use codi_train::distill::data::DistillBatch;
 use codi_train::distill::model::{Distillation, StepSettings};
 

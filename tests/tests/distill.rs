@@ -9,12 +9,12 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{backend::Backend, Tensor};
 use codi_core::backend::CpuBackend;
 use codi_models::{AutoencoderKLConfig, UNet2DConditionModel, UNet2DConditionModelConfig};
+use codi_pipelines::TaskKind;
 use codi_tests::fixture;
 use codi_train::data::mixed::DataConfig;
 use codi_train::distill::{distill, DistillConfig, DistillMode};
 use codi_train::pretrain::teacher::{pretrain_teacher, TeacherPretrainConfig};
 use codi_train::pretrain::vae::{pretrain_vae, VaePretrainConfig};
-use codi_train::tasks::TaskKind;
 use codi_train::training::{RunOptions, TrainLoopConfig};
 
 type B = Autodiff<CpuBackend>;
@@ -188,7 +188,7 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
     }
 
     // The adapter loads on its backbone and is refused on another.
-    assert!(codi_train::distill::export::load_adapter::<CpuBackend>(
+    assert!(codi_pipelines::adapter::load_adapter::<CpuBackend>(
         &root.join("out-full"),
         &pipe.join("unet"),
         &dev
@@ -201,20 +201,17 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(other.join("diffusion_pytorch_model.safetensors"), bytes).unwrap();
-    let err = codi_train::distill::export::load_adapter::<CpuBackend>(
-        &root.join("out-full"),
-        &other,
-        &dev,
-    )
-    .expect_err("a different backbone is refused")
-    .to_string();
+    let err =
+        codi_pipelines::adapter::load_adapter::<CpuBackend>(&root.join("out-full"), &other, &dev)
+            .expect_err("a different backbone is refused")
+            .to_string();
     assert!(
         err.contains("codi_adapter.json") && err.contains("hash"),
         "{err}"
     );
 
     // The distilled model samples at 1, 2 and 4 steps from a condition.
-    let pipe_c = codi_train::conditional::ConditionalPipeline::<CpuBackend>::load(
+    let pipe_c = codi_pipelines::ConditionalPipeline::<CpuBackend>::load(
         &pipe,
         &root.join("out-full"),
         &dev,
@@ -250,7 +247,7 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
         sr: codi_train::tasks::SrConfig::new(),
         inpaint: codi_train::tasks::InpaintConfig::new(),
     };
-    let pairs = codi_train::conditional::eval_pairs(source, maker, 1, 6);
+    let pairs = codi_train::distill::data::eval_pairs(source, maker, 1, 6);
     let classifier = codi_models::classifier::ClassifierConfig::new(13)
         .with_block_out_channels(vec![8, 16])
         .init::<CpuBackend>(&dev);
@@ -293,7 +290,7 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
 fn the_adapted_model_equals_the_backbone_at_step_zero() {
     let _serial = serial();
     use codi_models::{ControlNetConfig, FusionKind};
-    use codi_train::distill::model::CodiNet;
+    use codi_pipelines::CodiNet;
     let root = tmp("zero");
     let pipe = pipeline(&root);
     let dev = Default::default();

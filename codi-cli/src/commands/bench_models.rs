@@ -21,7 +21,7 @@ use codi_models::unet::{DownBlockType, UpBlockType};
 use codi_models::{AutoencoderKLConfig, ControlNetConfig, UNet2DConditionModelConfig};
 
 use super::bench_step::{parse_mode, step_timesteps, StepBench, StepInputs};
-use codi_train::distill::DistillMode;
+use codi_pipelines::DistillMode;
 use serde::Serialize;
 
 #[derive(ClapArgs, Clone)]

@@ -13,9 +13,9 @@ use codi_core::tensor_ops::to_vec;
 use codi_core::{NoiseScheduleConfig, PredictionType};
 use codi_models::fresh::copy_with_fresh_ids;
 use codi_models::{ControlNetModel, UNet2DConditionModel};
+use codi_pipelines::DistillMode;
 use codi_train::distill::data::DistillBatch;
 use codi_train::distill::model::{Distillation, StepSettings};
-use codi_train::distill::DistillMode;
 
 struct RequireGrad;
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use codi_train::curves::{read_curve, render_svg};
+use codi_pipelines::plot::{read_curve, render_svg};
 
 #[derive(ClapArgs, Clone)]
 pub struct Args {

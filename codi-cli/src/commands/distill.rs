@@ -8,9 +8,9 @@ use crate::device::{with_backend, BackendTask, DeviceSpec};
 use anyhow::{anyhow, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args as ClapArgs;
+use codi_pipelines::TaskKind;
 use codi_train::data::fashion_mnist::DEFAULT_DIR;
 use codi_train::distill::{distill, preset, DistillConfig, DistillMode};
-use codi_train::tasks::TaskKind;
 use codi_train::training::{load_config, RunOptions};
 
 #[derive(ClapArgs, Clone)]

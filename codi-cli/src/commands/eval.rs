@@ -8,14 +8,15 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Args as ClapArgs, ValueEnum};
 use codi_core::{Sampler, SamplerKind};
 use codi_models::classifier::Classifier;
-use codi_train::conditional::{eval_pairs, ConditionalPipeline};
+use codi_pipelines::image_io::save_grid;
+use codi_pipelines::ConditionalPipeline;
+use codi_pipelines::TextToImage;
 use codi_train::data::fashion_mnist::{FashionMnist, Split, DEFAULT_DIR};
+use codi_train::distill::data::eval_pairs;
 use codi_train::distill::data::PairMaker;
 use codi_train::distill::export::load_distill_config;
 use codi_train::distill::task_source;
 use codi_train::evaluate::{evaluate_task, evaluate_teacher};
-use codi_train::image_io::save_grid;
-use codi_train::pipeline::TextToImage;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Target {

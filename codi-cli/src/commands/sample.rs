@@ -12,12 +12,12 @@ use burn::tensor::Tensor;
 use burn::tensor::TensorData;
 use clap::Args as ClapArgs;
 use codi_core::{Sampler, SamplerKind, SeededNoise};
-use codi_train::conditional::ConditionalPipeline;
-use codi_train::image_io::read_png;
-use codi_train::image_io::save_grid;
-use codi_train::pipeline::TextToImage;
-use codi_train::tasks::resize::resize_bicubic;
-use codi_train::tasks::TaskKind;
+use codi_pipelines::image_io::read_png;
+use codi_pipelines::image_io::save_grid;
+use codi_pipelines::resize::resize_bicubic;
+use codi_pipelines::ConditionalPipeline;
+use codi_pipelines::TaskKind;
+use codi_pipelines::TextToImage;
 
 #[derive(ClapArgs, Clone)]
 pub struct Args {
@@ -224,7 +224,7 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
                     .into_iter()
                     .map(|v| if v > 0.5 { 1.0 } else { 0.0 })
                     .collect();
-                let cond = codi_train::tasks::inpainting_condition(&img, &mask);
+                let cond = codi_pipelines::task::inpainting_condition(&img, &mask);
                 let masked = cond[..3 * s * s].to_vec();
                 (cond, masked)
             }

@@ -284,3 +284,39 @@ impl<B: Backend> Batcher<B, TaskItem, DistillBatch<B>> for DistillBatcher {
         }
     }
 }
+
+/// Pairs as tensors. → (conditions [n, cc, s, s], targets [n, 3, s, s])
+pub fn pairs_tensors<B: Backend>(
+    pairs: &[TaskPair],
+    channels: usize,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let n = pairs.len();
+    let s = pairs.first().map_or(0, |p| p.size);
+    let cond: Vec<f32> = pairs
+        .iter()
+        .flat_map(|p| p.condition.iter().copied())
+        .collect();
+    let target: Vec<f32> = pairs
+        .iter()
+        .flat_map(|p| p.target.iter().copied())
+        .collect();
+    (
+        Tensor::from_data(TensorData::new(cond, [n, channels, s, s]), device),
+        Tensor::from_data(TensorData::new(target, [n, 3, s, s]), device),
+    )
+}
+
+/// The first `n` evaluation pairs of a task source (same as the distiller's validation pairs).
+pub fn eval_pairs(source: TaskSource, maker: PairMaker, seed: u64, n: usize) -> Vec<TaskPair> {
+    let fixed = FixedPairs {
+        source,
+        maker,
+        seed,
+        len: n,
+    };
+    (0..fixed.len())
+        .filter_map(|i| fixed.get(i))
+        .map(|t| t.pair)
+        .collect()
+}

@@ -2,38 +2,16 @@
 //! full CoDi (`unet/`), and `codi_adapter.json` naming the task and the backbone by the hash of its weights —
 //! loading an adapter onto another backbone is refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use codi_core::loss::CodiLossConfig;
-use codi_models::{ControlNetConfig, ControlNetModel};
-use serde::{Deserialize, Serialize};
+use codi_models::ControlNetConfig;
+use serde::Serialize;
 
 use super::model::Distillation;
 use super::{DistillConfig, DistillMode};
 use crate::error::TrainError;
-use crate::tasks::TaskKind;
-
-/// `codi_adapter.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AdapterInfo {
-    pub task: TaskKind,
-    pub mode: DistillMode,
-    /// FNV-1a 64 of the backbone's weight files, hex.
-    pub backbone_hash: String,
-    /// Where the backbone was when the adapter was saved (`unet/` beside it for full CoDi).
-    pub backbone: PathBuf,
-    pub condition_channels: usize,
-    pub loss: CodiLossConfig,
-    pub ema: bool,
-}
-
-fn fnv1a(hash: &mut u64, bytes: &[u8]) {
-    for b in bytes {
-        *hash ^= *b as u64;
-        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-}
+use codi_pipelines::adapter::{backbone_hash, AdapterInfo};
 
 /// The distillation config an adapter was trained with (`distill.json` beside it, written by `codi distill`),
 /// else the preset for its task and mode — its task settings (degradation, boxes) make evaluation pairs.
@@ -55,19 +33,6 @@ pub fn load_distill_config(
         .ok_or_else(|| err("no \"config\" entry".into()))?;
     <DistillConfig as burn::config::Config>::load_binary(cfg.to_string().as_bytes())
         .map_err(|e| err(e.to_string()))
-}
-
-/// The hash of a diffusers model folder's weights.
-pub fn backbone_hash(unet_dir: &Path) -> Result<String, TrainError> {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for f in codi_models::io::weight_files(unet_dir)? {
-        let bytes = std::fs::read(&f).map_err(|e| TrainError::Data {
-            file: f.clone(),
-            reason: e.to_string(),
-        })?;
-        fnv1a(&mut h, &bytes);
-    }
-    Ok(format!("{h:016x}"))
 }
 
 fn write_json(file: &Path, v: &impl Serialize) -> Result<(), TrainError> {
@@ -125,34 +90,4 @@ pub fn save<B: Backend>(
     };
     write_json(&out.join("codi_adapter.json"), &info)?;
     Ok(info)
-}
-
-/// Loads a distilled adapter for the backbone in `unet_dir`, refusing a backbone other than the one it was
-/// distilled for.
-pub fn load_adapter<B: Backend>(
-    dir: &Path,
-    unet_dir: &Path,
-    device: &B::Device,
-) -> Result<(ControlNetModel<B>, AdapterInfo), TrainError> {
-    let file = dir.join("codi_adapter.json");
-    let info: AdapterInfo = serde_json::from_value(codi_models::diffusers_json::read_json(&file)?)
-        .map_err(|e| TrainError::Data {
-            file: file.clone(),
-            reason: e.to_string(),
-        })?;
-    let found = backbone_hash(unet_dir)?;
-    if found != info.backbone_hash {
-        return Err(TrainError::Data {
-            file,
-            reason: format!(
-                "this {} adapter was distilled for the backbone with weights hash {} ({}), but {} has hash {found}",
-                info.task.name(),
-                info.backbone_hash,
-                info.backbone.display(),
-                unet_dir.display()
-            ),
-        });
-    }
-    let adapter = ControlNetModel::from_diffusers_dir(&dir.join("controlnet"), device)?;
-    Ok((adapter, info))
 }

@@ -21,34 +21,17 @@ use codi_models::{
     AutoencoderKL, CLIPTextModel, ControlNetConfig, FusionKind, UNet2DConditionModel,
     UNet2DConditionModelConfig,
 };
-use serde::{Deserialize, Serialize};
+pub use codi_pipelines::DistillMode;
 
 use crate::data::fashion_mnist::Split;
 use crate::data::mixed::{DataConfig, Mixed};
 use crate::data::scenes::Scenes;
 use crate::error::TrainError;
-use crate::pipeline::SchedulerFile;
 use crate::tasks::{InpaintConfig, SrConfig, TaskKind};
 use crate::training::{fit, ordered_loader, FitReport, RunOptions, TrainLoopConfig};
+use codi_pipelines::SchedulerFile;
 use data::{DistillBatcher, EpochPairs, FixedPairs, FrozenText, FrozenVae, PairMaker, TaskSource};
 use model::{Distillation, StepSettings, TERMS};
-
-/// CoDi trains backbone and adapter; PE-CoDi only the adapter (and μ).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DistillMode {
-    Codi,
-    PeCodi,
-}
-
-impl DistillMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            DistillMode::Codi => "codi",
-            DistillMode::PeCodi => "pe-codi",
-        }
-    }
-}
 
 #[derive(Config, Debug)]
 pub struct DistillConfig {
@@ -217,7 +200,7 @@ pub fn distill<B: AutodiffBackend>(
 pub struct Distilled<B: burn::tensor::backend::Backend> {
     pub model: Distillation<B>,
     pub report: FitReport,
-    pub info: export::AdapterInfo,
+    pub info: codi_pipelines::AdapterInfo,
 }
 
 /// The embedded default's distillation config for a task and mode: 600 steps of batch 32 (≈ 25 minutes per

@@ -19,29 +19,7 @@ use super::ema::ema_update;
 use super::DistillMode;
 use crate::training::output::StepOutput;
 use codi_models::fresh::copy_with_fresh_ids;
-
-/// The adapted model ŵ(z, c, t): backbone with the adapter's residuals.
-#[derive(Module, Debug)]
-pub struct CodiNet<B: Backend> {
-    pub unet: UNet2DConditionModel<B>,
-    pub adapter: ControlNetModel<B>,
-}
-
-impl<B: Backend> CodiNet<B> {
-    /// z: [b, c, h, w], t: \[b\], text: [b, tokens, hidden], cond: [b, cc, H, W] in [0, 1] → [b, c, h, w]
-    pub fn forward(
-        &self,
-        z: Tensor<B, 4>,
-        t: Tensor<B, 1>,
-        text: Tensor<B, 3>,
-        cond: Tensor<B, 4>,
-    ) -> Tensor<B, 4> {
-        let r = self
-            .adapter
-            .forward(z.clone(), t.clone(), text.clone(), cond, 1.0);
-        self.unet.forward_with_residuals(z, t, text, Some(r))
-    }
-}
+use codi_pipelines::CodiNet;
 
 /// Settings the step needs besides the networks.
 #[derive(Debug, Clone)]

@@ -24,9 +24,9 @@ use crate::data::fashion_mnist::Split;
 use crate::data::mixed::{DataConfig, Mixed};
 use crate::data::ImageItem;
 use crate::error::TrainError;
-use crate::pipeline::{save_pipeline_parts, SchedulerFile};
 use crate::training::output::StepOutput;
 use crate::training::{fit, train_loader, valid_loader, FitReport, RunOptions, TrainLoopConfig};
+use codi_pipelines::text_to_image::{save_pipeline_parts, SchedulerFile};
 
 #[derive(Config, Debug)]
 pub struct TeacherPretrainConfig {

@@ -1,6 +1,6 @@
 //! The editing instructions' exact edits on [3, s, s] images in [0, 1].
 
-use super::resize::{downsample_area, resize_bicubic};
+use codi_pipelines::resize::{downsample_area, resize_bicubic};
 
 fn map_pixels(
     img: &[f32],

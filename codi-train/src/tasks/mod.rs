@@ -6,58 +6,16 @@
 //! - depth-to-image: the scene's exact depth map (1 channel), text = the caption.
 
 pub mod edits;
-pub mod resize;
+
+pub use codi_pipelines::task::{inpainting_condition, TaskKind};
 
 use burn::config::Config;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::data::scenes::SceneItem;
 use crate::data::ImageItem;
-use resize::{downsample_area, gaussian_blur, resize_bicubic};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    #[serde(rename = "sr")]
-    SuperResolution,
-    #[serde(rename = "inpaint")]
-    Inpainting,
-    Edit,
-    Depth,
-}
-
-impl TaskKind {
-    pub const ALL: [TaskKind; 4] = [
-        TaskKind::SuperResolution,
-        TaskKind::Inpainting,
-        TaskKind::Edit,
-        TaskKind::Depth,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            TaskKind::SuperResolution => "sr",
-            TaskKind::Inpainting => "inpaint",
-            TaskKind::Edit => "edit",
-            TaskKind::Depth => "depth",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == s)
-    }
-
-    /// Channels of the condition image (the adapter's `conditioning_channels`).
-    pub fn condition_channels(self) -> usize {
-        match self {
-            TaskKind::SuperResolution | TaskKind::Edit => 3,
-            TaskKind::Inpainting => 4,
-            TaskKind::Depth => 1,
-        }
-    }
-}
+use codi_pipelines::resize::{downsample_area, gaussian_blur, resize_bicubic};
 
 /// The degradation of the super-resolution task.
 #[derive(Config, Debug, PartialEq)]
@@ -156,18 +114,6 @@ pub fn inpainting(cfg: &InpaintConfig, item: &ImageItem, rng: &mut impl Rng) -> 
         text: item.caption.clone(),
         size: s,
     }
-}
-
-/// The inpainting condition: the image with the masked pixels (mask > 0.5) set to 0.5, then the mask as a
-/// fourth channel. pixels: 3 × s × s, mask: s × s → 4 × s × s
-pub fn inpainting_condition(pixels: &[f32], mask: &[f32]) -> Vec<f32> {
-    let plane = mask.len();
-    pixels
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| if mask[i % plane] > 0.5 { 0.5 } else { v })
-        .chain(mask.iter().copied())
-        .collect()
 }
 
 /// Instructed editing with instruction `which` of [`crate::text::EDIT_INSTRUCTIONS`].

@@ -14,16 +14,19 @@ use codi_models::{
 };
 use serde_json::json;
 
-use crate::error::TrainError;
+use crate::error::PipelineError;
 
 /// `scheduler/scheduler_config.json`: the training noise schedule and what the UNet predicts.
 #[derive(Debug, Clone)]
 pub struct SchedulerFile {
+    /// The training noise schedule (β range and spacing, number of timesteps).
     pub schedule: NoiseScheduleConfig,
+    /// What the UNet predicts: ε, v or x₀.
     pub prediction_type: PredictionType,
 }
 
 impl SchedulerFile {
+    /// A scheduler file from its two parts.
     pub fn new(schedule: NoiseScheduleConfig, prediction_type: PredictionType) -> Self {
         Self {
             schedule,
@@ -31,6 +34,7 @@ impl SchedulerFile {
         }
     }
 
+    /// The file as diffusers writes a `DDIMScheduler` config.
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "_class_name": "DDIMScheduler",
@@ -46,9 +50,10 @@ impl SchedulerFile {
         })
     }
 
-    pub fn read(file: &Path) -> Result<Self, TrainError> {
+    /// Reads a scheduler config; keys other than the schedule and `prediction_type` are ignored.
+    pub fn read(file: &Path) -> Result<Self, PipelineError> {
         let v = codi_models::diffusers_json::read_json(file)?;
-        let err = |reason: String| TrainError::Data {
+        let err = |reason: String| PipelineError::Data {
             file: file.to_path_buf(),
             reason,
         };
@@ -84,7 +89,7 @@ pub fn save_pipeline_parts<B: Backend>(
     text_encoder: &CLIPTextModel<B>,
     text_config: &CLIPTextConfig,
     scheduler: &SchedulerFile,
-) -> Result<(), TrainError> {
+) -> Result<(), PipelineError> {
     codi_models::io::save_diffusers_dir(unet, &unet_config.to_diffusers(), &dir.join("unet"))?;
     codi_models::io::save_dir(
         text_encoder,
@@ -93,7 +98,7 @@ pub fn save_pipeline_parts<B: Backend>(
         "model.safetensors",
     )?;
     let file = dir.join("scheduler").join("scheduler_config.json");
-    let err = |e: std::io::Error| TrainError::Data {
+    let err = |e: std::io::Error| PipelineError::Data {
         file: file.clone(),
         reason: e.to_string(),
     };
@@ -118,7 +123,7 @@ pub fn save_pipeline_parts<B: Backend>(
         &index,
         serde_json::to_string_pretty(&index_json).expect("JSON"),
     )
-    .map_err(|e| TrainError::Data {
+    .map_err(|e| PipelineError::Data {
         file: index.clone(),
         reason: e.to_string(),
     })
@@ -126,20 +131,29 @@ pub fn save_pipeline_parts<B: Backend>(
 
 /// A loaded text-to-image model.
 pub struct TextToImage<B: Backend> {
+    /// `vae/`: pixels ↔ latents.
     pub vae: AutoencoderKL<B>,
+    /// `unet/`: the denoiser.
     pub unet: UNet2DConditionModel<B>,
+    /// `text_encoder/`: prompts → hidden states.
     pub text_encoder: CLIPTextModel<B>,
+    /// `tokenizer/`.
     pub tokenizer: TextTokenizer,
+    /// `scheduler/`: the training noise schedule.
     pub schedule: NoiseSchedule,
+    /// `scheduler/`: what the UNet predicts.
     pub prediction_type: PredictionType,
+    /// The folder it was loaded from.
     pub dir: PathBuf,
 }
 
 /// The UNet with a fixed text embedding, as a codi-core denoiser.
 pub struct TextDenoiser<'a, B: Backend> {
+    /// The backbone.
     pub unet: &'a UNet2DConditionModel<B>,
     /// [batch, tokens, hidden]
     pub text: Tensor<B, 3>,
+    /// What the UNet predicts.
     pub prediction_type: PredictionType,
 }
 
@@ -153,9 +167,11 @@ impl<B: Backend> Denoiser<B> for TextDenoiser<'_, B> {
 }
 
 impl<B: Backend> TextToImage<B> {
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
+    /// Loads a pipeline folder in diffusers' layout (`vae/`, `unet/`, `text_encoder/`, `tokenizer/`,
+    /// `scheduler/`).
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, PipelineError> {
         if !dir.is_dir() {
-            return Err(TrainError::Data {
+            return Err(PipelineError::Data {
                 file: dir.to_path_buf(),
                 reason:
                     "not a folder (expected vae/, unet/, text_encoder/, tokenizer/, scheduler/)"
@@ -167,7 +183,7 @@ impl<B: Backend> TextToImage<B> {
             vae: AutoencoderKL::from_diffusers_dir(&dir.join("vae"), device)?,
             unet: UNet2DConditionModel::from_diffusers_dir(&dir.join("unet"), device)?,
             text_encoder: CLIPTextModel::from_pretrained_dir(&dir.join("text_encoder"), device)?,
-            tokenizer: crate::text::load_tokenizer(&dir.join("tokenizer"))?,
+            tokenizer: crate::tokenizer::load_tokenizer(&dir.join("tokenizer"))?,
             schedule: scheduler.schedule.init()?,
             prediction_type: scheduler.prediction_type,
             dir: dir.to_path_buf(),
@@ -179,7 +195,7 @@ impl<B: Backend> TextToImage<B> {
         &self,
         prompts: &[&str],
         device: &B::Device,
-    ) -> Result<Tensor<B, 3>, TrainError> {
+    ) -> Result<Tensor<B, 3>, PipelineError> {
         let ids = self.tokenizer.encode_batch(prompts, device)?;
         Ok(self.text_encoder.forward(ids).last_hidden_state)
     }
@@ -202,7 +218,7 @@ impl<B: Backend> TextToImage<B> {
         noise: &mut SeededNoise,
         device: &B::Device,
         progress: impl FnMut(usize, usize),
-    ) -> Result<Tensor<B, 4>, TrainError> {
+    ) -> Result<Tensor<B, 4>, PipelineError> {
         let n = prompts.len();
         let denoiser = |text| TextDenoiser {
             unet: &self.unet,
@@ -229,7 +245,7 @@ impl<B: Backend> TextToImage<B> {
         noise: &mut SeededNoise,
         device: &B::Device,
         progress: impl FnMut(usize, usize),
-    ) -> Result<Tensor<B, 4>, TrainError> {
+    ) -> Result<Tensor<B, 4>, PipelineError> {
         let [c, h, w] = self.latent_shape(size);
         let z = Tensor::from_data(
             TensorData::new(noise.normals(n * c * h * w), [n, c, h, w]),

@@ -3,29 +3,33 @@
 
 use std::path::Path;
 
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor};
 use codi_core::{Denoiser, Guided, PredictionType, Sampler, SamplerKind, SeededNoise};
 use codi_models::UNet2DConditionModel;
 
-use crate::distill::data::TaskSource;
-use crate::distill::export::{load_adapter, AdapterInfo};
-use crate::distill::model::CodiNet;
-use crate::distill::DistillMode;
-use crate::error::TrainError;
-use crate::pipeline::TextToImage;
-use crate::tasks::TaskPair;
+use crate::adapter::{load_adapter, read_adapter_info, AdapterInfo, CodiNet, DistillMode};
+use crate::error::PipelineError;
+use crate::text_to_image::TextToImage;
 
+/// A text-to-image pipeline whose backbone carries a distilled adapter.
 pub struct ConditionalPipeline<B: Backend> {
+    /// The pipeline of the backbone (for CoDi its UNet is the distilled one).
     pub base: TextToImage<B>,
+    /// The adapted model.
     pub net: CodiNet<B>,
+    /// The adapter's `codi_adapter.json`.
     pub info: AdapterInfo,
 }
 
 /// The adapted model with fixed text and condition, as a codi-core denoiser.
 pub struct CondDenoiser<'a, B: Backend> {
+    /// The adapted model.
     pub net: &'a CodiNet<B>,
+    /// Encoded prompts. [b, tokens, hidden]
     pub text: Tensor<B, 3>,
+    /// Conditions in [0, 1]. [b, cc, H, W]
     pub cond: Tensor<B, 4>,
+    /// What the backbone predicts.
     pub prediction_type: PredictionType,
 }
 
@@ -44,16 +48,9 @@ impl<B: Backend> ConditionalPipeline<B> {
         teacher_dir: &Path,
         adapter_dir: &Path,
         device: &B::Device,
-    ) -> Result<Self, TrainError> {
+    ) -> Result<Self, PipelineError> {
         let mut base = TextToImage::load(teacher_dir, device)?;
-        let file = adapter_dir.join("codi_adapter.json");
-        let info: AdapterInfo = serde_json::from_value(codi_models::diffusers_json::read_json(
-            &file,
-        )?)
-        .map_err(|e| TrainError::Data {
-            file: file.clone(),
-            reason: e.to_string(),
-        })?;
+        let (_, info) = read_adapter_info(adapter_dir)?;
         let unet_dir = match info.mode {
             DistillMode::PeCodi => teacher_dir.join("unet"),
             DistillMode::Codi => adapter_dir.join("unet"),
@@ -94,7 +91,7 @@ impl<B: Backend> ConditionalPipeline<B> {
         noise: &mut SeededNoise,
         device: &B::Device,
         progress: impl FnMut(usize, usize),
-    ) -> Result<Tensor<B, 4>, TrainError> {
+    ) -> Result<Tensor<B, 4>, PipelineError> {
         let [n, _, s, _] = cond.dims();
         let denoiser = |text, cond| CondDenoiser {
             net: &self.net,
@@ -110,46 +107,4 @@ impl<B: Backend> ConditionalPipeline<B> {
         self.base
             .sample_and_decode(&guided, n, s, sampler, noise, device, progress)
     }
-}
-
-/// Pairs as tensors. → (conditions [n, cc, s, s], targets [n, 3, s, s])
-pub fn pairs_tensors<B: Backend>(
-    pairs: &[TaskPair],
-    channels: usize,
-    device: &B::Device,
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let n = pairs.len();
-    let s = pairs.first().map_or(0, |p| p.size);
-    let cond: Vec<f32> = pairs
-        .iter()
-        .flat_map(|p| p.condition.iter().copied())
-        .collect();
-    let target: Vec<f32> = pairs
-        .iter()
-        .flat_map(|p| p.target.iter().copied())
-        .collect();
-    (
-        Tensor::from_data(TensorData::new(cond, [n, channels, s, s]), device),
-        Tensor::from_data(TensorData::new(target, [n, 3, s, s]), device),
-    )
-}
-
-/// The first `n` evaluation pairs of a task source (same as the distiller's validation pairs).
-pub fn eval_pairs(
-    source: TaskSource,
-    maker: crate::distill::data::PairMaker,
-    seed: u64,
-    n: usize,
-) -> Vec<TaskPair> {
-    use burn::data::dataset::Dataset;
-    let fixed = crate::distill::data::FixedPairs {
-        source,
-        maker,
-        seed,
-        len: n,
-    };
-    (0..fixed.len())
-        .filter_map(|i| fixed.get(i))
-        .map(|t| t.pair)
-        .collect()
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::error::TrainError;
+use crate::error::PipelineError;
 
 /// Tiles images into a grid of `cols` columns with a `pad`-pixel white border and writes an RGB PNG
 /// (through a temporary file). images: [n, 3, h, w] in [0, 1].
@@ -13,7 +13,7 @@ pub fn save_grid<B: Backend>(
     cols: usize,
     pad: usize,
     file: &Path,
-) -> Result<(), TrainError> {
+) -> Result<(), PipelineError> {
     let [n, c, h, w] = images.dims();
     let values = codi_core::tensor_ops::to_vec(images);
     let cols = cols.clamp(1, n.max(1));
@@ -38,8 +38,13 @@ pub fn save_grid<B: Backend>(
 }
 
 /// Writes 8-bit RGB pixels (row-major, interleaved) as a PNG, through a temporary file and a rename.
-pub fn write_png(file: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<(), TrainError> {
-    let err = |reason: String| TrainError::Data {
+pub fn write_png(
+    file: &Path,
+    width: usize,
+    height: usize,
+    rgb: &[u8],
+) -> Result<(), PipelineError> {
+    let err = |reason: String| PipelineError::Data {
         file: file.to_path_buf(),
         reason,
     };
@@ -61,8 +66,8 @@ pub fn write_png(file: &Path, width: usize, height: usize, rgb: &[u8]) -> Result
 }
 
 /// Reads a PNG as RGB in [0, 1], channel-major. → (pixels 3·h·w, h, w)
-pub fn read_png(file: &Path) -> Result<(Vec<f32>, usize, usize), TrainError> {
-    let err = |reason: String| TrainError::Data {
+pub fn read_png(file: &Path) -> Result<(Vec<f32>, usize, usize), PipelineError> {
+    let err = |reason: String| PipelineError::Data {
         file: file.to_path_buf(),
         reason,
     };

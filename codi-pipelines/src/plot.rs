@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::error::TrainError;
+use crate::error::PipelineError;
 
 /// One run's values of one metric.
 #[derive(Debug, Clone, Default)]
@@ -31,8 +31,8 @@ fn epochs(dir: &Path) -> Vec<(usize, PathBuf)> {
 }
 
 /// `value,count` lines. → (value, count) per line
-fn read_log(file: &Path) -> Result<Vec<(f64, f64)>, TrainError> {
-    let text = std::fs::read_to_string(file).map_err(|e| TrainError::Data {
+fn read_log(file: &Path) -> Result<Vec<(f64, f64)>, PipelineError> {
+    let text = std::fs::read_to_string(file).map_err(|e| PipelineError::Data {
         file: file.to_path_buf(),
         reason: e.to_string(),
     })?;
@@ -44,7 +44,7 @@ fn read_log(file: &Path) -> Result<Vec<(f64, f64)>, TrainError> {
             let parse = |s: Option<&str>| s.and_then(|s| s.trim().parse::<f64>().ok());
             match (parse(it.next()), parse(it.next())) {
                 (Some(v), Some(n)) => Ok((v, n)),
-                _ => Err(TrainError::Data {
+                _ => Err(PipelineError::Data {
                     file: file.to_path_buf(),
                     reason: format!("line {}: expected `value,count`, found {l:?}", i + 1),
                 }),
@@ -54,11 +54,11 @@ fn read_log(file: &Path) -> Result<Vec<(f64, f64)>, TrainError> {
 }
 
 /// Reads one metric of a run folder.
-pub fn read_curve(run: &Path, metric: &str) -> Result<Curve, TrainError> {
+pub fn read_curve(run: &Path, metric: &str) -> Result<Curve, PipelineError> {
     let mut curve = Curve::default();
     let train = epochs(&run.join("train"));
     if train.is_empty() {
-        return Err(TrainError::Data {
+        return Err(PipelineError::Data {
             file: run.join("train"),
             reason: "no epoch-N folders: not a burn-train run folder".into(),
         });
@@ -85,7 +85,7 @@ pub fn read_curve(run: &Path, metric: &str) -> Result<Curve, TrainError> {
         epoch_end.insert(e, step);
     }
     if curve.train.is_empty() {
-        return Err(TrainError::Data {
+        return Err(PipelineError::Data {
             file: run.join("train"),
             reason: format!("no {metric}.log in any epoch"),
         });
