@@ -61,8 +61,8 @@ impl<B: Backend> CodiNet<B> {
 /// `codi_adapter.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdapterInfo {
-    /// The task the adapter was distilled for.
-    pub task: TaskKind,
+    /// The task the adapter was distilled for: a [`TaskKind`] name, or the name of a task a program defined.
+    pub task: String,
     /// Whether the backbone was trained too (then it is saved beside the adapter).
     pub mode: DistillMode,
     /// FNV-1a 64 of the backbone's weight files, hex.
@@ -75,6 +75,22 @@ pub struct AdapterInfo {
     pub loss: CodiLossConfig,
     /// Whether the EMA weights were exported (else the online ones).
     pub ema: bool,
+}
+
+impl AdapterInfo {
+    /// The built-in task the adapter was distilled for; an error for a task a program defined, whose
+    /// conditions only that program knows how to make.
+    pub fn task_kind(&self) -> Result<TaskKind, PipelineError> {
+        TaskKind::from_name(&self.task).ok_or_else(|| PipelineError::Data {
+            file: PathBuf::from("codi_adapter.json"),
+            reason: format!(
+                "the adapter was distilled for the task {:?}, which is not one of codi's ({}): build its \
+                 conditions in your program and sample with `ConditionalPipeline::generate`",
+                self.task,
+                TaskKind::ALL.map(|t| t.name()).join(", ")
+            ),
+        })
+    }
 }
 
 fn fnv1a(hash: &mut u64, bytes: &[u8]) {
@@ -124,7 +140,7 @@ pub fn load_adapter<B: Backend>(
             file,
             reason: format!(
                 "this {} adapter was distilled for the backbone with weights hash {} ({}), but {} has hash {found}",
-                info.task.name(),
+                info.task,
                 info.backbone_hash,
                 info.backbone.display(),
                 unet_dir.display()

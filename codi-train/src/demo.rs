@@ -97,13 +97,13 @@ pub fn run_demo<B: Backend>(
             .to_string();
         let pipe = ConditionalPipeline::<B>::load(model_dir, &dir, device)?;
         let cfg = load_distill_config(&dir, &pipe.info)?;
-        let task = pipe.info.task;
-        let maker = PairMaker {
+        let task = pipe.info.task_kind()?;
+        let maker = PairMaker::Builtin {
             task,
             sr: cfg.sr.clone(),
             inpaint: cfg.inpaint.clone(),
         };
-        let source = task_source(task, &data, &images, Split::Test)?;
+        let source = task_source(&maker, &data, &images, Split::Test)?;
         let pairs = eval_pairs(source, maker, options.seed + 1, options.pairs);
         let (report, grid) = evaluate_task(
             &pipe,

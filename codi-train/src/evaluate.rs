@@ -252,22 +252,19 @@ pub fn evaluate_task<B: Backend>(
     device: &B::Device,
 ) -> Result<(TaskEval, Tensor<B, 4>), TrainError> {
     let start = std::time::Instant::now();
-    let task = pipe.info.task;
-    let cc = task.condition_channels();
+    let task = pipe.info.task.clone();
+    let cc = pipe.info.condition_channels;
     let size = pairs.first().map_or(32, |p| p.size);
     let targets: Vec<Vec<f32>> = pairs.iter().map(|p| p.target.clone()).collect();
     let target_stats = classifier.map(|c| image_stats(c, &targets, size, device));
     let fd = classifier.zip(target_stats.as_ref());
     let shown = |p: &crate::tasks::TaskPair| -> Vec<f32> {
         let plane = size * size;
-        match cc {
-            1 => [
-                p.condition.clone(),
-                p.condition.clone(),
-                p.condition.clone(),
-            ]
-            .concat(),
-            _ => p.condition[..3 * plane].to_vec(),
+        // Fewer than three channels (a depth map, a custom task's grey image): the first one as grey.
+        if cc < 3 {
+            p.condition[..plane].repeat(3)
+        } else {
+            p.condition[..3 * plane].to_vec()
         }
     };
     let mut scores = Vec::new();
@@ -304,7 +301,7 @@ pub fn evaluate_task<B: Backend>(
         scores.push(score(fd, &outputs, &targets, size, steps, device));
         grid_cols.push(outputs.into_iter().take(grid_rows).collect());
     }
-    let bicubic = (task == crate::tasks::TaskKind::SuperResolution).then(|| {
+    let bicubic = (task == crate::tasks::TaskKind::SuperResolution.name()).then(|| {
         let outs: Vec<Vec<f32>> = pairs.iter().map(|p| p.condition.clone()).collect();
         score(fd, &outs, &targets, size, 0, device)
     });
@@ -324,7 +321,7 @@ pub fn evaluate_task<B: Backend>(
     );
     Ok((
         TaskEval {
-            task: task.name().to_string(),
+            task,
             pairs: pairs.len(),
             guidance,
             seed,

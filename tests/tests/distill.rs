@@ -235,18 +235,18 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
     }
 
     // Scoring against the ground truth: PSNR, SSIM and FD per step count, and the bicubic baseline.
+    let maker = codi_train::distill::data::PairMaker::Builtin {
+        task: TaskKind::SuperResolution,
+        sr: codi_train::tasks::SrConfig::new(),
+        inpaint: codi_train::tasks::InpaintConfig::new(),
+    };
     let source = codi_train::distill::task_source(
-        TaskKind::SuperResolution,
+        &maker,
         &data(),
         &fashion,
         codi_train::data::fashion_mnist::Split::Test,
     )
     .unwrap();
-    let maker = codi_train::distill::data::PairMaker {
-        task: TaskKind::SuperResolution,
-        sr: codi_train::tasks::SrConfig::new(),
-        inpaint: codi_train::tasks::InpaintConfig::new(),
-    };
     let pairs = codi_train::distill::data::eval_pairs(source, maker, 1, 6);
     let classifier = codi_models::classifier::ClassifierConfig::new(13)
         .with_block_out_channels(vec![8, 16])
@@ -382,5 +382,75 @@ fn codi_trains_backbone_and_adapter_for_every_task() {
             assert!(out.join("unet/config.json").exists());
         }
     }
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// A task defined outside codi: the condition is the image in grey (one channel).
+struct Colorize;
+
+impl codi_train::tasks::CustomTask for Colorize {
+    fn name(&self) -> &str {
+        "colorize"
+    }
+    fn condition_channels(&self) -> usize {
+        1
+    }
+    fn condition(
+        &self,
+        image: &[f32],
+        size: usize,
+        _rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> Vec<f32> {
+        let plane = size * size;
+        (0..plane)
+            .map(|i| 0.299 * image[i] + 0.587 * image[plane + i] + 0.114 * image[2 * plane + i])
+            .collect()
+    }
+}
+
+#[test]
+fn a_custom_task_distils_its_loss_falls_and_its_adapter_samples() {
+    let _serial = serial();
+    let root = tmp("custom");
+    let pipe = pipeline(&root);
+    let fashion = fixture("fashion-mnist-subset");
+    let dev = Default::default();
+    let maker = codi_train::distill::data::PairMaker::Custom(std::sync::Arc::new(Colorize));
+    let out = root.join("out");
+    let done = codi_train::distill::distill_with::<B>(
+        &config(TaskKind::SuperResolution, DistillMode::PeCodi, 3),
+        maker,
+        &pipe,
+        &fashion,
+        &run(&root.join("run"), false),
+        &out,
+        &dev,
+    )
+    .unwrap();
+    let valid = &done.report.history.valid;
+    let loss = |e: usize| valid.iter().find(|x| x.0 == e).unwrap().1["Loss"];
+    assert!(loss(3) < loss(1), "{valid:?}");
+    assert_eq!(done.info.task, "colorize");
+    assert_eq!(done.info.condition_channels, 1);
+
+    let cp = codi_pipelines::ConditionalPipeline::<CpuBackend>::load(&pipe, &out, &dev).unwrap();
+    let err = cp.info.task_kind().unwrap_err().to_string();
+    assert!(err.contains("colorize"), "{err}");
+    let cond = Tensor::<CpuBackend, 4>::full([2, 1, 32, 32], 0.5, &dev);
+    let img = cp
+        .generate(
+            cond,
+            &["a sneaker", "a bag"],
+            &cp.codi_sampler(2),
+            1.0,
+            &mut codi_core::SeededNoise::new(3),
+            &dev,
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(img.dims(), [2, 3, 32, 32]);
+    assert!(codi_core::tensor_ops::to_vec(img)
+        .iter()
+        .all(|v| v.is_finite()));
     std::fs::remove_dir_all(&root).ok();
 }

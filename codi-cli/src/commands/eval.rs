@@ -107,12 +107,12 @@ impl BackendTask for TaskEvalRun {
             Some(name) => Some(SamplerKind::from_name(name)?),
         };
         let distill_cfg = load_distill_config(&adapter, &pipe.info)?;
-        let source = task_source(pipe.info.task, &distill_cfg.data, &a.data, Split::Test)?;
-        let maker = PairMaker {
-            task: pipe.info.task,
+        let maker = PairMaker::Builtin {
+            task: pipe.info.task_kind()?,
             sr: distill_cfg.sr.clone(),
             inpaint: distill_cfg.inpaint.clone(),
         };
+        let source = task_source(&maker, &distill_cfg.data, &a.data, Split::Test)?;
         let pairs = eval_pairs(source, maker, a.seed + 1, a.samples);
         let (report, grid) = evaluate_task(
             &pipe,

@@ -179,11 +179,11 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
         .clone()
         .unwrap_or_else(|| a.model.join("adapters").join(task.name()));
     let pipe = ConditionalPipeline::<B>::load(&a.model, &adapter, device)?;
-    if pipe.info.task != task {
+    if pipe.info.task != task.name() {
         bail!(
             "{} holds a {} adapter, not {}",
             adapter.display(),
-            pipe.info.task.name(),
+            pipe.info.task,
             task.name()
         );
     }

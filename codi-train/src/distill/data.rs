@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::mixed::Mixed;
 use crate::data::scenes::Scenes;
-use crate::tasks::{self, InpaintConfig, SrConfig, TaskKind, TaskPair};
+use crate::tasks::{self, CustomTask, InpaintConfig, SrConfig, TaskKind, TaskPair};
 
 /// Where a task's pairs come from.
 #[derive(Debug, Clone)]
@@ -41,35 +41,89 @@ impl TaskSource {
     }
 }
 
-/// How to make pairs.
-#[derive(Debug, Clone)]
-pub struct PairMaker {
-    pub task: TaskKind,
-    pub sr: SrConfig,
-    pub inpaint: InpaintConfig,
+/// How to make pairs: a built-in task with its settings, or a task defined by a program.
+#[derive(Clone)]
+pub enum PairMaker {
+    /// One of [`TaskKind`] with the settings of its degradations.
+    Builtin {
+        /// The task.
+        task: TaskKind,
+        /// Super-resolution's degradation.
+        sr: SrConfig,
+        /// Inpainting's boxes.
+        inpaint: InpaintConfig,
+    },
+    /// A [`CustomTask`]: its condition from each image, the image as target, the caption as prompt.
+    Custom(Arc<dyn CustomTask>),
+}
+
+impl std::fmt::Debug for PairMaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PairMaker::Builtin { task, .. } => write!(f, "PairMaker::Builtin({})", task.name()),
+            PairMaker::Custom(t) => write!(f, "PairMaker::Custom({})", t.name()),
+        }
+    }
 }
 
 impl PairMaker {
+    /// The built-in task of a distillation config.
+    pub fn from_config(config: &super::DistillConfig) -> Self {
+        PairMaker::Builtin {
+            task: config.task,
+            sr: config.sr.clone(),
+            inpaint: config.inpaint.clone(),
+        }
+    }
+
+    /// The task's name (runs and `codi_adapter.json` carry it).
+    pub fn name(&self) -> String {
+        match self {
+            PairMaker::Builtin { task, .. } => task.name().to_string(),
+            PairMaker::Custom(t) => t.name().to_string(),
+        }
+    }
+
+    /// Channels of the condition image.
+    pub fn condition_channels(&self) -> usize {
+        match self {
+            PairMaker::Builtin { task, .. } => task.condition_channels(),
+            PairMaker::Custom(t) => t.condition_channels(),
+        }
+    }
+
+    /// Whether the pairs come from the depth scenes (else from the images of Fashion-MNIST and the scenes).
+    pub fn needs_depth(&self) -> bool {
+        matches!(
+            self,
+            PairMaker::Builtin {
+                task: TaskKind::Depth,
+                ..
+            }
+        )
+    }
+
     /// The pair of source item `index`, its randomness drawn from `key`.
     pub fn make(&self, source: &TaskSource, index: usize, key: u64) -> Option<TaskPair> {
         let mut rng = ChaCha8Rng::seed_from_u64(key);
-        Some(match (self.task, source) {
+        let image = |src: &TaskSource| match src {
+            TaskSource::Images(m) => m.get(index),
+            TaskSource::Scenes(s) => s.get(index).map(|scene| scene.image),
+        };
+        let (task, sr, inpaint) = match self {
+            PairMaker::Custom(t) => {
+                return Some(tasks::custom(t.as_ref(), &image(source)?, &mut rng))
+            }
+            PairMaker::Builtin { task, sr, inpaint } => (*task, sr, inpaint),
+        };
+        Some(match (task, source) {
             (TaskKind::Depth, TaskSource::Scenes(s)) => tasks::depth(&s.get(index)?),
             (TaskKind::Depth, TaskSource::Images(_)) => return None,
-            (task, src) => {
-                let item = match src {
-                    TaskSource::Images(m) => m.get(index)?,
-                    TaskSource::Scenes(s) => s.get(index)?.image,
-                };
-                match task {
-                    TaskKind::SuperResolution => tasks::super_resolution(&self.sr, &item, &mut rng),
-                    TaskKind::Inpainting => tasks::inpainting(&self.inpaint, &item, &mut rng),
-                    TaskKind::Edit => {
-                        let which = rng.random_range(0..crate::text::EDIT_INSTRUCTIONS.len());
-                        tasks::edit(&item, which)
-                    }
-                    TaskKind::Depth => unreachable!(),
-                }
+            (TaskKind::SuperResolution, src) => tasks::super_resolution(sr, &image(src)?, &mut rng),
+            (TaskKind::Inpainting, src) => tasks::inpainting(inpaint, &image(src)?, &mut rng),
+            (TaskKind::Edit, src) => {
+                let which = rng.random_range(0..crate::text::EDIT_INSTRUCTIONS.len());
+                tasks::edit(&image(src)?, which)
             }
         })
     }

@@ -21,7 +21,7 @@ pub fn load_distill_config(
 ) -> Result<DistillConfig, TrainError> {
     let file = adapter_dir.join("distill.json");
     if !file.exists() {
-        return Ok(super::preset(info.task, info.mode));
+        return Ok(super::preset(info.task_kind()?, info.mode));
     }
     let err = |reason: String| TrainError::Data {
         file: file.clone(),
@@ -53,6 +53,7 @@ fn write_json(file: &Path, v: &impl Serialize) -> Result<(), TrainError> {
 pub fn save<B: Backend>(
     trained: &Distillation<B>,
     config: &DistillConfig,
+    task_name: &str,
     adapter_cfg: &ControlNetConfig,
     teacher_dir: &Path,
     out: &Path,
@@ -80,7 +81,7 @@ pub fn save<B: Backend>(
         &out.join("controlnet"),
     )?;
     let info = AdapterInfo {
-        task: config.task,
+        task: task_name.to_string(),
         mode: config.mode,
         backbone_hash: backbone_hash(&backbone)?,
         backbone,

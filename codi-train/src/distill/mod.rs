@@ -64,23 +64,39 @@ pub struct DistillConfig {
 
 /// The task's source of pairs for a split.
 pub fn task_source(
-    task: TaskKind,
+    maker: &PairMaker,
     data: &DataConfig,
     fashion_dir: &Path,
     split: Split,
 ) -> Result<TaskSource, TrainError> {
-    Ok(match task {
-        TaskKind::Depth => TaskSource::Scenes(match split {
+    Ok(if maker.needs_depth() {
+        TaskSource::Scenes(match split {
             Split::Train => Scenes::train(data.scenes_train),
             Split::Test => Scenes::test(data.scenes_test),
-        }),
-        _ => TaskSource::Images(Mixed::load(data, fashion_dir, split)?),
+        })
+    } else {
+        TaskSource::Images(Mixed::load(data, fashion_dir, split)?)
     })
 }
 
 /// Distils the text-to-image pipeline in `teacher_dir` for `config.task` and writes the result to `out`.
 pub fn distill<B: AutodiffBackend>(
     config: &DistillConfig,
+    teacher_dir: &Path,
+    fashion_dir: &Path,
+    run: &RunOptions,
+    out: &Path,
+    device: &B::Device,
+) -> Result<Distilled<B::InnerBackend>, TrainError> {
+    let maker = PairMaker::from_config(config);
+    distill_with::<B>(config, maker, teacher_dir, fashion_dir, run, out, device)
+}
+
+/// [`distill`] for the task `maker` makes pairs for, built-in or a [`crate::tasks::CustomTask`]; the config's
+/// own task settings (`task`, `sr`, `inpaint`) are not read.
+pub fn distill_with<B: AutodiffBackend>(
+    config: &DistillConfig,
+    maker: PairMaker,
     teacher_dir: &Path,
     fashion_dir: &Path,
     run: &RunOptions,
@@ -102,7 +118,7 @@ pub fn distill<B: AutodiffBackend>(
 
     let unet = UNet2DConditionModel::<B>::from_diffusers_dir(&unet_dir, device)?;
     let adapter_cfg = ControlNetConfig::new(unet_cfg)
-        .with_conditioning_channels(config.task.condition_channels())
+        .with_conditioning_channels(maker.condition_channels())
         .with_conditioning_embedding_out_channels(
             config.conditioning_embedding_out_channels.clone(),
         )
@@ -146,12 +162,7 @@ pub fn distill<B: AutodiffBackend>(
     let batcher = DistillBatcher {
         text: Arc::new(text),
         vae: Arc::new(vae),
-        condition_channels: config.task.condition_channels(),
-    };
-    let maker = PairMaker {
-        task: config.task,
-        sr: config.sr.clone(),
-        inpaint: config.inpaint.clone(),
+        condition_channels: maker.condition_channels(),
     };
     // The data order continues from the checkpoint's epoch, so a resumed run sees the same batches.
     let start_epoch = if run.resume {
@@ -159,15 +170,17 @@ pub fn distill<B: AutodiffBackend>(
     } else {
         0
     };
+    let task_name = maker.name();
+    let name = format!("{}-{}", config.mode.name(), task_name);
     let train = EpochPairs {
-        source: task_source(config.task, &config.data, fashion_dir, Split::Train)?,
+        source: task_source(&maker, &config.data, fashion_dir, Split::Train)?,
         maker: maker.clone(),
         seed: config.train.seed,
         len: config.train.steps_per_epoch * config.train.batch_size,
         epoch: Arc::new(AtomicUsize::new(start_epoch)),
     };
     let valid = FixedPairs {
-        source: task_source(config.task, &config.data, fashion_dir, Split::Test)?,
+        source: task_source(&maker, &config.data, fashion_dir, Split::Test)?,
         maker,
         seed: config.train.seed,
         len: config.train.valid_items,
@@ -177,7 +190,6 @@ pub fn distill<B: AutodiffBackend>(
     let optim = AdamWConfig::new()
         .with_weight_decay(config.train.weight_decay as f32)
         .with_epsilon(1e-8);
-    let name = format!("{}-{}", config.mode.name(), config.task.name());
     let (trained, report) = fit(
         &name,
         model,
@@ -188,7 +200,7 @@ pub fn distill<B: AutodiffBackend>(
         &TERMS,
         run,
     )?;
-    let info = export::save(&trained, config, &adapter_cfg, teacher_dir, out)?;
+    let info = export::save(&trained, config, &task_name, &adapter_cfg, teacher_dir, out)?;
     Ok(Distilled {
         model: trained,
         report,

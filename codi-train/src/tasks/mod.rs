@@ -127,6 +127,29 @@ pub fn edit(item: &ImageItem, which: usize) -> TaskPair {
     }
 }
 
+/// A task defined by a program: a function from an image to its condition. The target is the image itself
+/// and the prompt its caption, so the adapter learns to generate the image back from the condition.
+pub trait CustomTask: Send + Sync {
+    /// The task's name: it names the run and goes into the adapter's `codi_adapter.json`.
+    fn name(&self) -> &str;
+    /// Channels of the condition image.
+    fn condition_channels(&self) -> usize;
+    /// image: [3, size, size] in [0, 1] → condition: [condition_channels, size, size] in [0, 1]. Draw any
+    /// randomness from `rng` only: it is keyed by (seed, epoch, position), which keeps runs reproducible and
+    /// resumable step for step.
+    fn condition(&self, image: &[f32], size: usize, rng: &mut ChaCha8Rng) -> Vec<f32>;
+}
+
+/// The pair of a [`CustomTask`] for one image.
+pub fn custom(task: &dyn CustomTask, item: &ImageItem, rng: &mut ChaCha8Rng) -> TaskPair {
+    TaskPair {
+        condition: task.condition(&item.pixels, item.size, rng),
+        target: item.pixels.clone(),
+        text: item.caption.clone(),
+        size: item.size,
+    }
+}
+
 /// Depth-to-image: the condition is the scene's depth map.
 pub fn depth(scene: &SceneItem) -> TaskPair {
     TaskPair {
