@@ -9,8 +9,19 @@ use clap::{Parser, Subcommand};
 
 /// Freed activations of 1 MiB and more are kept for the next call instead of going back to the kernel
 /// (book: performance chapter); up to 2 GiB of them, or `CODI_ALLOC_CACHE_MB` (0 turns the cache off).
+#[cfg(not(any(feature = "alloc-mimalloc", feature = "alloc-jemalloc")))]
 #[global_allocator]
 static ALLOC: codi_kernels::alloc::BlockCache = codi_kernels::alloc::BlockCache::new(2 << 30);
+
+/// mimalloc instead (cargo feature `alloc-mimalloc`), for comparison: `bench/alloc_ab.sh`.
+#[cfg(feature = "alloc-mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// jemalloc instead (cargo feature `alloc-jemalloc`), for comparison: `bench/alloc_ab.sh`.
+#[cfg(all(feature = "alloc-jemalloc", not(feature = "alloc-mimalloc")))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(
@@ -54,7 +65,10 @@ fn main() -> Result<()> {
         let mb: usize = mb.trim().parse().map_err(|_| {
             anyhow::anyhow!("CODI_ALLOC_CACHE_MB must be a whole number of MiB, got '{mb}'")
         })?;
+        #[cfg(not(any(feature = "alloc-mimalloc", feature = "alloc-jemalloc")))]
         ALLOC.set_limit(mb << 20);
+        #[cfg(any(feature = "alloc-mimalloc", feature = "alloc-jemalloc"))]
+        let _ = mb;
     }
     let cli = Cli::parse();
     // Every command runs on a worker of the thread pool that the kernels and burn-flex split their work over:
