@@ -16,8 +16,12 @@ pub enum BoundaryForm {
 /// c_skip and c_out with t_s = timestep_scaling·t.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BoundaryScalings {
+    /// σ_data, the data standard deviation assumed by the scalings (0.5 by default).
     pub sigma_data: f64,
+    /// Factor from the training timestep t to the boundary's t_s = timestep_scaling·t (10 by default, as
+    /// LCM).
     pub timestep_scaling: f64,
+    /// Which c_out formula is used.
     pub form: BoundaryForm,
 }
 

@@ -1,6 +1,7 @@
 //! The maths of codi, written once and shared by every crate: noise schedules, ε/x/v conversions,
 //! consistency boundary scalings, timestep grids, samplers over a [`Denoiser`], seeded noise. Nothing here
 //! knows a network or chooses a device.
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod boundary;

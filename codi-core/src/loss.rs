@@ -62,22 +62,29 @@ pub enum StepNoise {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum TimestepSharing {
+    /// One t drawn for the whole batch.
     #[default]
     Shared,
+    /// An independent t drawn for every sample.
     PerSample,
 }
 
 /// Every option of the loss, with the paper's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CodiLossConfig {
+    /// Where the consistency term compares the online and target predictions.
     pub consistency: ConsistencySpace,
+    /// Which distance the guidance term measures x̂_t against x with.
     pub guidance: GuidanceDistance,
     /// Weight λ of the guidance term.
     pub lambda: f64,
     /// N intervals on the training grid (Δt = num_train_timesteps / N).
     pub intervals: usize,
+    /// Whether t is shared by the batch or drawn per sample.
     pub timesteps: TimestepSharing,
+    /// Which model takes the PF-ODE step z_t → ẑ_s.
     pub step_model: OdeStepModel,
+    /// Which ε the PF-ODE step uses: the predicted ε̂_t or the true noise.
     pub step_noise: StepNoise,
     /// For the x-space consistency term.
     pub boundary: BoundaryScalings,
@@ -154,16 +161,24 @@ pub fn pf_ode_step<B: Backend>(
 /// The loss's two terms and their weighted sum (scalars, \[1\]).
 #[derive(Debug, Clone)]
 pub struct CodiLossTerms<B: Backend> {
+    /// The consistency term (mean squared error between the online and the detached target prediction).
     pub consistency: Tensor<B, 1>,
+    /// The guidance term (unweighted mean squared error between x̂_t and x in the guidance space).
     pub guidance: Tensor<B, 1>,
+    /// consistency + λ·guidance, the value to back-propagate.
     pub total: Tensor<B, 1>,
 }
 
 /// The timesteps and points of one CoDi step, per sample (\[batch\]).
 pub struct CodiPoints<B: Backend> {
+    /// The online model's timesteps t, one per sample.
     pub t: Vec<i64>,
+    /// The target's timesteps s = t − Δt, one per sample.
     pub s: Vec<i64>,
+    /// The noised latent at t, α_t·x + σ_t·ε. z_t: [batch, channels, height, width]
     pub z_t: Tensor<B, 4>,
+    /// The PF-ODE estimate ẑ_s, one step from z_t (see [`pf_ode_step`]). z_s: [batch, channels, height,
+    /// width]
     pub z_s: Tensor<B, 4>,
 }
 

@@ -4,8 +4,11 @@
 /// Mean and covariance of a set of feature vectors, accumulated in f64.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureStats {
+    /// Length of each feature vector.
     pub dim: usize,
+    /// Number of feature vectors accumulated.
     pub n: usize,
+    /// Mean feature vector, length `dim`.
     pub mean: Vec<f64>,
     /// Row-major dim × dim, unbiased (n − 1).
     pub cov: Vec<f64>,

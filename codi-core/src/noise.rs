@@ -23,6 +23,7 @@ pub struct SeededNoise {
 }
 
 impl SeededNoise {
+    /// A generator seeded with `seed` (ChaCha8), at the start of its stream.
     pub fn new(seed: u64) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -78,6 +79,8 @@ pub struct ExplicitNoise {
 }
 
 impl ExplicitNoise {
+    /// Noise that hands out `draws` in order, one per [`NoiseSource::sample`] call; each must have the
+    /// requested shape, and running out panics.
     pub fn new(draws: Vec<TensorData>) -> Self {
         Self {
             draws: draws.into(),

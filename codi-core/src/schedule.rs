@@ -38,12 +38,16 @@ impl FromStr for BetaSchedule {
 /// The settings of a noise schedule, named as in diffusers' scheduler configs.
 #[derive(Config, Debug, PartialEq)]
 pub struct NoiseScheduleConfig {
+    /// Number of training timesteps T (diffusers' `num_train_timesteps`).
     #[config(default = 1000)]
     pub num_train_timesteps: usize,
+    /// β at the first timestep (diffusers' `beta_start`); unused by the cosine schedule.
     #[config(default = 0.00085)]
     pub beta_start: f64,
+    /// β at the last timestep (diffusers' `beta_end`); unused by the cosine schedule.
     #[config(default = 0.012)]
     pub beta_end: f64,
+    /// How β goes from `beta_start` to `beta_end` (diffusers' `beta_schedule`).
     #[config(default = "BetaSchedule::ScaledLinear")]
     pub beta_schedule: BetaSchedule,
 }
@@ -54,6 +58,7 @@ impl NoiseScheduleConfig {
         Self::new()
     }
 
+    /// Builds the schedule; see [`NoiseSchedule::new`].
     pub fn init(&self) -> Result<NoiseSchedule, CoreError> {
         NoiseSchedule::new(self)
     }
@@ -88,6 +93,8 @@ fn torch_linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
 }
 
 impl NoiseSchedule {
+    /// Computes β and ᾱ for `config`. Errors if there are fewer than 2 timesteps or the betas do not satisfy
+    /// 0 < beta_start ≤ beta_end < 1.
     pub fn new(config: &NoiseScheduleConfig) -> Result<Self, CoreError> {
         let n = config.num_train_timesteps;
         if n < 2 {
@@ -149,14 +156,17 @@ impl NoiseSchedule {
         })
     }
 
+    /// Number of training timesteps T.
     pub fn num_train_timesteps(&self) -> usize {
         self.betas.len()
     }
 
+    /// β_t for t in 0..T.
     pub fn betas(&self) -> &[f32] {
         &self.betas
     }
 
+    /// ᾱ_t = Π (1 − β) for t in 0..T (diffusers' `alphas_cumprod`).
     pub fn alphas_cumprod(&self) -> &[f32] {
         &self.alphas_cumprod
     }

@@ -12,9 +12,13 @@ use serde_json::Value;
 use crate::error::ModelError;
 use crate::layers::{conv2d, Conv2d, GroupNorm, GroupNormConfig, Linear, LinearConfig};
 
+/// Settings of the evaluation [`Classifier`], saved as its `config.json` (with `_class_name`
+/// `CodiClassifier`).
 #[derive(Config, Debug, PartialEq)]
 pub struct ClassifierConfig {
+    /// Number of classes the head predicts.
     pub num_classes: usize,
+    /// Channels of the input images (3 for RGB).
     #[config(default = 3)]
     pub in_channels: usize,
     /// One stage per entry; every stage after the first halves the resolution.
@@ -23,11 +27,13 @@ pub struct ClassifierConfig {
     /// Width of the penultimate features (the FD space).
     #[config(default = 128)]
     pub feature_dim: usize,
+    /// Groups of every GroupNorm; each entry of `block_out_channels` must be a multiple of it.
     #[config(default = 8)]
     pub norm_num_groups: usize,
 }
 
 impl ClassifierConfig {
+    /// A randomly initialised classifier with these settings.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Classifier<B> {
         let gn = |c| GroupNormConfig::new(self.norm_num_groups, c).init(device);
         let c0 = self.block_out_channels[0];
@@ -58,12 +64,15 @@ impl ClassifierConfig {
         }
     }
 
+    /// The config as JSON with `_class_name` = `CodiClassifier`: the classifier's `config.json`.
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::to_value(self).expect("config serialises");
         v["_class_name"] = "CodiClassifier".into();
         v
     }
 
+    /// Reads a config written by [`Self::to_json`]; `file` names it in errors. Errors when
+    /// `block_out_channels` is empty or has an entry that is not a multiple of `norm_num_groups`.
     pub fn from_json(value: &Value, file: &Path) -> Result<Self, ModelError> {
         let c: Self = crate::diffusers_json::parse(value, file)?;
         if c.block_out_channels.is_empty()
@@ -83,12 +92,20 @@ impl ClassifierConfig {
     }
 }
 
+/// A pre-activation residual stage of the classifier: norm1 → SiLU → conv1 → norm2 → SiLU → conv2, plus a 1×1
+/// shortcut; conv1 and the shortcut carry the stage's stride.
 #[derive(Module, Debug)]
 pub struct ClassifierBlock<B: Backend> {
+    /// GroupNorm (followed by SiLU) over the stage's input, before the first convolution.
     pub norm1: GroupNorm<B>,
+    /// First 3×3 convolution of the residual branch, to the stage's channels; stride 2 in every stage but the
+    /// first.
     pub conv1: Conv2d<B>,
+    /// GroupNorm (followed by SiLU) before the second convolution.
     pub norm2: GroupNorm<B>,
+    /// Second 3×3 convolution of the residual branch.
     pub conv2: Conv2d<B>,
+    /// 1×1 convolution of the skip path, with the stage's stride (present even when the channels match).
     pub shortcut: Conv2d<B>,
 }
 
@@ -100,12 +117,19 @@ impl<B: Backend> ClassifierBlock<B> {
     }
 }
 
+/// The evaluation classifier: conv_in, one [`ClassifierBlock`] per stage, GroupNorm + SiLU, global average
+/// pooling, a projection to the features (+ SiLU) and a linear head.
 #[derive(Module, Debug)]
 pub struct Classifier<B: Backend> {
+    /// 3×3 input convolution to the first stage's channels.
     pub conv_in: Conv2d<B>,
+    /// One residual stage per entry of `block_out_channels`.
     pub blocks: Vec<ClassifierBlock<B>>,
+    /// GroupNorm (followed by SiLU) over the last stage's output, before the global average pooling.
     pub norm_out: GroupNorm<B>,
+    /// Linear layer from the pooled channels to the penultimate features (followed by SiLU).
     pub proj: Linear<B>,
+    /// Linear layer from the features to the class logits.
     pub head: Linear<B>,
 }
 
@@ -136,6 +160,8 @@ impl<B: Backend> Classifier<B> {
         (f.clone(), self.head.forward(f))
     }
 
+    /// Builds the classifier from a folder: `config.json` (read by [`ClassifierConfig::from_json`]) and
+    /// safetensors weights.
     pub fn from_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
         crate::io::load_dir(
             dir,

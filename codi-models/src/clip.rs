@@ -16,29 +16,41 @@ use crate::diffusers_json::parse;
 use crate::error::ModelError;
 use crate::layers::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 
+/// The activation of the CLIP MLPs (transformers' `hidden_act`).
 #[derive(Config, Debug, PartialEq, Copy)]
 pub enum HiddenAct {
     /// x·σ(1.702x) (OpenAI CLIP, SD 1.x).
     QuickGelu,
+    /// GELU (transformers' `gelu`).
     Gelu,
 }
 
+/// The settings of transformers' `CLIPTextModel`, named as in its `config.json` (defaults are transformers').
 #[derive(Config, Debug, PartialEq)]
 pub struct CLIPTextConfig {
+    /// Number of token ids: rows of the token embedding (transformers' `vocab_size`).
     #[config(default = 49408)]
     pub vocab_size: usize,
+    /// Width of the token states (transformers' `hidden_size`).
     #[config(default = 512)]
     pub hidden_size: usize,
+    /// Hidden width of each layer's MLP (transformers' `intermediate_size`).
     #[config(default = 2048)]
     pub intermediate_size: usize,
+    /// Number of encoder layers (transformers' `num_hidden_layers`).
     #[config(default = 12)]
     pub num_hidden_layers: usize,
+    /// Attention heads per layer; must divide `hidden_size` (transformers' `num_attention_heads`).
     #[config(default = 8)]
     pub num_attention_heads: usize,
+    /// Longest token sequence: rows of the position embedding, 77 for CLIP (transformers'
+    /// `max_position_embeddings`).
     #[config(default = 77)]
     pub max_position_embeddings: usize,
+    /// The MLPs' activation (transformers' `hidden_act`).
     #[config(default = "HiddenAct::QuickGelu")]
     pub hidden_act: HiddenAct,
+    /// ε of every LayerNorm (transformers' `layer_norm_eps`).
     #[config(default = 1e-5)]
     pub layer_norm_eps: f64,
     /// End-of-text token id (its first position is the pooled output); 2 in old configs, where transformers
@@ -73,6 +85,8 @@ fn eos() -> usize {
 }
 
 impl CLIPTextConfig {
+    /// Reads transformers' `config.json` (already parsed); `file` names it in errors. Errors on an activation
+    /// other than `quick_gelu` / `gelu` and on a head count that does not divide `hidden_size`.
     pub fn from_json(value: &Value, file: &Path) -> Result<Self, ModelError> {
         let j: Json = parse(value, file)?;
         let hidden_act = match j.hidden_act.as_str() {
@@ -136,6 +150,7 @@ impl CLIPTextConfig {
             .with_eos_token_id(2)
     }
 
+    /// A randomly initialised text encoder with these settings.
     pub fn init<B: Backend>(&self, device: &B::Device) -> CLIPTextModel<B> {
         let d = self.hidden_size;
         let ln = || {
@@ -178,18 +193,27 @@ impl CLIPTextConfig {
     }
 }
 
+/// Token and position embeddings, summed.
 #[derive(Module, Debug)]
 pub struct CLIPTextEmbeddings<B: Backend> {
+    /// Token id → state. weight: [vocab_size, hidden_size]
     pub token_embedding: Embedding<B>,
+    /// Position → state, added to the token's. weight: [max_position_embeddings, hidden_size]
     pub position_embedding: Embedding<B>,
 }
 
+/// Multi-head causal self-attention of a CLIP encoder layer.
 #[derive(Module, Debug)]
 pub struct CLIPAttention<B: Backend> {
+    /// Query projection, hidden → hidden.
     pub q_proj: Linear<B>,
+    /// Key projection, hidden → hidden.
     pub k_proj: Linear<B>,
+    /// Value projection, hidden → hidden.
     pub v_proj: Linear<B>,
+    /// Output projection of the concatenated heads, hidden → hidden.
     pub out_proj: Linear<B>,
+    /// Number of attention heads the hidden width is split into.
     pub heads: usize,
 }
 
@@ -215,14 +239,19 @@ impl<B: Backend> CLIPAttention<B> {
     }
 }
 
+/// The feed-forward part of a CLIP encoder layer: fc1 → activation → fc2.
 #[derive(Module, Debug)]
 pub struct CLIPMLP<B: Backend> {
+    /// Expansion from `hidden_size` to `intermediate_size`.
     pub fc1: Linear<B>,
+    /// Projection from `intermediate_size` back to `hidden_size`.
     pub fc2: Linear<B>,
+    /// The activation: x·σ(1.702x) when true, GELU otherwise.
     pub quick_gelu: bool,
 }
 
 impl<B: Backend> CLIPMLP<B> {
+    /// x: [batch, n, hidden] → [batch, n, hidden]
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.fc1.forward(x);
         let h = if self.quick_gelu {
@@ -234,29 +263,44 @@ impl<B: Backend> CLIPMLP<B> {
     }
 }
 
+/// One pre-LayerNorm transformer layer: h + self_attn(layer_norm1(h)), then h + mlp(layer_norm2(h)).
 #[derive(Module, Debug)]
 pub struct CLIPEncoderLayer<B: Backend> {
+    /// Causal self-attention over the tokens.
     pub self_attn: CLIPAttention<B>,
+    /// LayerNorm before the self-attention.
     pub layer_norm1: LayerNorm<B>,
+    /// Feed-forward network.
     pub mlp: CLIPMLP<B>,
+    /// LayerNorm before the MLP.
     pub layer_norm2: LayerNorm<B>,
 }
 
+/// The stack of encoder layers.
 #[derive(Module, Debug)]
 pub struct CLIPEncoder<B: Backend> {
+    /// The layers, applied in order (`num_hidden_layers` of them).
     pub layers: Vec<CLIPEncoderLayer<B>>,
 }
 
+/// transformers' `text_model`: embeddings, encoder layers and a final LayerNorm.
 #[derive(Module, Debug)]
 pub struct CLIPTextTransformer<B: Backend> {
+    /// Token and position embeddings.
     pub embeddings: CLIPTextEmbeddings<B>,
+    /// The transformer layers.
     pub encoder: CLIPEncoder<B>,
+    /// LayerNorm over the last layer's output, which gives `last_hidden_state`.
     pub final_layer_norm: LayerNorm<B>,
+    /// End-of-text id whose first position gives the pooled output; 2 (old configs) takes the position of the
+    /// largest id instead, as transformers does.
     pub eos_token_id: usize,
 }
 
+/// transformers' `CLIPTextModel`, the text encoder of Stable Diffusion 1.x.
 #[derive(Module, Debug)]
 pub struct CLIPTextModel<B: Backend> {
+    /// The transformer (keys `text_model.…`).
     pub text_model: CLIPTextTransformer<B>,
 }
 

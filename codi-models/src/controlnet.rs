@@ -28,14 +28,20 @@ pub enum FusionKind {
     Mix,
 }
 
+/// The settings of the ControlNet-style adapter: the backbone UNet's config plus the conditioning embedding
+/// and the fusion.
 #[derive(Config, Debug, PartialEq)]
 pub struct ControlNetConfig {
     /// The backbone's config (its down and mid blocks are the ones copied).
     pub unet: UNet2DConditionModelConfig,
+    /// Channels of the condition image (diffusers' `conditioning_channels`).
     #[config(default = 3)]
     pub conditioning_channels: usize,
+    /// Channels of the conditioning embedding's levels; each level after the first halves the resolution
+    /// (diffusers' `conditioning_embedding_out_channels`).
     #[config(default = "vec![16, 32, 96, 256]")]
     pub conditioning_embedding_out_channels: Vec<usize>,
+    /// How the residuals join the backbone; [`FusionKind::Mix`] is written to `config.json` as `codi_fusion`.
     #[config(default = "FusionKind::Add")]
     pub fusion: FusionKind,
     /// Start the conditioning embedding's last conv at zero (diffusers). The zero convs on the residuals
@@ -109,6 +115,9 @@ impl ControlNetConfig {
         v
     }
 
+    /// A fresh adapter: every module randomly initialised, the zero convs (and, by default, the conditioning
+    /// embedding's last conv) at zero, μ = 0 for the mix fusion. [`Self::init_from_unet`] copies the backbone
+    /// instead.
     pub fn init<B: Backend>(&self, device: &B::Device) -> ControlNetModel<B> {
         let u = &self.unet;
         let c0 = u.block_out_channels[0];
@@ -172,8 +181,13 @@ impl ControlNetConfig {
 /// Condition image → features at conv_in's resolution: conv_in, (3×3, 3×3 stride 2) per level, conv_out (zero).
 #[derive(Module, Debug)]
 pub struct ConditioningEmbedding<B: Backend> {
+    /// 3×3 convolution from the condition's channels to the first level's.
     pub conv_in: Conv2d<B>,
+    /// Per level after the first: a 3×3 convolution, then a 3×3 stride-2 convolution to the next level's
+    /// channels.
     pub blocks: Vec<Conv2d<B>>,
+    /// 3×3 convolution from the last level to the UNet's first-level channels; zero-initialised unless
+    /// `conditioning_embedding_zero_out` is false.
     pub conv_out: Conv2d<B>,
 }
 
@@ -188,19 +202,33 @@ impl<B: Backend> ConditioningEmbedding<B> {
     }
 }
 
+/// diffusers' `ControlNetModel` (plus CoDi's optional μ): encodes (sample, t, text, condition) into residuals
+/// for the backbone's skips and mid block.
 #[derive(Module, Debug)]
 pub struct ControlNetModel<B: Backend> {
+    /// 3×3 input convolution from the latent, a copy of the backbone's `conv_in`.
     pub conv_in: Conv2d<B>,
+    /// Time-embedding MLP, a copy of the backbone's.
     pub time_embedding: TimestepEmbedding<B>,
+    /// CNN from the condition image to features added to conv_in's output.
     pub controlnet_cond_embedding: ConditioningEmbedding<B>,
+    /// Down blocks, copies of the backbone's.
     pub down_blocks: Vec<DownBlock<B>>,
+    /// Zero-initialised 1×1 convolutions, one per skip state (conv_in's output, then every resnet and
+    /// downsampler output), in the down path's order.
     pub controlnet_down_blocks: Vec<Conv2d<B>>,
+    /// Mid block, a copy of the backbone's.
     pub mid_block: MidBlock<B>,
+    /// Zero-initialised 1×1 convolution on the mid block's output.
     pub controlnet_mid_block: Conv2d<B>,
     /// CoDi's fusion weight μ (None: plain addition). Not part of diffusers' ControlNetModel; saved as `mu`.
     pub mu: Option<Param<Tensor<B, 1>>>,
+    /// Width of the sinusoidal timestep features (diffusers' `time_proj`, which has no parameters): the first
+    /// level's channels.
     pub time_proj_dim: usize,
+    /// Timestep features as [cos, sin] rather than [sin, cos] (diffusers' `flip_sin_to_cos`).
     pub flip_sin_to_cos: bool,
+    /// Shift of the timestep features' frequency denominator (diffusers' `freq_shift`).
     pub freq_shift: f64,
 }
 
@@ -245,6 +273,7 @@ impl<B: Backend> ControlNetModel<B> {
         }
     }
 
+    /// Builds the adapter from a diffusers folder: ControlNetModel `config.json` and safetensors weights.
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
         crate::io::load_dir(
             dir,

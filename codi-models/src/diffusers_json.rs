@@ -11,7 +11,9 @@ use crate::error::ModelError;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum PerBlock<T> {
+    /// The same value for every block.
     One(T),
+    /// One value per block.
     Many(Vec<T>),
 }
 
@@ -76,30 +78,39 @@ pub fn class_name(value: &Value) -> Option<&str> {
 
 /// serde defaults shared by the config readers (diffusers' own default values).
 pub mod defaults {
+    /// Returns 1.
     pub fn one() -> usize {
         1
     }
+    /// Returns 2.
     pub fn two() -> usize {
         2
     }
+    /// Returns 3 (e.g. RGB channels, 3×3 kernels).
     pub fn three() -> usize {
         3
     }
+    /// Returns 4 (e.g. latent channels).
     pub fn four() -> usize {
         4
     }
+    /// Returns 8 (e.g. `attention_head_dim`).
     pub fn eight() -> usize {
         8
     }
+    /// Returns `true`.
     pub fn yes() -> bool {
         true
     }
+    /// Returns 1.0 (e.g. scale factors).
     pub fn onef() -> f64 {
         1.0
     }
+    /// Returns 32, diffusers' default `norm_num_groups`.
     pub fn groups() -> usize {
         32
     }
+    /// Returns 1e-5, diffusers' default `norm_eps`.
     pub fn eps() -> f64 {
         1e-5
     }

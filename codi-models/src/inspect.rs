@@ -16,11 +16,14 @@ use crate::{
     UNet2DModelConfig,
 };
 
+/// What [`inspect`] found in a model folder.
 #[derive(Debug, Serialize)]
 pub struct Inspection {
+    /// The model class: `_class_name`, or transformers' first `architectures` entry.
     pub class: String,
     /// Selected config entries, as written in config.json.
     pub config: Vec<(String, Value)>,
+    /// Number of parameters of the model the config describes.
     pub parameters: usize,
     /// None when every key loaded; otherwise what did not (missing, unused, mismatched).
     pub load_error: Option<String>,

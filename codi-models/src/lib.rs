@@ -1,5 +1,6 @@
 //! The networks of codi, backend-generic and configured like diffusers: every module mirrors diffusers'
 //! module tree, so real checkpoints load by their `config.json` and save back in the same layout.
+#![warn(missing_docs)]
 
 pub mod classifier;
 pub mod clip;

@@ -7,6 +7,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::error::ModelError;
 
+/// A `tokenizer.json` tokenizer that turns prompts into fixed-length id sequences.
 #[derive(Debug)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
@@ -89,6 +90,7 @@ impl TextTokenizer {
         ))
     }
 
+    /// Number of ids in the vocabulary, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

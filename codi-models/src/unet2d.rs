@@ -14,38 +14,58 @@ use crate::layers::blocks::{AttentionKind, BlockConfig, DownBlock, MidBlock, UNe
 use crate::layers::embeddings::{timestep_features, TimestepEmbedding, TimestepEmbeddingConfig};
 use crate::layers::{conv2d, Conv2d, GroupNorm, GroupNormConfig};
 
+/// A block of [`UNet2DModel`], as diffusers names it: the `Down` kinds in `down_block_types`, the `Up` kinds
+/// in `up_block_types`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UNet2DBlockType {
+    /// Down block of resnets only.
     DownBlock2D,
+    /// Down block with spatial self-attention after each resnet.
     AttnDownBlock2D,
+    /// Up block of resnets only.
     UpBlock2D,
+    /// Up block with spatial self-attention after each resnet.
     AttnUpBlock2D,
 }
 
+/// The UNet2DModel settings codi implements, named as in diffusers' `config.json`.
 #[derive(Config, Debug, PartialEq)]
 pub struct UNet2DModelConfig {
+    /// Channels of the input image (diffusers' `in_channels`).
     #[config(default = 3)]
     pub in_channels: usize,
+    /// Channels of the output (diffusers' `out_channels`).
     #[config(default = 3)]
     pub out_channels: usize,
+    /// Timestep features as [cos, sin] rather than [sin, cos] (diffusers' `flip_sin_to_cos`).
     #[config(default = true)]
     pub flip_sin_to_cos: bool,
+    /// Shift of the timestep features' frequency denominator (diffusers' `freq_shift`).
     #[config(default = 0.0)]
     pub freq_shift: f64,
+    /// The down blocks, shallowest first (diffusers' `down_block_types`).
     pub down_block_types: Vec<UNet2DBlockType>,
+    /// The up blocks, deepest first (diffusers' `up_block_types`).
     pub up_block_types: Vec<UNet2DBlockType>,
+    /// Output channels of each level, shallowest first (diffusers' `block_out_channels`).
     pub block_out_channels: Vec<usize>,
+    /// Resnets per down block; up blocks have one more (diffusers' `layers_per_block`).
     #[config(default = 2)]
     pub layers_per_block: usize,
+    /// Padding of the downsamplers' convolutions (diffusers' `downsample_padding`).
     #[config(default = 1)]
     pub downsample_padding: usize,
+    /// Divisor of the mid block's resnet and attention outputs (diffusers' `mid_block_scale_factor`).
     #[config(default = 1.0)]
     pub mid_block_scale_factor: f64,
     /// Channels per attention head (in this class diffusers reads `attention_head_dim` as the head size).
     #[config(default = 8)]
     pub attention_head_dim: usize,
+    /// GroupNorm groups of the resnets, the attention layers and the output norm (diffusers'
+    /// `norm_num_groups`).
     #[config(default = 32)]
     pub norm_num_groups: usize,
+    /// GroupNorm ε of the resnets, the attention layers and the output norm (diffusers' `norm_eps`).
     #[config(default = 1e-5)]
     pub norm_eps: f64,
 }
@@ -78,6 +98,8 @@ struct Json {
 }
 
 impl UNet2DModelConfig {
+    /// Reads diffusers' `config.json` (already parsed); `file` names it in errors. Options codi does not
+    /// implement are errors.
     pub fn from_diffusers(value: &Value, file: &Path) -> Result<Self, ModelError> {
         for key in [
             "class_embed_type",
@@ -134,6 +156,7 @@ impl UNet2DModelConfig {
         })
     }
 
+    /// A randomly initialised UNet with these settings.
     pub fn init<B: Backend>(&self, device: &B::Device) -> UNet2DModel<B> {
         let ch = &self.block_out_channels;
         let c0 = ch[0];
@@ -177,17 +200,30 @@ impl UNet2DModelConfig {
     }
 }
 
+/// diffusers' `UNet2DModel`: the unconditional denoiser, with spatial self-attention in the blocks that ask
+/// for it.
 #[derive(Module, Debug)]
 pub struct UNet2DModel<B: Backend> {
+    /// 3×3 input convolution from the image to the first level's channels.
     pub conv_in: Conv2d<B>,
+    /// MLP from the sinusoidal timestep features to the time embedding every resnet receives.
     pub time_embedding: TimestepEmbedding<B>,
+    /// Down blocks, shallowest first; their outputs (after conv_in's) are the skips.
     pub down_blocks: Vec<DownBlock<B>>,
+    /// Mid block at the deepest level: resnet, spatial self-attention, resnet.
     pub mid_block: MidBlock<B>,
+    /// Up blocks, deepest first, each consuming skips from the down path.
     pub up_blocks: Vec<UpBlock<B>>,
+    /// GroupNorm (followed by SiLU) before the output convolution.
     pub conv_norm_out: GroupNorm<B>,
+    /// 3×3 output convolution to `out_channels`.
     pub conv_out: Conv2d<B>,
+    /// Width of the sinusoidal timestep features (diffusers' `time_proj`, which has no parameters): the first
+    /// level's channels.
     pub time_proj_dim: usize,
+    /// Timestep features as [cos, sin] rather than [sin, cos].
     pub flip_sin_to_cos: bool,
+    /// Shift of the timestep features' frequency denominator.
     pub freq_shift: f64,
 }
 
@@ -214,6 +250,7 @@ impl<B: Backend> UNet2DModel<B> {
         self.conv_out.forward(self.conv_norm_out.forward_silu(x))
     }
 
+    /// Builds the model from a diffusers folder: `config.json` and safetensors weights.
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
         crate::io::load_dir(
             dir,

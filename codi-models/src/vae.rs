@@ -13,19 +13,29 @@ use crate::error::ModelError;
 use crate::layers::blocks::{AttentionKind, BlockConfig, DownBlock, MidBlock, UpBlock};
 use crate::layers::{conv2d, Conv2d, GroupNorm, GroupNormConfig};
 
+/// The AutoencoderKL settings codi implements, named as in diffusers' `config.json`.
 #[derive(Config, Debug, PartialEq)]
 pub struct AutoencoderKLConfig {
+    /// Channels of the input image (diffusers' `in_channels`).
     #[config(default = 3)]
     pub in_channels: usize,
+    /// Channels of the decoded image (diffusers' `out_channels`).
     #[config(default = 3)]
     pub out_channels: usize,
+    /// Output channels of each encoder level, shallowest first; every level after the first halves the
+    /// resolution (diffusers' `block_out_channels`).
     pub block_out_channels: Vec<usize>,
+    /// Resnets per encoder block; decoder blocks have one more (diffusers' `layers_per_block`).
     #[config(default = 1)]
     pub layers_per_block: usize,
+    /// Channels of the latent (diffusers' `latent_channels`).
     #[config(default = 4)]
     pub latent_channels: usize,
+    /// GroupNorm groups (diffusers' `norm_num_groups`).
     #[config(default = 32)]
     pub norm_num_groups: usize,
+    /// Factor latents are multiplied by before the diffusion model sees them, 0.18215 for SD 1.x (diffusers'
+    /// `scaling_factor`).
     #[config(default = 0.18215)]
     pub scaling_factor: f64,
 }
@@ -53,6 +63,8 @@ fn scale() -> f64 {
 }
 
 impl AutoencoderKLConfig {
+    /// Reads diffusers' `config.json` (already parsed); `file` names it in errors. Options codi does not
+    /// implement are errors.
     pub fn from_diffusers(value: &Value, file: &Path) -> Result<Self, ModelError> {
         require_default(value, file, "act_fn", &[json!("silu")])?;
         require_default(value, file, "shift_factor", &[json!(0.0)])?;
@@ -125,6 +137,7 @@ impl AutoencoderKLConfig {
             .with_attention(Some(AttentionKind::Spatial { dim_head: c }))
     }
 
+    /// A randomly initialised autoencoder with these settings.
     pub fn init<B: Backend>(&self, device: &B::Device) -> AutoencoderKL<B> {
         let ch = &self.block_out_channels;
         let n = ch.len();
@@ -178,30 +191,51 @@ impl AutoencoderKLConfig {
     }
 }
 
+/// diffusers' VAE `Encoder`: image → moments (mean ‖ logvar), before `quant_conv`.
 #[derive(Module, Debug)]
 pub struct Encoder<B: Backend> {
+    /// 3×3 input convolution from the image to the first level's channels.
     pub conv_in: Conv2d<B>,
+    /// Down blocks without time embedding or attention, shallowest first; all but the last end in a
+    /// downsampler.
     pub down_blocks: Vec<DownBlock<B>>,
+    /// Mid block: resnet, single-head spatial self-attention, resnet.
     pub mid_block: MidBlock<B>,
+    /// GroupNorm (followed by SiLU) before the output convolution.
     pub conv_norm_out: GroupNorm<B>,
+    /// 3×3 convolution to 2 × latent channels (mean and log-variance).
     pub conv_out: Conv2d<B>,
 }
 
+/// diffusers' VAE `Decoder`: latent (after `post_quant_conv`) → image.
 #[derive(Module, Debug)]
 pub struct Decoder<B: Backend> {
+    /// 3×3 input convolution from the latent to the deepest level's channels.
     pub conv_in: Conv2d<B>,
+    /// Mid block: resnet, single-head spatial self-attention, resnet.
     pub mid_block: MidBlock<B>,
+    /// Up blocks without skips, deepest first; all but the last end in a 2× upsampler.
     pub up_blocks: Vec<UpBlock<B>>,
+    /// GroupNorm (followed by SiLU) before the output convolution.
     pub conv_norm_out: GroupNorm<B>,
+    /// 3×3 output convolution to the image's channels.
     pub conv_out: Conv2d<B>,
 }
 
+/// diffusers' `AutoencoderKL`: [`Self::encode`] maps images to a [`DiagonalGaussian`] over latents,
+/// [`Self::decode`] maps latents back to images.
 #[derive(Module, Debug)]
 pub struct AutoencoderKL<B: Backend> {
+    /// Image → moments.
     pub encoder: Encoder<B>,
+    /// Latent → image.
     pub decoder: Decoder<B>,
+    /// 1×1 convolution on the encoder's moments.
     pub quant_conv: Conv2d<B>,
+    /// 1×1 convolution on the latent, before the decoder.
     pub post_quant_conv: Conv2d<B>,
+    /// Factor latents are multiplied by before the diffusion model sees them; [`Self::decode`] takes latents
+    /// without it (divided back).
     pub scaling_factor: f64,
 }
 
@@ -215,10 +249,12 @@ pub struct DiagonalGaussian<B: Backend> {
 }
 
 impl<B: Backend> DiagonalGaussian<B> {
+    /// The distribution's mode, its mean. → [batch, latent, h, w]
     pub fn mode(&self) -> Tensor<B, 4> {
         self.mean.clone()
     }
 
+    /// σ = exp(logvar / 2). → [batch, latent, h, w]
     pub fn std(&self) -> Tensor<B, 4> {
         self.logvar.clone().mul_scalar(0.5).exp()
     }
@@ -283,6 +319,7 @@ impl<B: Backend> AutoencoderKL<B> {
         d.conv_out.forward(d.conv_norm_out.forward_silu(h))
     }
 
+    /// Builds the autoencoder from a diffusers folder: `config.json` and safetensors weights.
     pub fn from_diffusers_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
         crate::io::load_dir(
             dir,

@@ -6,7 +6,9 @@ use crate::prediction::{Prediction, PredictionType};
 
 /// What one DDIM step produced (diffusers' `pred_original_sample`, `prev_sample`).
 pub struct DdimStep<B: Backend> {
+    /// The predicted clean sample x̂ at this step. pred_original: [batch, channels, height, width]
     pub pred_original: Tensor<B, 4>,
+    /// The sample moved to the next (lower) timestep. prev_sample: [batch, channels, height, width]
     pub prev_sample: Tensor<B, 4>,
 }
 

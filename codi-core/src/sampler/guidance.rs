@@ -6,8 +6,11 @@ use crate::prediction::PredictionType;
 /// Classifier-free guidance: out = u + w·(c − u) from a conditional and an unconditional denoiser.
 /// Linear in the output, so valid for every prediction type; w = 1 is the conditional model alone.
 pub struct Guided<C, U> {
+    /// The conditional denoiser (c).
     pub cond: C,
+    /// The unconditional denoiser (u), not called when `scale` is 1.
     pub uncond: U,
+    /// The guidance scale w.
     pub scale: f64,
 }
 

@@ -33,7 +33,9 @@ pub trait Denoiser<B: Backend> {
 
 /// A closure as a denoiser (tests, analytic models).
 pub struct FnDenoiser<F> {
+    /// How the closure's output is read.
     pub prediction_type: PredictionType,
+    /// The model: (z, t) → output, with the shapes of [`Denoiser::predict`].
     pub f: F,
 }
 
@@ -52,8 +54,11 @@ impl<B: Backend, F: Fn(Tensor<B, 4>, Tensor<B, 1>) -> Tensor<B, 4>> Denoiser<B> 
 pub enum SamplerKind {
     /// DDIM; η = 0 is the PF-ODE (deterministic), η = 1 DDPM-like.
     Ddim {
+        /// η in [0, 1]: the scale of the fresh noise added at each step.
         eta: f64,
+        /// How the timesteps are spread over the training grid (diffusers' `timestep_spacing`).
         spacing: TimestepSpacing,
+        /// Offset added to every timestep with leading spacing (diffusers' `steps_offset`).
         steps_offset: usize,
         /// ᾱ after the last step: 1 (true) or ᾱ_0 (false, SD 1.x).
         set_alpha_to_one: bool,
@@ -62,12 +67,17 @@ pub enum SamplerKind {
     DpmSolverPP2M,
     /// The CoDi few-step sampler (deterministic, method.md §5) on the N-interval grid.
     Codi {
+        /// N, the number of intervals of the training grid (Δt = num_train_timesteps / N).
         intervals: usize,
+        /// The boundary scalings applied to x̂ at each step.
         boundary: BoundaryScalings,
     },
     /// The consistency-model sampler: boundary-scaled x̂ re-noised with fresh noise (diffusers' LCMScheduler).
     Lcm {
+        /// The number of points of the skipping-step grid the timesteps are taken from (diffusers'
+        /// `original_inference_steps`).
         original_steps: usize,
+        /// The boundary scalings applied to x̂ at each step.
         boundary: BoundaryScalings,
     },
 }
@@ -114,6 +124,7 @@ impl SamplerKind {
         }
     }
 
+    /// The CLI name of the kind (`ddim`, `dpmpp`, `codi` or `lcm`), as [`Self::from_name`] reads it.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Ddim { .. } => "ddim",
@@ -127,24 +138,33 @@ impl SamplerKind {
 /// One step of a plan: from t to t_next (None after the last step, where the sampler returns x̂).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PlannedStep {
+    /// Position of the step in the plan, from 0.
     pub index: usize,
+    /// The timestep the denoiser is called at.
     pub t: i64,
+    /// α_t of the current timestep.
     pub alpha: f64,
+    /// σ_t of the current timestep.
     pub sigma: f64,
     /// The timestep the step moves to; negative means "the final ᾱ" (DDIM), None means the clean end.
     pub t_next: Option<i64>,
+    /// α of the noise level the step moves to (1 at the clean end).
     pub alpha_next: f64,
+    /// σ of the noise level the step moves to (0 at the clean end).
     pub sigma_next: f64,
 }
 
 /// A sampler: a kind and a number of steps.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sampler {
+    /// Which sampler, with its settings.
     pub kind: SamplerKind,
+    /// Number of sampling steps K, each one denoiser call (the CoDi grid may have fewer points than K).
     pub steps: usize,
 }
 
 impl Sampler {
+    /// A sampler of `kind` taking `steps` steps.
     pub fn new(kind: SamplerKind, steps: usize) -> Self {
         Self { kind, steps }
     }

@@ -8,37 +8,52 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
+/// Settings of an [`Attention`] layer (diffusers' `Attention` arguments).
 #[derive(Config, Debug)]
 pub struct AttentionConfig {
+    /// Channels of the query input and of the output.
     pub query_dim: usize,
     /// None: self-attention (keys and values from the query input).
     pub cross_attention_dim: Option<usize>,
+    /// Number of attention heads.
     pub heads: usize,
+    /// Channels per head; the q/k/v projections are `heads · dim_head` wide.
     pub dim_head: usize,
     /// q/k/v projections with bias (the spatial attention blocks).
     #[config(default = false)]
     pub qkv_bias: bool,
     /// Spatial form: GroupNorm groups applied to the 4D input, residual added, output divided by rescale.
     pub spatial_norm_groups: Option<usize>,
+    /// ε of the spatial form's GroupNorm.
     #[config(default = 1e-6)]
     pub norm_eps: f64,
+    /// The spatial form divides its output (residual included) by this (diffusers' `rescale_output_factor`).
     #[config(default = 1.0)]
     pub rescale_output_factor: f64,
 }
 
+/// diffusers' `Attention`: multi-head scaled dot-product attention between q/k/v and output projections, over
+/// tokens ([`Self::forward`]) or as a spatial self-attention block ([`Self::forward_spatial`]).
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
+    /// GroupNorm over the input of the spatial form (None in transformer blocks).
     pub group_norm: Option<GroupNorm<B>>,
+    /// Query projection, query_dim → heads·dim_head.
     pub to_q: Linear<B>,
+    /// Key projection of the context (the input itself for self-attention) → heads·dim_head.
     pub to_k: Linear<B>,
+    /// Value projection of the context (the input itself for self-attention) → heads·dim_head.
     pub to_v: Linear<B>,
     /// `to_out.0` (to_out.1 is dropout).
     pub to_out: Vec<Linear<B>>,
+    /// Number of heads the projections are split into.
     pub heads: usize,
+    /// Divisor of the spatial form's output.
     pub rescale_output_factor: f64,
 }
 
 impl AttentionConfig {
+    /// An attention layer with these settings (burn's default initialisation).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
         let inner = self.heads * self.dim_head;
         let kv = self.cross_attention_dim.unwrap_or(self.query_dim);

@@ -15,19 +15,28 @@ use super::transformer::{Transformer2DConfig, Transformer2DModel};
 pub enum AttentionKind {
     /// Transformer2DModel with cross-attention to the text (`CrossAttn*Block2D`, `UNetMidBlock2DCrossAttn`).
     Transformer {
+        /// Attention heads; each has channels / heads channels.
         heads: usize,
+        /// Transformer blocks in the Transformer2DModel (the UNet's `transformer_layers_per_block`).
         layers: usize,
+        /// Width of the text states the transformer cross-attends to.
         cross_attention_dim: usize,
+        /// proj_in / proj_out as linear layers instead of 1×1 convolutions.
         use_linear_projection: bool,
     },
     /// Spatial self-attention with `dim_head` channels per head (`Attn*Block2D`, VAE and UNet2DModel mid block).
-    Spatial { dim_head: usize },
+    Spatial {
+        /// Channels per head; the layer has channels / dim_head heads.
+        dim_head: usize,
+    },
 }
 
 /// One block's attention layer.
 #[derive(Module, Debug)]
 pub enum BlockAttention<B: Backend> {
+    /// A Transformer2DModel with self- and cross-attention.
     Transformer(Transformer2DModel<B>),
+    /// Spatial self-attention (GroupNorm first, residual added).
     Spatial(Attention<B>),
 }
 
@@ -81,19 +90,29 @@ fn init_attention<B: Backend>(
 /// Settings shared by every block of a network.
 #[derive(Config, Debug)]
 pub struct BlockConfig {
+    /// Down and mid blocks: the input channels. Up blocks: the channels of the skip the last resnet takes
+    /// (the matching down block's input channels; diffusers' `in_channels`).
     pub in_channels: usize,
+    /// Output channels of every resnet of a down or up block (mid blocks keep `in_channels`).
     pub out_channels: usize,
     /// None: no time embedding (VAE).
     pub temb_channels: Option<usize>,
+    /// Resnets in a down or up block; in a mid block, the (attention, resnet) pairs after its first resnet.
     pub layers: usize,
+    /// The attention layer after each resnet (in a mid block: between resnets); None for none.
     pub attention: Option<AttentionKind>,
+    /// GroupNorm groups of the resnets and attention layers.
     pub groups: usize,
+    /// GroupNorm ε of the resnets and of the spatial attention.
     pub eps: f64,
+    /// Divisor of every resnet's output, and of the spatial attention's (diffusers' `output_scale_factor`).
     #[config(default = 1.0)]
     pub output_scale_factor: f64,
     /// Down blocks: add a stride-2 downsampler (with this padding); up blocks: add an upsampler.
     #[config(default = false)]
     pub resample: bool,
+    /// Padding of the downsampler's convolution: 1 in the UNets; 0 first pads one zero column and row on the
+    /// right and bottom (the VAE).
     #[config(default = 1)]
     pub downsample_padding: usize,
     /// Up blocks: channels of the previous up block's output (the first resnet's input).
@@ -134,6 +153,8 @@ impl BlockConfig {
             .collect()
     }
 
+    /// Down block: `layers` resnets (the first from `in_channels`), each followed by its attention, then a
+    /// stride-2 downsampler when `resample`.
     pub fn init_down<B: Backend>(&self, device: &B::Device) -> DownBlock<B> {
         let (i, o) = (self.in_channels, self.out_channels);
         DownBlock {
@@ -188,10 +209,15 @@ impl BlockConfig {
     }
 }
 
+/// diffusers' `DownBlock2D`, `CrossAttnDownBlock2D`, `AttnDownBlock2D` or `DownEncoderBlock2D`: resnets, each
+/// optionally followed by attention, then an optional downsampler.
 #[derive(Module, Debug)]
 pub struct DownBlock<B: Backend> {
+    /// Residual blocks, applied in order.
     pub resnets: Vec<ResnetBlock2D<B>>,
+    /// Attention after each resnet (empty in blocks without attention).
     pub attentions: Vec<BlockAttention<B>>,
+    /// The stride-2 downsampler at the end (empty in the last block).
     pub downsamplers: Vec<Downsample2D<B>>,
 }
 
@@ -219,9 +245,12 @@ impl<B: Backend> DownBlock<B> {
     }
 }
 
+/// diffusers' `UNetMidBlock2DCrossAttn` or `UNetMidBlock2D`: a resnet, then (attention, resnet) pairs.
 #[derive(Module, Debug)]
 pub struct MidBlock<B: Backend> {
+    /// Residual blocks, one more than the attention layers.
     pub resnets: Vec<ResnetBlock2D<B>>,
+    /// Attention between consecutive resnets.
     pub attentions: Vec<BlockAttention<B>>,
 }
 
@@ -241,10 +270,16 @@ impl<B: Backend> MidBlock<B> {
     }
 }
 
+/// diffusers' `UpBlock2D`, `CrossAttnUpBlock2D`, `AttnUpBlock2D` or `UpDecoderBlock2D`: resnets over the
+/// features concatenated with a skip, each optionally followed by attention, then an optional upsampler.
 #[derive(Module, Debug)]
 pub struct UpBlock<B: Backend> {
+    /// Residual blocks, each taking the running features concatenated with one skip (no skip in the VAE
+    /// decoder).
     pub resnets: Vec<ResnetBlock2D<B>>,
+    /// Attention after each resnet (empty in blocks without attention).
     pub attentions: Vec<BlockAttention<B>>,
+    /// The 2× upsampler at the end (empty in the last block).
     pub upsamplers: Vec<Upsample2D<B>>,
 }
 
@@ -284,11 +319,17 @@ impl<B: Backend> UpBlock<B> {
 
 /// The block layout every diffusers UNet shares: channels per level, resnets per level, which levels attend.
 pub struct UNetLayout<'a> {
+    /// Output channels of each level, shallowest first (diffusers' `block_out_channels`).
     pub block_out_channels: &'a [usize],
+    /// Resnets of each level's down block; its up block has one more.
     pub layers_per_block: &'a [usize],
+    /// Width of the time embedding every resnet receives.
     pub temb_channels: usize,
+    /// GroupNorm groups (diffusers' `norm_num_groups`).
     pub groups: usize,
+    /// GroupNorm ε of the resnets (diffusers' `norm_eps`).
     pub eps: f64,
+    /// Padding of the down blocks' downsampler convolutions (diffusers' `downsample_padding`).
     pub downsample_padding: usize,
 }
 

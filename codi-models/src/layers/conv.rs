@@ -17,11 +17,13 @@ pub struct Conv2dConfig {
     pub channels: [usize; 2],
     /// [kh, kw]
     pub kernel_size: [usize; 2],
+    /// Stride [rows, columns].
     #[config(default = "[1, 1]")]
     pub stride: [usize; 2],
     /// Zero padding [rows above and below, columns left and right].
     #[config(default = "[0, 0]")]
     pub padding: [usize; 2],
+    /// Whether the convolution has a learnt bias.
     #[config(default = true)]
     pub bias: bool,
     /// Weight and bias start at zero (ControlNet's zero convolutions); else burn's default initializer.
@@ -30,6 +32,8 @@ pub struct Conv2dConfig {
 }
 
 impl Conv2dConfig {
+    /// A convolution with these settings: weight and bias from burn's default initializer, or zero with
+    /// `zero_init`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Conv2d<B> {
         let [ph, pw] = self.padding;
         let mut config = burn::nn::conv::Conv2dConfig::new(self.channels, self.kernel_size)
@@ -49,12 +53,14 @@ impl Conv2dConfig {
     }
 }
 
+/// A 2-D convolution with groups 1, dilation 1 and symmetric zero padding (built by [`Conv2dConfig`]).
 #[derive(Module, Debug)]
 pub struct Conv2d<B: Backend> {
     /// [c_out, c_in, kh, kw]
     pub weight: Param<Tensor<B, 4>>,
     /// \[c_out\]
     pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Stride [rows, columns].
     pub stride: [usize; 2],
     /// [rows above and below, columns left and right]
     pub padding: [usize; 2],

@@ -35,20 +35,26 @@ pub fn timestep_features<B: Backend>(
     }
 }
 
+/// Settings of a [`TimestepEmbedding`].
 #[derive(Config, Debug)]
 pub struct TimestepEmbeddingConfig {
+    /// Width of the sinusoidal timestep features it reads (diffusers' `in_channels`).
     pub in_channels: usize,
+    /// Width of the time embedding (diffusers' `time_embed_dim`).
     pub time_embed_dim: usize,
 }
 
 /// linear_1 → SiLU → linear_2.
 #[derive(Module, Debug)]
 pub struct TimestepEmbedding<B: Backend> {
+    /// First linear layer, in_channels → time_embed_dim.
     pub linear_1: Linear<B>,
+    /// Second linear layer (after SiLU), time_embed_dim → time_embed_dim.
     pub linear_2: Linear<B>,
 }
 
 impl TimestepEmbeddingConfig {
+    /// A time-embedding MLP with burn's default initialisation.
     pub fn init<B: Backend>(&self, device: &B::Device) -> TimestepEmbedding<B> {
         TimestepEmbedding {
             linear_1: LinearConfig::new(self.in_channels, self.time_embed_dim).init(device),

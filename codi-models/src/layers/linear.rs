@@ -8,10 +8,14 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use super::cpu;
 
+/// Settings of a [`Linear`] layer.
 #[derive(Config, Debug)]
 pub struct LinearConfig {
+    /// Input width.
     pub d_input: usize,
+    /// Output width.
     pub d_output: usize,
+    /// Whether the layer has a learnt bias.
     #[config(default = true)]
     pub bias: bool,
 }
@@ -29,6 +33,7 @@ impl LinearConfig {
     }
 }
 
+/// A dense layer y = x·W + b, its weight stored as burn does ([d_in, d_out], the transpose of PyTorch's).
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     /// [d_in, d_out]

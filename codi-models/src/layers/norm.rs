@@ -9,10 +9,14 @@ use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
 use super::cpu;
 use super::functional::silu;
 
+/// Settings of a [`GroupNorm`].
 #[derive(Config, Debug)]
 pub struct GroupNormConfig {
+    /// Number of groups the channels are split into; must divide `num_channels`.
     pub num_groups: usize,
+    /// Channels of the input: the length of γ and β.
     pub num_channels: usize,
+    /// ε added to the variance.
     #[config(default = 1e-5)]
     pub epsilon: f64,
     /// A learnt per-channel scale γ and shift β.
@@ -34,13 +38,17 @@ impl GroupNormConfig {
     }
 }
 
+/// Group normalisation: statistics per sample over each group of channels and the spatial axes, then an
+/// optional per-channel affine (γ, β).
 #[derive(Module, Debug)]
 pub struct GroupNorm<B: Backend> {
     /// \[channels\]
     pub gamma: Option<Param<Tensor<B, 1>>>,
     /// \[channels\]
     pub beta: Option<Param<Tensor<B, 1>>>,
+    /// Number of channel groups normalised separately.
     pub num_groups: usize,
+    /// ε added to the variance.
     pub epsilon: f64,
 }
 
@@ -77,11 +85,15 @@ impl<B: Backend> GroupNorm<B> {
     }
 }
 
+/// Settings of a [`LayerNorm`].
 #[derive(Config, Debug)]
 pub struct LayerNormConfig {
+    /// Width of the normalised last axis.
     pub d_model: usize,
+    /// ε added to the variance.
     #[config(default = 1e-5)]
     pub epsilon: f64,
+    /// Whether there is a learnt shift β (the scale γ is always there).
     #[config(default = true)]
     pub bias: bool,
 }
@@ -99,12 +111,14 @@ impl LayerNormConfig {
     }
 }
 
+/// Layer normalisation over the last axis, with a learnt scale γ and an optional shift β.
 #[derive(Module, Debug)]
 pub struct LayerNorm<B: Backend> {
     /// \[width\]
     pub gamma: Param<Tensor<B, 1>>,
     /// \[width\]
     pub beta: Option<Param<Tensor<B, 1>>>,
+    /// ε added to the variance.
     pub epsilon: f64,
 }
 

@@ -11,11 +11,16 @@ use super::{conv2d, Conv2d, Conv2dConfig};
 /// (right, bottom) zero pad of 1.
 #[derive(Module, Debug)]
 pub struct Downsample2D<B: Backend> {
+    /// The stride-2 3×3 convolution.
     pub conv: Conv2d<B>,
+    /// Pad one zero column on the right and one row at the bottom before the (unpadded) convolution: the
+    /// VAE's `padding = 0`.
     pub asymmetric_pad: bool,
 }
 
 impl<B: Backend> Downsample2D<B> {
+    /// A downsampler from `channels` to `out_channels`: `padding` 1 pads the convolution by 1 on every side
+    /// (UNets), 0 pads asymmetrically first (VAE).
     pub fn new(channels: usize, out_channels: usize, padding: usize, device: &B::Device) -> Self {
         let conv = if padding == 1 {
             conv2d(channels, out_channels, 3, 2, device)
@@ -45,10 +50,12 @@ impl<B: Backend> Downsample2D<B> {
 /// Nearest 2× upsampling, then a 3×3 conv.
 #[derive(Module, Debug)]
 pub struct Upsample2D<B: Backend> {
+    /// 3×3 convolution after the nearest-neighbour upsampling.
     pub conv: Conv2d<B>,
 }
 
 impl<B: Backend> Upsample2D<B> {
+    /// An upsampler from `channels` to `out_channels`.
     pub fn new(channels: usize, out_channels: usize, device: &B::Device) -> Self {
         Self {
             conv: conv2d(channels, out_channels, 3, 1, device),

@@ -15,11 +15,14 @@ use super::{
 /// mapped to `ff.proj` and `ff.out` by the weight loader.
 #[derive(Module, Debug)]
 pub struct FeedForward<B: Backend> {
+    /// Linear layer to twice the inner width, split into the hidden half h and the gate g.
     pub proj: Linear<B>,
+    /// Linear layer from the inner width back to `dim`.
     pub out: Linear<B>,
 }
 
 impl<B: Backend> FeedForward<B> {
+    /// A feed-forward of width `dim` with inner width `dim · mult` (the transformer blocks use mult = 4).
     pub fn new(dim: usize, mult: usize, device: &B::Device) -> Self {
         let inner = dim * mult;
         Self {
@@ -37,17 +40,27 @@ impl<B: Backend> FeedForward<B> {
 /// ε of the transformer blocks' LayerNorms (diffusers' default).
 const NORM_EPS: f64 = 1e-5;
 
+/// diffusers' `BasicTransformerBlock`: pre-LayerNorm self-attention, cross-attention to the text and GEGLU
+/// feed-forward, each with a residual connection.
 #[derive(Module, Debug)]
 pub struct BasicTransformerBlock<B: Backend> {
+    /// LayerNorm before the self-attention.
     pub norm1: LayerNorm<B>,
+    /// Self-attention over the tokens.
     pub attn1: Attention<B>,
+    /// LayerNorm before the cross-attention.
     pub norm2: LayerNorm<B>,
+    /// Cross-attention from the tokens to the text states.
     pub attn2: Attention<B>,
+    /// LayerNorm before the feed-forward.
     pub norm3: LayerNorm<B>,
+    /// GEGLU feed-forward network.
     pub ff: FeedForward<B>,
 }
 
 impl<B: Backend> BasicTransformerBlock<B> {
+    /// A block of width `dim` with `heads` heads of `dim_head` channels, cross-attending to states of width
+    /// `cross_attention_dim`.
     pub fn new(
         dim: usize,
         heads: usize,
@@ -86,33 +99,51 @@ impl<B: Backend> BasicTransformerBlock<B> {
 /// The projection in and out of token space: 1×1 convs, or linear layers (`use_linear_projection`).
 #[derive(Module, Debug)]
 pub enum Projection<B: Backend> {
+    /// 1×1 convolutions on the feature map (SD 1.x).
     Conv(Conv2d<B>),
+    /// Linear layers on the tokens (`use_linear_projection`, SD 2.x).
     Linear(Linear<B>),
 }
 
+/// Settings of a [`Transformer2DModel`].
 #[derive(Config, Debug)]
 pub struct Transformer2DConfig {
+    /// Channels of the feature map, in and out.
     pub channels: usize,
+    /// Attention heads of each transformer block.
     pub heads: usize,
+    /// Channels per head; the token width is `heads · dim_head`.
     pub dim_head: usize,
+    /// Width of the text states the blocks cross-attend to.
     pub cross_attention_dim: usize,
+    /// Number of transformer blocks (diffusers' `num_layers`).
     #[config(default = 1)]
     pub layers: usize,
+    /// Groups of the input GroupNorm (diffusers' `norm_num_groups`).
     #[config(default = 32)]
     pub norm_groups: usize,
+    /// proj_in and proj_out as linear layers instead of 1×1 convolutions (diffusers'
+    /// `use_linear_projection`).
     #[config(default = false)]
     pub use_linear_projection: bool,
 }
 
+/// diffusers' `Transformer2DModel` on a feature map: GroupNorm, proj_in, transformer blocks over the h·w
+/// tokens, proj_out, plus the input as a residual.
 #[derive(Module, Debug)]
 pub struct Transformer2DModel<B: Backend> {
+    /// GroupNorm over the input feature map (ε = 1e-6).
     pub norm: GroupNorm<B>,
+    /// Projection from the channels to the token width.
     pub proj_in: Projection<B>,
+    /// The transformer blocks, applied in order.
     pub transformer_blocks: Vec<BasicTransformerBlock<B>>,
+    /// Projection from the token width back to the channels.
     pub proj_out: Projection<B>,
 }
 
 impl Transformer2DConfig {
+    /// A transformer with these settings (burn's default initialisation).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Transformer2DModel<B> {
         let inner = self.heads * self.dim_head;
         let proj = |i, o| {

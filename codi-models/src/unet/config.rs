@@ -12,48 +12,68 @@ use crate::layers::blocks::{AttentionKind, BlockConfig, UNetLayout};
 use crate::layers::embeddings::TimestepEmbeddingConfig;
 use crate::layers::{conv2d, GroupNormConfig};
 
+/// A down block of [`UNet2DConditionModel`], as diffusers names it in `down_block_types`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DownBlockType {
+    /// Resnets, each followed by a cross-attention transformer.
     CrossAttnDownBlock2D,
+    /// Resnets only.
     DownBlock2D,
 }
 
+/// An up block of [`UNet2DConditionModel`], as diffusers names it in `up_block_types`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UpBlockType {
+    /// Resnets, each followed by a cross-attention transformer.
     CrossAttnUpBlock2D,
+    /// Resnets only.
     UpBlock2D,
 }
 
 /// The UNet2DConditionModel settings codi implements, named as in diffusers' `config.json`.
 #[derive(Config, Debug, PartialEq)]
 pub struct UNet2DConditionModelConfig {
+    /// Channels of the input latent (diffusers' `in_channels`).
     #[config(default = 4)]
     pub in_channels: usize,
+    /// Channels of the output (diffusers' `out_channels`).
     #[config(default = 4)]
     pub out_channels: usize,
+    /// Timestep features as [cos, sin] rather than [sin, cos] (diffusers' `flip_sin_to_cos`).
     #[config(default = true)]
     pub flip_sin_to_cos: bool,
+    /// Shift of the timestep features' frequency denominator (diffusers' `freq_shift`).
     #[config(default = 0.0)]
     pub freq_shift: f64,
+    /// The down blocks, shallowest first (diffusers' `down_block_types`).
     pub down_block_types: Vec<DownBlockType>,
+    /// The up blocks, deepest first (diffusers' `up_block_types`).
     pub up_block_types: Vec<UpBlockType>,
+    /// Output channels of each level, shallowest first (diffusers' `block_out_channels`).
     pub block_out_channels: Vec<usize>,
     /// Resnets per down block (up blocks have one more).
     pub layers_per_block: Vec<usize>,
+    /// Padding of the downsamplers' convolutions (diffusers' `downsample_padding`).
     #[config(default = 1)]
     pub downsample_padding: usize,
+    /// Divisor of the mid block's resnet outputs (diffusers' `mid_block_scale_factor`).
     #[config(default = 1.0)]
     pub mid_block_scale_factor: f64,
+    /// GroupNorm groups of the resnets, the transformers and the output norm (diffusers' `norm_num_groups`).
     #[config(default = 32)]
     pub norm_num_groups: usize,
+    /// GroupNorm ε of the resnets and the output norm (diffusers' `norm_eps`).
     #[config(default = 1e-5)]
     pub norm_eps: f64,
+    /// Width of the text states the transformers cross-attend to (diffusers' `cross_attention_dim`).
     pub cross_attention_dim: usize,
     /// Transformer blocks per attention layer, per down block.
     pub transformer_layers_per_block: Vec<usize>,
     /// Attention heads per down block (diffusers reads `attention_head_dim` as this when
     /// `num_attention_heads` is null).
     pub num_attention_heads: Vec<usize>,
+    /// The transformers project in and out with linear layers instead of 1×1 convolutions (diffusers'
+    /// `use_linear_projection`).
     #[config(default = false)]
     pub use_linear_projection: bool,
 }
@@ -279,6 +299,7 @@ impl UNet2DConditionModelConfig {
         })
     }
 
+    /// A randomly initialised UNet with these settings.
     pub fn init<B: Backend>(&self, device: &B::Device) -> UNet2DConditionModel<B> {
         let c0 = self.block_out_channels[0];
         UNet2DConditionModel {

@@ -34,6 +34,7 @@ pub enum Fusion<B: Backend> {
 }
 
 impl<B: Backend> Fusion<B> {
+    /// Joins adapter features `r` to backbone features `h`. h, r: [batch, c, h, w] → [batch, c, h, w]
     pub fn apply(&self, h: Tensor<B, 4>, r: Tensor<B, 4>) -> Tensor<B, 4> {
         match self {
             Self::Add => h + r,
@@ -45,17 +46,29 @@ impl<B: Backend> Fusion<B> {
     }
 }
 
+/// diffusers' `UNet2DConditionModel`: Stable Diffusion's text-conditioned latent denoiser.
 #[derive(Module, Debug)]
 pub struct UNet2DConditionModel<B: Backend> {
+    /// 3×3 input convolution from the latent to the first level's channels.
     pub conv_in: Conv2d<B>,
+    /// MLP from the sinusoidal timestep features to the time embedding every resnet receives.
     pub time_embedding: TimestepEmbedding<B>,
+    /// Down blocks, shallowest first; their outputs (after conv_in's) are the skips.
     pub down_blocks: Vec<DownBlock<B>>,
+    /// Mid block at the deepest level: resnet, cross-attention transformer, resnet.
     pub mid_block: MidBlock<B>,
+    /// Up blocks, deepest first, each consuming skips from the down path.
     pub up_blocks: Vec<UpBlock<B>>,
+    /// GroupNorm (followed by SiLU) before the output convolution.
     pub conv_norm_out: GroupNorm<B>,
+    /// 3×3 output convolution to `out_channels`.
     pub conv_out: Conv2d<B>,
+    /// Width of the sinusoidal timestep features (diffusers' `time_proj`, which has no parameters): the first
+    /// level's channels.
     pub time_proj_dim: usize,
+    /// Timestep features as [cos, sin] rather than [sin, cos].
     pub flip_sin_to_cos: bool,
+    /// Shift of the timestep features' frequency denominator.
     pub freq_shift: f64,
 }
 

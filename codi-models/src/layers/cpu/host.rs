@@ -38,11 +38,14 @@ pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 /// backward pass), otherwise a row-major copy.
 #[derive(Debug, Clone)]
 pub enum HostValues {
+    /// The tensor itself, read in place (contiguous f32 storage).
     InPlace(FlexTensor),
+    /// A row-major copy of the values of a tensor that was not contiguous f32.
     Copied(Vec<f32>),
 }
 
 impl HostValues {
+    /// The values of `t`: in place when its storage is contiguous f32, else copied row-major.
     pub fn of(t: FlexTensor) -> Self {
         // `as_slice` is None for another dtype or a non-contiguous layout.
         if t.as_slice::<f32>().is_some() {
