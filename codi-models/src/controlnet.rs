@@ -74,9 +74,17 @@ impl ControlNetConfig {
         unet_json["up_block_types"] = Value::Array(ups);
         let unet = UNet2DConditionModelConfig::from_diffusers(&unet_json, file)?;
         let mut c = Self::new(unet);
-        if value.get("codi_fusion").and_then(Value::as_str) == Some("mix") {
-            c.fusion = FusionKind::Mix;
-        }
+        c.fusion = match value.get("codi_fusion") {
+            None | Some(Value::Null) => FusionKind::Add,
+            Some(v) if v == "add" => FusionKind::Add,
+            Some(v) if v == "mix" => FusionKind::Mix,
+            Some(v) => {
+                return Err(ModelError::Config {
+                    file: file.to_path_buf(),
+                    reason: format!("`codi_fusion` = {v}: expected \"add\" or \"mix\""),
+                })
+            }
+        };
         if let Some(v) = value.get("conditioning_channels") {
             c.conditioning_channels = parse(v, file)?;
         }
@@ -294,6 +302,22 @@ mod tests {
     use codi_core::tensor_ops::{max_abs_diff, to_vec};
 
     type B = Flex;
+
+    #[test]
+    fn codi_fusion_round_trips_and_an_unknown_value_is_an_error() {
+        let file = Path::new("controlnet/config.json");
+        for fusion in [FusionKind::Add, FusionKind::Mix] {
+            let c = ControlNetConfig::new(small_test_config()).with_fusion(fusion);
+            let back = ControlNetConfig::from_diffusers(&c.to_diffusers(), file).unwrap();
+            assert_eq!(back.fusion, fusion);
+        }
+        let mut v = ControlNetConfig::new(small_test_config()).to_diffusers();
+        v["codi_fusion"] = json!("Mix");
+        let err = ControlNetConfig::from_diffusers(&v, file)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("codi_fusion") && err.contains("Mix"), "{err}");
+    }
 
     #[test]
     fn from_unet_starts_as_the_identity_for_both_fusions_and_embedding_inits() {

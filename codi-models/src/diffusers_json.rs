@@ -63,7 +63,14 @@ pub fn require_default(
 ) -> Result<(), ModelError> {
     match value.get(key) {
         None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(()),
-        Some(v) if allowed.contains(v) => Ok(()),
+        // 0 and 0.0 are the same setting: JSON writers differ in how they print a whole float.
+        Some(v)
+            if allowed
+                .iter()
+                .any(|a| a == v || (a.is_number() && a.as_f64() == v.as_f64())) =>
+        {
+            Ok(())
+        }
         Some(v) => Err(ModelError::Unsupported {
             file: file.to_path_buf(),
             what: format!("`{key}` = {v}"),
@@ -113,5 +120,37 @@ pub mod defaults {
     /// Returns 1e-5, diffusers' default `norm_eps`.
     pub fn eps() -> f64 {
         1e-5
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn require_default_takes_a_whole_number_for_its_float_and_names_what_it_refuses() {
+        let file = Path::new("vae/config.json");
+        let allowed = [json!(0.0)];
+        for ok in [
+            json!({}),
+            json!({"shift_factor": null}),
+            json!({"shift_factor": 0}),
+            json!({"shift_factor": 0.0}),
+        ] {
+            require_default(&ok, file, "shift_factor", &allowed).unwrap();
+        }
+        let err = require_default(
+            &json!({"shift_factor": 0.1159}),
+            file,
+            "shift_factor",
+            &allowed,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("vae/config.json") && err.contains("shift_factor"),
+            "{err}"
+        );
     }
 }
