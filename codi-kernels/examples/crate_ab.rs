@@ -107,15 +107,27 @@ fn main() {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max);
     let (mut hand, mut mv) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        hand.push(per_call(1, 2000, || {
-            let mut x = input.clone();
-            silu_hand(black_box(&mut x));
-        }));
-        mv.push(per_call(1, 2000, || {
-            let mut x = input.clone();
-            silu_multiversion(black_box(&mut x));
-        }));
+    // Each round times both, the first of them alternating, so that neither profits from going second.
+    for round in 0..rounds {
+        let time_hand = || {
+            per_call(1, 2000, || {
+                let mut x = input.clone();
+                silu_hand(black_box(&mut x));
+            })
+        };
+        let time_mv = || {
+            per_call(1, 2000, || {
+                let mut x = input.clone();
+                silu_multiversion(black_box(&mut x));
+            })
+        };
+        if round % 2 == 0 {
+            hand.push(time_hand());
+            mv.push(time_mv());
+        } else {
+            mv.push(time_mv());
+            hand.push(time_hand());
+        }
     }
     println!(
         "SiLU, 16384 floats, one thread (µs per call, median of {rounds}): hand-written {:.2}, \
