@@ -31,8 +31,7 @@ pub fn load_distill_config(
     let cfg = v
         .get("config")
         .ok_or_else(|| err("no \"config\" entry".into()))?;
-    <DistillConfig as burn::config::Config>::load_binary(cfg.to_string().as_bytes())
-        .map_err(|e| err(e.to_string()))
+    crate::training::config_from_json::<DistillConfig>(&cfg.to_string()).map_err(err)
 }
 
 fn write_json(file: &Path, v: &impl Serialize) -> Result<(), TrainError> {

@@ -3,6 +3,7 @@
 //! log renderer, and the data loaders.
 
 pub mod checkpoint;
+pub mod config_keys;
 pub mod lr;
 pub mod output;
 pub mod renderer;
@@ -96,11 +97,33 @@ pub struct FitReport {
 }
 
 /// Loads a config file written as JSON by [`Config::save`] (or by hand), naming the file on error.
+/// A key the config does not have (a misspelling) is an error that names it, not a silent default.
 pub fn load_config<C: Config>(file: &Path) -> Result<C, TrainError> {
-    C::load(file).map_err(|e| TrainError::Data {
+    let err = |reason: String| TrainError::Data {
         file: file.to_path_buf(),
-        reason: format!("not a valid config: {e}"),
-    })
+        reason,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?;
+    config_from_json(&text).map_err(err)
+}
+
+/// A config from JSON text, refusing keys the config does not have. → the config, or what is wrong
+pub fn config_from_json<C: Config>(text: &str) -> Result<C, String> {
+    let written: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let config = C::load_binary(text.as_bytes()).map_err(|e| {
+        let e = e.to_string();
+        let hint = config_keys::missing_field(&e)
+            .and_then(|field| config_keys::near_key(&written, field))
+            .map(|near| format!(" (the file has `{near}`: misspelled?)"))
+            .unwrap_or_default();
+        format!("not a valid config: {e}{hint}")
+    })?;
+    let known = serde_json::to_value(&config).map_err(|e| e.to_string())?;
+    match config_keys::describe(&config_keys::unknown_keys(&written, &known)) {
+        Some(reason) => Err(reason),
+        None => Ok(config),
+    }
 }
 
 /// Trains `model` with burn-train's SupervisedTraining: loss + `terms` as metrics, the [`LogRenderer`],
