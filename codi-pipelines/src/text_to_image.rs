@@ -200,6 +200,29 @@ impl<B: Backend> TextToImage<B> {
         Ok(self.text_encoder.forward(ids).last_hidden_state)
     }
 
+    /// Image sides must be a multiple of this: the VAE's factor times the UNet's downsampling (2 per level
+    /// after the first).
+    pub fn size_multiple(&self) -> usize {
+        self.vae.factor() << self.unet.down_blocks.len().saturating_sub(1)
+    }
+
+    /// Refuses an image side the networks cannot take (0, or not a multiple of [`Self::size_multiple`]).
+    pub fn check_size(&self, size: usize) -> Result<(), PipelineError> {
+        let m = self.size_multiple();
+        if size == 0 || !size.is_multiple_of(m) {
+            return Err(PipelineError::Data {
+                file: self.dir.clone(),
+                reason: format!(
+                    "images of {size} pixels cannot be sampled: this pipeline needs a multiple of {m} \
+                     (its VAE's factor {} times its UNet's downsampling {})",
+                    self.vae.factor(),
+                    m / self.vae.factor()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Latent shape [c, h, w] for images of `size` pixels.
     pub fn latent_shape(&self, size: usize) -> [usize; 3] {
         let f = self.vae.factor();

@@ -19,13 +19,13 @@ pub struct Args {
     #[arg(long, default_value = "demo")]
     out: PathBuf,
     /// Test pairs per adapter.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 8)]
     pairs: usize,
     /// Step counts, comma-separated (one grid column each).
     #[arg(long, default_value = "1,2,4")]
     step_counts: String,
     /// Classifier-free guidance scale (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = super::non_negative, default_value_t = 1.0)]
     guidance: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,

@@ -39,13 +39,13 @@ pub struct Args {
     /// Output folder. Default: assets/tiny/adapters/<task> (PE-CoDi) or assets/tiny/codi-<task> (CoDi).
     #[arg(long)]
     out: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     steps_per_epoch: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     batch_size: Option<usize>,
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, value_parser = super::positive_seconds, default_value_t = 10.0)]
     log_every: f64,
     /// At the end, print where the run's time went per layer type (`bench models --profile`'s table), per
     /// training step; validation passes and checkpoints are included.

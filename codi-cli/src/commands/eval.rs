@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_DIR)]
     data: PathBuf,
     /// Samples (teacher) or test pairs (task).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 1000)]
     samples: usize,
     /// task: the adapter folder (a `codi distill` output).
     #[arg(long)]
@@ -47,20 +47,20 @@ pub struct Args {
     /// ddim | dpmpp | codi | lcm (default: ddim for the teacher, the CoDi sampler on the adapter's grid for a task)
     #[arg(long)]
     sampler: Option<String>,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 50)]
     steps: usize,
     /// Classifier-free guidance scale (default: 3 for the teacher, 1 for a task adapter).
-    #[arg(long)]
+    #[arg(long, value_parser = super::non_negative)]
     guidance: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Images generated per batch.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 100)]
     batch: usize,
     /// Grid of the first samples of each class (one row per class).
     #[arg(long)]
     grid: Option<PathBuf>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 10)]
     grid_columns: usize,
     /// Write the report as JSON here.
     #[arg(long)]
@@ -138,6 +138,9 @@ impl BackendTask for Task {
         let a = self.0;
         let pipe = TextToImage::<B::InnerBackend>::load(&a.model, &device)?;
         let classifier = Classifier::<B::InnerBackend>::from_dir(&a.classifier, &device)?;
+        if a.samples < 2 {
+            anyhow::bail!("--samples {}: the FD needs at least 2 samples", a.samples);
+        }
         let test = FashionMnist::load(&a.data, Split::Test)?;
         let sampler = Sampler::new(
             SamplerKind::from_name(a.sampler.as_deref().unwrap_or("ddim"))?,

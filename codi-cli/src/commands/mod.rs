@@ -23,3 +23,52 @@ pub fn parse_step_counts(s: &str) -> anyhow::Result<Vec<usize>> {
     }
     Ok(v)
 }
+
+/// A count flag (steps, batch, samples, epochs): a whole number of at least 1.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// A scale or rate that cannot be negative (guidance): a finite number ≥ 0.
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a finite number ≥ 0, got {v}")),
+        Err(_) => Err(format!("'{s}' is not a number")),
+    }
+}
+
+/// Seconds between log lines: a finite number > 0.
+pub fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a finite number of seconds > 0, got {v}")),
+        Err(_) => Err(format!("'{s}' is not a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_parsers_refuse_zero_negative_and_non_finite_values() {
+        assert_eq!(at_least_one("4"), Ok(4));
+        assert!(
+            at_least_one("0").is_err() && at_least_one("-1").is_err() && at_least_one("x").is_err()
+        );
+        assert_eq!(non_negative("0"), Ok(0.0));
+        assert!(
+            non_negative("-0.5").is_err()
+                && non_negative("nan").is_err()
+                && non_negative("inf").is_err()
+        );
+        assert_eq!(positive_seconds("2.5"), Ok(2.5));
+        assert!(positive_seconds("0").is_err() && positive_seconds("-1").is_err());
+        assert!(parse_step_counts("1,0").is_err() && parse_step_counts("1,2,4").is_ok());
+    }
+}

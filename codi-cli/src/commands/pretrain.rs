@@ -54,13 +54,13 @@ pub struct Args {
     #[arg(long, default_value = "assets/tiny/vae")]
     vae: PathBuf,
     /// Overrides of the config's training loop.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     steps_per_epoch: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     batch_size: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     valid_items: Option<usize>,
     /// Use at most this many Fashion-MNIST items per split, and this many scenes (quick runs).
     #[arg(long)]
@@ -68,7 +68,7 @@ pub struct Args {
     #[arg(long)]
     scenes: Option<usize>,
     /// Seconds between progress lines.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, value_parser = super::positive_seconds, default_value_t = 10.0)]
     log_every: f64,
 }
 

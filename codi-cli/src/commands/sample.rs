@@ -44,22 +44,22 @@ pub struct Args {
     #[arg(long)]
     instruction: Option<String>,
     /// Samples per prompt (grid columns).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 8)]
     batch: usize,
     /// Sampling steps (default: 50 for text-to-image, 4 with --task).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     steps: Option<usize>,
     /// ddim | dpmpp | codi | lcm (default: ddim for text-to-image, codi with --task)
     #[arg(long)]
     sampler: Option<String>,
     /// Classifier-free guidance scale (1 = off). Default: 3 for text-to-image, 1 with --task (the adapters are
     /// distilled without guidance).
-    #[arg(long)]
+    #[arg(long, value_parser = super::non_negative)]
     guidance: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Image side in pixels.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 32)]
     size: usize,
     #[arg(long, default_value = "grid.png")]
     out: PathBuf,
@@ -78,10 +78,8 @@ impl BackendTask for Task {
             bail!("give at least one --prompt");
         }
         let steps = a.steps.unwrap_or(50);
-        if a.batch == 0 || steps == 0 {
-            bail!("--batch and --steps must be at least 1");
-        }
         let pipe = TextToImage::<B::InnerBackend>::load(&a.model, &device)?;
+        pipe.check_size(a.size)?;
         let sampler = Sampler::new(
             SamplerKind::from_name(a.sampler.as_deref().unwrap_or("ddim"))?,
             steps,
@@ -193,6 +191,7 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
         Some(other) => Sampler::new(SamplerKind::from_name(other)?, steps),
     };
     let s = a.size;
+    pipe.base.check_size(s)?;
     let text = match task {
         TaskKind::Edit => a
             .instruction

@@ -1,0 +1,84 @@
+//! Bad flag values end the command with one clear error naming the flag or the problem, never a panic.
+
+use std::process::Command;
+
+fn codi(args: &[&str]) -> (bool, String) {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new(env!("CARGO_BIN_EXE_codi"))
+        .args(args)
+        .current_dir(repo)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the codi binary runs");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), text)
+}
+
+#[test]
+fn zero_negative_and_impossible_values_are_refused_by_name() {
+    let out = std::env::temp_dir().join(format!("codi-flags-{}.png", std::process::id()));
+    let out = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 11] = [
+        (
+            &["sample", "--prompt", "a bag", "--steps", "0", "--out", out],
+            "--steps",
+        ),
+        (
+            &["sample", "--prompt", "a bag", "--batch", "0", "--out", out],
+            "--batch",
+        ),
+        (
+            &["sample", "--prompt", "a bag", "--guidance=-1", "--out", out],
+            "--guidance",
+        ),
+        (
+            &["sample", "--prompt", "a bag", "--size", "0", "--out", out],
+            "--size",
+        ),
+        (
+            &[
+                "sample", "--prompt", "a bag", "--size", "30", "--steps", "1", "--out", out,
+            ],
+            "a multiple of 8",
+        ),
+        (
+            &[
+                "sample",
+                "--prompt",
+                "a bag",
+                "--sampler",
+                "codi",
+                "--steps",
+                "60",
+                "--out",
+                out,
+            ],
+            "between 1 and 50",
+        ),
+        (&["eval", "teacher", "--samples", "1"], "at least 2 samples"),
+        (&["distill", "--task", "sr", "--epochs", "0"], "--epochs"),
+        (
+            &["distill", "--task", "sr", "--log-every=-1"],
+            "--log-every",
+        ),
+        (&["pretrain", "vae", "--batch-size", "0"], "--batch-size"),
+        (&["demo", "--pairs", "0"], "--pairs"),
+    ];
+    for (args, needle) in cases {
+        let (ok, text) = codi(args);
+        assert!(!ok, "codi {args:?} succeeded:\n{text}");
+        assert!(
+            !text.contains("panicked"),
+            "codi {args:?} panicked:\n{text}"
+        );
+        assert!(
+            text.contains(needle),
+            "codi {args:?}: the error does not say {needle:?}:\n{text}"
+        );
+    }
+    assert!(
+        !std::path::Path::new(out).exists(),
+        "a refused command wrote its output"
+    );
+}
