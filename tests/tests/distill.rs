@@ -454,3 +454,47 @@ fn a_custom_task_distils_its_loss_falls_and_its_adapter_samples() {
         .all(|v| v.is_finite()));
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[test]
+fn a_run_folder_in_use_is_refused_and_free_again_after_the_run() {
+    let _serial = serial();
+    let root = tmp("lock");
+    let pipe = pipeline(&root);
+    let fashion = fixture("fashion-mnist-subset");
+    let dev = Default::default();
+    let dir = root.join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let held = codi_train::training::lock::RunLock::acquire(&dir).unwrap();
+    let cfg = config(TaskKind::SuperResolution, DistillMode::PeCodi, 1);
+    let err = distill::<B>(
+        &cfg,
+        &pipe,
+        &fashion,
+        &run(&dir, false),
+        &root.join("out"),
+        &dev,
+    )
+    .err()
+    .expect("a second run in a folder in use must be refused")
+    .to_string();
+    assert!(err.contains("in use by process"), "{err}");
+    assert!(
+        !dir.join("checkpoint").exists(),
+        "the refused run wrote checkpoints"
+    );
+    drop(held);
+    distill::<B>(
+        &cfg,
+        &pipe,
+        &fashion,
+        &run(&dir, false),
+        &root.join("out"),
+        &dev,
+    )
+    .unwrap();
+    assert!(
+        !dir.join("codi.lock").exists(),
+        "the finished run left its lock"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}

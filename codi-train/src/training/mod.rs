@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config_keys;
+pub mod lock;
 pub mod lr;
 pub mod output;
 pub mod renderer;
@@ -148,6 +149,7 @@ where
         file: run.dir.clone(),
         reason: format!("cannot create the run folder: {e}"),
     })?;
+    let _lock = lock::RunLock::acquire(&run.dir)?;
     let checkpoint = if run.resume {
         checkpoint::latest_epoch(&run.dir.join("checkpoint"))
     } else {
