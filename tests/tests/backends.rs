@@ -80,6 +80,7 @@ fn train_step<B: AutodiffBackend>(device: &B::Device) -> (f32, Vec<f32>) {
         prediction_type: pipe.base.prediction_type,
         ema_decay: 0.95,
         grad_clip: 0.0,
+        divergence: Default::default(),
     };
     let dist = Distillation::new(
         pipe.net.unet.clone(),

@@ -498,3 +498,74 @@ fn a_run_folder_in_use_is_refused_and_free_again_after_the_run() {
     );
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// Rewrites every float tensor of a safetensors file as NaN.
+fn poison(file: &Path) {
+    let bytes = std::fs::read(file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let nan: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+            let n = t.data().len() / 4;
+            let data = f32::NAN.to_le_bytes().repeat(n);
+            (name, data, t.shape().to_vec(), t.dtype())
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = nan
+        .iter()
+        .map(|(n, d, s, t)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*t, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(file, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn a_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint() {
+    let _serial = serial();
+    let root = tmp("nan");
+    let pipe = pipeline(&root);
+    let fashion = fixture("fashion-mnist-subset");
+    let dev = Default::default();
+    let (dir, out) = (root.join("run"), root.join("out"));
+    let cfg = |epochs| config(TaskKind::SuperResolution, DistillMode::PeCodi, epochs);
+    distill::<B>(&cfg(1), &pipe, &fashion, &run(&dir, false), &out, &dev).unwrap();
+    let adapter_file = out.join("controlnet/diffusion_pytorch_model.safetensors");
+    let exported = std::fs::read(&adapter_file).unwrap();
+
+    // A VAE of NaNs: the batcher's latents, and so the loss, are NaN from the first step of epoch 2.
+    let vae = pipe.join("vae/diffusion_pytorch_model.safetensors");
+    let good_vae = std::fs::read(&vae).unwrap();
+    poison(&vae);
+    let err = distill::<B>(&cfg(2), &pipe, &fashion, &run(&dir, true), &out, &dev)
+        .err()
+        .expect("a NaN loss must stop the run with an error")
+        .to_string();
+    assert!(
+        err.contains("training diverged at epoch 2, iteration 1") && err.contains("consistency"),
+        "{err}"
+    );
+    assert!(err.contains("last good checkpoint (epoch 1)"), "{err}");
+    let checkpoints = dir.join("checkpoint");
+    assert_eq!(
+        codi_train::training::checkpoint::latest_epoch(&checkpoints),
+        Some(1),
+        "the diverged epoch was checkpointed"
+    );
+    assert_eq!(
+        std::fs::read(&adapter_file).unwrap(),
+        exported,
+        "the diverged run overwrote the export"
+    );
+
+    // The kept checkpoint resumes once the cause is gone.
+    std::fs::write(&vae, good_vae).unwrap();
+    let done = distill::<B>(&cfg(2), &pipe, &fashion, &run(&dir, true), &out, &dev).unwrap();
+    assert_eq!(done.report.start_epoch, 2);
+    std::fs::remove_dir_all(&root).ok();
+}

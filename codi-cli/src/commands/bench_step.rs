@@ -100,6 +100,7 @@ impl<AB: AutodiffBackend> StepBench<AB> {
                 prediction_type: PredictionType::Epsilon,
                 ema_decay: EMA_DECAY,
                 grad_clip: GRAD_CLIP,
+                divergence: Default::default(),
             },
         );
         let mut optim = AdamWConfig::new()

@@ -144,6 +144,7 @@ pub fn distill_with<B: AutodiffBackend>(
             prediction_type: scheduler.prediction_type,
             ema_decay: config.ema_decay,
             grad_clip: config.train.grad_clip,
+            divergence: run.divergence.clone(),
         },
     );
 

@@ -29,6 +29,8 @@ pub struct StepSettings {
     pub ema_decay: f64,
     /// Global gradient-norm clip (0 = off).
     pub grad_clip: f64,
+    /// Where a non-finite gradient is reported (the run's [`crate::training::RunOptions::divergence`]).
+    pub divergence: crate::training::divergence::DivergenceWatch,
 }
 
 #[derive(Module, Debug)]
@@ -215,11 +217,16 @@ impl<B: AutodiffBackend> TrainStep for Distillation<B> {
     {
         let decay = self.settings.ema_decay;
         let clip = self.settings.grad_clip;
-        let grads = if clip > 0.0 {
-            clip_global_norm::<BB, _>(&self, grads, clip).0
-        } else {
-            grads
-        };
+        // The norm is taken even without clipping: a non-finite gradient must stop the run, not reach the
+        // parameters.
+        let max_norm = if clip > 0.0 { clip } else { f64::INFINITY };
+        let (grads, norm) = clip_global_norm::<BB, _>(&self, grads, max_norm);
+        if !norm.is_finite() {
+            self.settings.divergence.report_gradient(format!(
+                "gradient norm {norm:.4e} (the parameters were not updated)"
+            ));
+            return self;
+        }
         let mut m = optim.step(lr, self, grads);
         m.ema_adapter = ema_update(m.ema_adapter, &m.online.adapter, decay);
         if let Some(e) = m.ema_unet.take() {

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config_keys;
+pub mod divergence;
 pub mod lock;
 pub mod lr;
 pub mod output;
@@ -77,6 +78,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Seconds between progress lines.
     pub log_every: Duration,
+    /// Stops the run at the first non-finite loss or gradient; a model reports its gradients here.
+    pub divergence: divergence::DivergenceWatch,
 }
 
 impl RunOptions {
@@ -85,6 +88,7 @@ impl RunOptions {
             dir: dir.into(),
             resume: false,
             log_every: Duration::from_secs(10),
+            divergence: divergence::DivergenceWatch::default(),
         }
     }
 }
@@ -181,6 +185,11 @@ where
         .metric_train_numeric(LearningRateMetric::new())
         .metric_valid_numeric(LossMetric::new())
         .with_file_checkpointer(checkpoint::AtomicRecorder::default())
+        .metric_train(divergence::DivergenceGuard::new(
+            run.divergence.clone(),
+            terms,
+        ))
+        .with_interrupter(run.divergence.interrupter())
         .num_epochs(loop_cfg.num_epochs)
         .renderer(renderer);
     for (i, (term, higher_is_better)) in terms.iter().enumerate() {
@@ -202,6 +211,16 @@ where
     let result = training.launch(Learner::new(model, optim, lr::schedule(loop_cfg)));
     if let (Some(e), Some(kept)) = (resumed, kept) {
         kept.restore(e + 1)?;
+    }
+    if let Some(report) = run.divergence.report() {
+        let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
+            || "no epoch had completed: nothing was checkpointed".to_string(),
+            |e| format!("the last good checkpoint (epoch {e}) is kept; resume from it with a lower learning rate or stronger clipping"),
+        );
+        return Err(TrainError::Data {
+            file: run.dir.clone(),
+            reason: format!("{report}; the run stopped without exporting; {kept}"),
+        });
     }
     let history = history.lock().unwrap().clone();
     Ok((
