@@ -240,7 +240,102 @@ pub fn save_safetensors<B: Backend, M: Module<B>>(
         .metadata("format", "pt")
         .overwrite(true);
     model.save_into(&mut store).map_err(|e| io(e.to_string()))?;
+    canonical_header(&tmp).map_err(|e| io(e.to_string()))?;
     std::fs::rename(&tmp, file).map_err(|e| io(e.to_string()))
+}
+
+/// Rewrites a safetensors file's JSON header with its keys in sorted order (the writer orders its metadata
+/// differently from run to run), so that the same weights always give the same bytes. The data is unchanged.
+fn canonical_header(file: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut src = std::fs::File::open(file)?;
+    let mut len = [0u8; 8];
+    src.read_exact(&mut len)?;
+    let n = u64::from_le_bytes(len) as usize;
+    let mut header = vec![0u8; n];
+    src.read_exact(&mut header)?;
+    // serde_json's map is ordered by key: parsing and printing sorts every object.
+    let value: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|_| bad("unreadable safetensors header"))?;
+    let mut sorted = serde_json::to_vec(&value).map_err(|_| bad("header"))?;
+    // The data must start 8-aligned, as the format asks; spaces pad the header.
+    while (8 + sorted.len()) % 8 != 0 {
+        sorted.push(b' ');
+    }
+    let out = file.with_extension("canonical.tmp");
+    {
+        let mut dst = std::io::BufWriter::new(std::fs::File::create(&out)?);
+        dst.write_all(&(sorted.len() as u64).to_le_bytes())?;
+        dst.write_all(&sorted)?;
+        src.seek(SeekFrom::Start(8 + n as u64))?;
+        std::io::copy(&mut src, &mut dst)?;
+        dst.flush()?;
+    }
+    std::fs::rename(&out, file)
+}
+
+/// A digest of what a model folder's weights are — every tensor's name, dtype, shape and values, in name
+/// order — independent of how the files lay them out (header order, metadata, sharding): FNV-1a 64, hex.
+pub fn weights_digest(dir: &Path) -> Result<String, ModelError> {
+    let mut tensors: Vec<(String, String, Vec<u64>, Vec<u8>)> = Vec::new();
+    for file in weight_files(dir)? {
+        let bad = |reason: String| ModelError::Io {
+            file: file.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(&file).map_err(|e| bad(e.to_string()))?;
+        let n = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .ok_or_else(|| bad("shorter than a safetensors header".into()))?;
+        let header: serde_json::Value = bytes
+            .get(8..8usize.saturating_add(n))
+            .and_then(|h| serde_json::from_slice(h).ok())
+            .ok_or_else(|| bad("unreadable safetensors header".into()))?;
+        let data = &bytes[8 + n..];
+        for (name, t) in header.as_object().into_iter().flatten() {
+            if name == "__metadata__" {
+                continue;
+            }
+            let field = |k: &str| {
+                t.get(k)
+                    .ok_or_else(|| bad(format!("tensor {name}: no `{k}`")))
+            };
+            let dtype = field("dtype")?.as_str().unwrap_or_default().to_string();
+            let shape: Vec<u64> = field("shape")?
+                .as_array()
+                .map(|a| a.iter().filter_map(|d| d.as_u64()).collect())
+                .unwrap_or_default();
+            let range = field("data_offsets")?
+                .as_array()
+                .and_then(|o| Some((o.first()?.as_u64()? as usize, o.get(1)?.as_u64()? as usize)))
+                .filter(|(a, b)| a <= b && *b <= data.len())
+                .ok_or_else(|| bad(format!("tensor {name}: data offsets outside the file")))?;
+            tensors.push((name.clone(), dtype, shape, data[range.0..range.1].to_vec()));
+        }
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (name, dtype, shape, values) in &tensors {
+        eat(name.as_bytes());
+        eat(&[0]);
+        eat(dtype.as_bytes());
+        eat(&[0]);
+        eat(&(shape.len() as u64).to_le_bytes());
+        for d in shape {
+            eat(&d.to_le_bytes());
+        }
+        eat(&(values.len() as u64).to_le_bytes());
+        eat(values);
+    }
+    Ok(format!("{h:016x}"))
 }
 
 /// Builds a model from a folder: `config.json` parsed by `parse`, built by `init`, weights loaded with `options`.
@@ -282,4 +377,72 @@ pub fn save_dir<B: Backend, M: Module<B>>(
     std::fs::write(&tmp, serde_json::to_string_pretty(config).expect("JSON")).map_err(io)?;
     std::fs::rename(&tmp, &file).map_err(io)?;
     save_safetensors(model, &dir.join(weights_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::module::Module;
+
+    fn header_len(bytes: &[u8]) -> usize {
+        u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
+    }
+
+    #[test]
+    fn exports_are_byte_reproducible_and_the_digest_ignores_layout_but_not_values() {
+        let dir = std::env::temp_dir().join(format!("codi-io-digest-{}", std::process::id()));
+        let device = Default::default();
+        let layer = crate::layers::LinearConfig::new(4, 3).init::<Flex>(&device);
+        let cfg = serde_json::json!({"_class_name": "Test"});
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        save_diffusers_dir(&layer, &cfg, &a).unwrap();
+        save_diffusers_dir(&layer, &cfg, &b).unwrap();
+        let file = |d: &Path| std::fs::read(d.join("diffusion_pytorch_model.safetensors")).unwrap();
+        assert_eq!(
+            file(&a),
+            file(&b),
+            "two exports of the same weights differ in bytes"
+        );
+        let digest = weights_digest(&a).unwrap();
+        assert_eq!(weights_digest(&b).unwrap(), digest);
+
+        // The same tensors with the header written in another order (and other metadata): same digest.
+        let bytes = file(&a);
+        let n = header_len(&bytes);
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let mut entries: Vec<String> = header
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "__metadata__")
+            .map(|(k, v)| format!("{}:{}", serde_json::json!(k), v))
+            .collect();
+        entries.reverse();
+        let mut other = format!(
+            "{{\"__metadata__\":{{\"producer\":\"elsewhere\"}},{}}}",
+            entries.join(",")
+        );
+        while (8 + other.len()) % 8 != 0 {
+            other.push(' ');
+        }
+        let mut moved = (other.len() as u64).to_le_bytes().to_vec();
+        moved.extend_from_slice(other.as_bytes());
+        moved.extend_from_slice(&bytes[8 + n..]);
+        assert_ne!(moved, bytes);
+        std::fs::write(b.join("diffusion_pytorch_model.safetensors"), &moved).unwrap();
+        assert_eq!(
+            weights_digest(&b).unwrap(),
+            digest,
+            "the digest depends on the header's layout"
+        );
+
+        // One value changed: another digest.
+        let mut changed = bytes.clone();
+        let last = changed.len() - 1;
+        changed[last] ^= 1;
+        std::fs::write(b.join("diffusion_pytorch_model.safetensors"), &changed).unwrap();
+        assert_ne!(weights_digest(&b).unwrap(), digest);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

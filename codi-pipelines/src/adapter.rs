@@ -65,7 +65,8 @@ pub struct AdapterInfo {
     pub task: String,
     /// Whether the backbone was trained too (then it is saved beside the adapter).
     pub mode: DistillMode,
-    /// FNV-1a 64 of the backbone's weight files, hex.
+    /// The backbone's [`backbone_hash`] (a digest of its weights' names, dtypes, shapes and values); files
+    /// written before that digest existed carry the FNV-1a 64 of the weight files' bytes, still accepted.
     pub backbone_hash: String,
     /// Where the backbone was when the adapter was saved (`unet/` beside it for full CoDi).
     pub backbone: PathBuf,
@@ -100,8 +101,14 @@ fn fnv1a(hash: &mut u64, bytes: &[u8]) {
     }
 }
 
-/// The hash of a diffusers model folder's weights.
+/// The identity of a backbone: a digest of what its weights are (names, dtypes, shapes, values), so that a
+/// re-saved or re-sharded copy of the same weights is the same backbone.
 pub fn backbone_hash(unet_dir: &Path) -> Result<String, PipelineError> {
+    Ok(codi_models::io::weights_digest(unet_dir)?)
+}
+
+/// The identity adapters saved before the content digest carried: FNV-1a 64 of the weight files' bytes.
+fn legacy_file_hash(unet_dir: &Path) -> Result<String, PipelineError> {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for f in codi_models::io::weight_files(unet_dir)? {
         let bytes = std::fs::read(&f).map_err(|e| PipelineError::Data {
@@ -135,7 +142,7 @@ pub fn load_adapter<B: Backend>(
 ) -> Result<(ControlNetModel<B>, AdapterInfo), PipelineError> {
     let (file, info) = read_adapter_info(dir)?;
     let found = backbone_hash(unet_dir)?;
-    if found != info.backbone_hash {
+    if found != info.backbone_hash && legacy_file_hash(unet_dir)? != info.backbone_hash {
         return Err(PipelineError::Data {
             file,
             reason: format!(

@@ -49,6 +49,11 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
             report.parameters,
             human(report.parameters)
         );
+        // What codi_adapter.json names a backbone by.
+        match codi_models::io::weights_digest(&args.dir) {
+            Ok(d) => println!("  {:<36} {d}", "weights digest"),
+            Err(e) => println!("  {:<36} none: {e}", "weights digest"),
+        }
         match &report.load_error {
             None => println!("  weights: every key loads"),
             Some(e) => println!("  weights: DO NOT LOAD\n{e}"),
