@@ -383,7 +383,6 @@ pub fn save_dir<B: Backend, M: Module<B>>(
 mod tests {
     use super::*;
     use burn::backend::Flex;
-    use burn::module::Module;
 
     fn header_len(bytes: &[u8]) -> usize {
         u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
