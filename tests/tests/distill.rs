@@ -159,6 +159,11 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
     )
     .unwrap();
     assert_eq!(resumed.report.start_epoch, 2);
+    // Retention across the resume: the same checkpoints as the uninterrupted run's (the last two and the
+    // best by validation loss), not the resumed run's plus every one from before it.
+    let epochs =
+        |run: &Path| codi_train::training::checkpoint::complete_epochs(&run.join("checkpoint"));
+    assert_eq!(epochs(&cut), epochs(&root.join("full")));
     assert_eq!(
         values(&resumed.model.online.adapter),
         adapter,

@@ -60,3 +60,67 @@ pub fn latest_epoch(dir: &Path) -> Option<usize> {
     });
     epochs.max()
 }
+
+/// Epochs with a complete checkpoint in `dir`, ascending.
+pub fn complete_epochs(dir: &Path) -> Vec<usize> {
+    let mut v: Vec<usize> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let n: usize = name
+                .strip_prefix("model-")?
+                .strip_suffix(".mpk")?
+                .parse()
+                .ok()?;
+            ["optim", "scheduler"]
+                .iter()
+                .all(|k| dir.join(format!("{k}-{n}.mpk")).exists())
+                .then_some(n)
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The count-weighted mean of an epoch's validation loss from burn-train's log
+/// (`<run>/valid/epoch-N/Loss.log`: one `value,count` line per batch).
+pub fn valid_loss(run: &Path, epoch: usize) -> Option<f64> {
+    let text = std::fs::read_to_string(run.join(format!("valid/epoch-{epoch}/Loss.log"))).ok()?;
+    let (mut sum, mut count) = (0.0, 0.0);
+    for line in text.lines() {
+        let (v, c) = line.split_once(',')?;
+        let (v, c): (f64, f64) = (v.trim().parse().ok()?, c.trim().parse().ok()?);
+        sum += v * c;
+        count += c;
+    }
+    (count > 0.0).then(|| sum / count)
+}
+
+/// burn-train's retention rule — keep the last `keep_last` epochs and the one with the lowest validation
+/// loss — applied to every checkpoint in the run folder. burn-train applies it only to the epochs of the
+/// current process, so a resumed run kept every checkpoint from before the resume. → the epochs removed
+pub fn apply_retention(run: &Path, keep_last: usize) -> std::io::Result<Vec<usize>> {
+    let dir = run.join("checkpoint");
+    let epochs = complete_epochs(&dir);
+    let best = epochs
+        .iter()
+        .filter_map(|&e| valid_loss(run, e).map(|l| (l, e)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, e)| e);
+    let recent = epochs.len().saturating_sub(keep_last);
+    let mut removed = Vec::new();
+    for &e in &epochs[..recent] {
+        if Some(e) == best {
+            continue;
+        }
+        for kind in ["model", "optim", "scheduler"] {
+            match std::fs::remove_file(dir.join(format!("{kind}-{e}.mpk"))) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
+        }
+        removed.push(e);
+    }
+    Ok(removed)
+}

@@ -212,6 +212,13 @@ where
     if let (Some(e), Some(kept)) = (resumed, kept) {
         kept.restore(e + 1)?;
     }
+    // A resumed run also cleans the checkpoints from before its resume, by burn-train's own rule.
+    if resumed.is_some() {
+        checkpoint::apply_retention(&run.dir, 2).map_err(|e| TrainError::Data {
+            file: run.dir.join("checkpoint"),
+            reason: format!("cannot remove an old checkpoint: {e}"),
+        })?;
+    }
     if let Some(report) = run.divergence.report() {
         let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
             || "no epoch had completed: nothing was checkpointed".to_string(),
