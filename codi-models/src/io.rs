@@ -239,8 +239,16 @@ pub fn save_safetensors<B: Backend, M: Module<B>>(
         .remap(remapper(false, &[]))
         .metadata("format", "pt")
         .overwrite(true);
-    model.save_into(&mut store).map_err(|e| io(e.to_string()))?;
-    canonical_header(&tmp).map_err(|e| io(e.to_string()))?;
+    let written = model
+        .save_into(&mut store)
+        .map_err(|e| e.to_string())
+        .and_then(|_| canonical_header(&tmp).map_err(|e| e.to_string()));
+    if let Err(e) = written {
+        // A partial file would hold the space that a later try needs.
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp.with_extension("canonical.tmp"));
+        return Err(io(e));
+    }
     std::fs::rename(&tmp, file).map_err(|e| io(e.to_string()))
 }
 
@@ -373,10 +381,18 @@ pub fn save_dir<B: Backend, M: Module<B>>(
         reason: e.to_string(),
     };
     std::fs::create_dir_all(dir).map_err(io)?;
+    // Both files are written in full before either replaces its predecessor: a failed write (a full disk)
+    // leaves the previous folder as it was.
     let tmp = dir.join("config.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(config).expect("JSON")).map_err(io)?;
-    std::fs::rename(&tmp, &file).map_err(io)?;
-    save_safetensors(model, &dir.join(weights_name))
+    if let Err(e) = std::fs::write(&tmp, serde_json::to_string_pretty(config).expect("JSON")) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    if let Err(e) = save_safetensors(model, &dir.join(weights_name)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &file).map_err(io)
 }
 
 #[cfg(test)]

@@ -583,3 +583,123 @@ fn a_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint() {
     assert_eq!(done.report.start_epoch, 2);
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// A tmpfs of `mb` MiB at `dir`, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, mb: usize) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot mount a tmpfs at {} (this test needs root)",
+            dir.display()
+        );
+        Self(dir.to_path_buf())
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+
+    /// Fills the disk until `left` bytes are free.
+    fn fill_to(&self, left: u64) {
+        let ballast = self.free_bytes().saturating_sub(left);
+        let status = std::process::Command::new("fallocate")
+            .args(["-l", &ballast.to_string()])
+            .arg(self.0.join("ballast"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn empty(&self) {
+        std::fs::remove_file(self.0.join("ballast")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+#[test]
+#[ignore = "needs root: mounts a small tmpfs (.ci/run runs it)"]
+fn a_full_disk_while_checkpointing_or_exporting_keeps_the_previous_files() {
+    let _serial = serial();
+    let root = tmp("full-disk");
+    let pipe = pipeline(&root);
+    let fashion = fixture("fashion-mnist-subset");
+    let dev = Default::default();
+    let disk = SmallDisk::mount(&root.join("disk"), 64);
+    let (dir, out) = (disk.0.join("run"), disk.0.join("out"));
+    let cfg = |epochs| config(TaskKind::SuperResolution, DistillMode::PeCodi, epochs);
+    distill::<B>(&cfg(1), &pipe, &fashion, &run(&dir, false), &out, &dev).unwrap();
+    let ckpt = dir.join("checkpoint");
+    let (model1, optim1) = (ckpt.join("model-1.mpk"), ckpt.join("optim-1.mpk"));
+    let checkpoint_bytes = std::fs::read(&model1).unwrap();
+    let adapter = out.join("controlnet/diffusion_pytorch_model.safetensors");
+    let export_bytes = std::fs::read(&adapter).unwrap();
+
+    // Less room than the next checkpoint needs: the run stops with an error, epoch 1's checkpoint and the
+    // export stay as they were, and no partial file is left.
+    disk.fill_to(file_size(&model1) / 2);
+    let err = distill::<B>(&cfg(2), &pipe, &fashion, &run(&dir, true), &out, &dev)
+        .err()
+        .expect("a full disk must end the run with an error")
+        .to_string();
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("checkpoint of epoch 1 is intact"), "{err}");
+    assert_eq!(
+        codi_train::training::checkpoint::latest_epoch(&ckpt),
+        Some(1)
+    );
+    assert_eq!(std::fs::read(&model1).unwrap(), checkpoint_bytes);
+    assert_eq!(std::fs::read(&adapter).unwrap(), export_bytes);
+    let partial: Vec<_> = std::fs::read_dir(&ckpt)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(".partial"))
+        .collect();
+    assert!(
+        partial.is_empty(),
+        "partial checkpoint files left: {partial:?}"
+    );
+
+    // Room for the checkpoint but not for the export: the earlier export survives intact.
+    disk.empty();
+    let room = file_size(&model1) + file_size(&optim1) + (64 << 10);
+    disk.fill_to(room + file_size(&adapter) / 2);
+    let err = distill::<B>(&cfg(2), &pipe, &fashion, &run(&dir, true), &out, &dev)
+        .err()
+        .expect("a full disk while exporting must be an error")
+        .to_string();
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(
+        codi_train::training::checkpoint::latest_epoch(&ckpt),
+        Some(2)
+    );
+    assert_eq!(
+        std::fs::read(&adapter).unwrap(),
+        export_bytes,
+        "the earlier export was damaged"
+    );
+    drop(disk);
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -9,10 +9,36 @@ use burn::record::{
 use burn::tensor::backend::Backend;
 use serde::{de::DeserializeOwned, Serialize};
 
-/// burn's named MessagePack recorder, made atomic.
+/// burn's named MessagePack recorder, made atomic. burn-train panics on a failed save (in its checkpointer
+/// thread, whose panic reaches the caller without the reason), so the first failure is also kept here for
+/// the error the run returns.
 #[derive(Debug, Default, Clone)]
 pub struct AtomicRecorder {
     inner: NamedMpkFileRecorder<FullPrecisionSettings>,
+    failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl AtomicRecorder {
+    /// The first save that failed, if any: the file and the reason.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn fail(&self, message: String, dir: Option<&Path>) -> RecorderError {
+        // The MessagePack encoder's error hides the I/O error under it; a full disk is the usual cause.
+        let message = match dir.and_then(disk_full) {
+            Some(io) => format!("{message} ({io})"),
+            None => message,
+        };
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(message.clone());
+        RecorderError::Unknown(message)
+    }
 }
 
 impl<B: Backend> Recorder<B> for AtomicRecorder {
@@ -27,14 +53,36 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
         // The inner recorder sets the extension itself, so the temporary name differs in its stem.
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
         let tmp_stem = file.with_file_name(format!(".partial-{}", name.unwrap_or_default()));
-        Recorder::<B>::save_item(&self.inner, item, tmp_stem.clone())?;
-        std::fs::rename(tmp_stem.with_extension(ext), &final_path)
-            .map_err(|e| RecorderError::Unknown(format!("{}: {e}", final_path.display())))
+        let tmp = tmp_stem.with_extension(ext);
+        if let Err(e) = Recorder::<B>::save_item(&self.inner, item, tmp_stem) {
+            // Probed while the partial file still fills the disk; then removed, as it would hold the space
+            // the next try needs.
+            let error = self.fail(
+                format!("{}: {e}", final_path.display()),
+                final_path.parent(),
+            );
+            let _ = std::fs::remove_file(&tmp);
+            return Err(error);
+        }
+        std::fs::rename(&tmp, &final_path)
+            .map_err(|e| self.fail(format!("{}: {e}", final_path.display()), None))
     }
 
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
         Recorder::<B>::load_item(&self.inner, file)
     }
+}
+
+/// The I/O error of writing 64 KiB into `dir`, if that fails ("No space left on device" on a full disk).
+fn disk_full(dir: &Path) -> Option<String> {
+    use std::io::Write as _;
+    let probe = dir.join(".space-probe");
+    let result = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(&[0u8; 1 << 16])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    result.err().map(|e| e.to_string())
 }
 
 impl<B: Backend> FileRecorder<B> for AtomicRecorder {
@@ -121,6 +169,30 @@ pub fn apply_retention(run: &Path, keep_last: usize) -> std::io::Result<Vec<usiz
             }
         }
         removed.push(e);
+    }
+    Ok(removed)
+}
+
+/// Removes the files of epochs after the latest complete checkpoint (a save that failed half-way, on a full
+/// disk or a kill between its files): they hold space and are overwritten anyway. → the files removed
+pub fn remove_incomplete(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let latest = latest_epoch(dir).unwrap_or(0);
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let epoch = name
+            .strip_suffix(".mpk")
+            .and_then(|stem| stem.rsplit_once('-'))
+            .filter(|(kind, _)| ["model", "optim", "scheduler"].contains(kind))
+            .and_then(|(_, n)| n.parse::<usize>().ok());
+        if epoch.is_some_and(|e| e > latest) {
+            std::fs::remove_file(&path)?;
+            removed.push(path);
+        }
     }
     Ok(removed)
 }

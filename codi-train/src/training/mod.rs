@@ -154,6 +154,10 @@ where
         reason: format!("cannot create the run folder: {e}"),
     })?;
     let _lock = lock::RunLock::acquire(&run.dir)?;
+    checkpoint::remove_incomplete(&run.dir.join("checkpoint")).map_err(|e| TrainError::Data {
+        file: run.dir.join("checkpoint"),
+        reason: format!("cannot remove an incomplete checkpoint: {e}"),
+    })?;
     let checkpoint = if run.resume {
         checkpoint::latest_epoch(&run.dir.join("checkpoint"))
     } else {
@@ -180,11 +184,12 @@ where
         Some(&run.dir.join("train.log")),
         history.clone(),
     );
+    let recorder = checkpoint::AtomicRecorder::default();
     let mut training = SupervisedTraining::new(&run.dir, train, valid)
         .metric_train_numeric(LossMetric::new())
         .metric_train_numeric(LearningRateMetric::new())
         .metric_valid_numeric(LossMetric::new())
-        .with_file_checkpointer(checkpoint::AtomicRecorder::default())
+        .with_file_checkpointer(recorder.clone())
         .metric_train(divergence::DivergenceGuard::new(
             run.divergence.clone(),
             terms,
@@ -208,10 +213,30 @@ where
         Some(_) => Some(EpochOneLogs::set_aside(&run.dir)?),
         None => None,
     };
-    let result = training.launch(Learner::new(model, optim, lr::schedule(loop_cfg)));
+    // A checkpoint that cannot be written (a full disk) panics in burn-train's checkpointer thread, which
+    // the loop does not always notice: the recorder keeps the failure, and the run ends with an error.
+    let launched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        training.launch(Learner::new(model, optim, lr::schedule(loop_cfg)))
+    }));
     if let (Some(e), Some(kept)) = (resumed, kept) {
         kept.restore(e + 1)?;
     }
+    let cause = match (&launched, recorder.failure()) {
+        (_, Some(failure)) => Some(format!("writing a checkpoint failed: {failure}")),
+        (Err(panic), None) => Some(format!("training panicked: {}", panic_message(panic))),
+        (Ok(_), None) => None,
+    };
+    if let Some(cause) = cause {
+        let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
+            || "no earlier checkpoint".to_string(),
+            |e| format!("the checkpoint of epoch {e} is intact"),
+        );
+        return Err(TrainError::Data {
+            file: run.dir.clone(),
+            reason: format!("the run stopped: {cause}; {kept}"),
+        });
+    }
+    let result = launched.unwrap_or_else(|_| unreachable!("a panic is returned above"));
     // A resumed run also cleans the checkpoints from before its resume, by burn-train's own rule.
     if resumed.is_some() {
         checkpoint::apply_retention(&run.dir, 2).map_err(|e| TrainError::Data {
@@ -237,6 +262,15 @@ where
             history,
         },
     ))
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// burn-train 0.21 writes the metric logs of the first epoch after a resume into `{train,valid}/epoch-1`
