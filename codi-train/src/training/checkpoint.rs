@@ -174,7 +174,8 @@ pub fn apply_retention(run: &Path, keep_last: usize) -> std::io::Result<Vec<usiz
 }
 
 /// Removes the files of epochs after the latest complete checkpoint (a save that failed half-way, on a full
-/// disk or a kill between its files): they hold space and are overwritten anyway. → the files removed
+/// disk or a kill between its files) and the temporary files of interrupted saves: they hold space and are
+/// overwritten anyway. → the files removed
 pub fn remove_incomplete(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let latest = latest_epoch(dir).unwrap_or(0);
     let mut removed = Vec::new();
@@ -184,6 +185,12 @@ pub fn remove_incomplete(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
+        // A save a kill interrupted: never renamed, never read.
+        if name.starts_with(".partial-") {
+            std::fs::remove_file(&path)?;
+            removed.push(path);
+            continue;
+        }
         let epoch = name
             .strip_suffix(".mpk")
             .and_then(|stem| stem.rsplit_once('-'))

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Crash safety: a PE-CoDi distillation is SIGKILLed at random moments (every fourth one as a checkpoint
+# file is being written) and resumed each time until it
+# finishes; its export must be byte-identical to an uninterrupted run's. Prints every kill (and whether a
+# checkpoint was being written at that moment), then a summary.
+#
+#   bench/kill_resume.sh [MIN_KILLS=20] [WORK_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+min_kills="${1:-20}"
+work="${2:-$(mktemp -d)}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/codi-target}"
+export RUST_BACKTRACE=0
+cargo build -q -p codi-cli
+codi="$CARGO_TARGET_DIR/debug/codi"
+data=tests/fixtures/fashion-mnist-subset
+
+# The embedded default's PE-CoDi preset, shortened: 60 epochs of 6 steps, batch 4, 16 validation items.
+"$codi" distill --task sr --print-config > "$work/preset.json"
+python3 - "$work/preset.json" "$work/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["train"].update(num_epochs=60, steps_per_epoch=6, batch_size=4, valid_items=16)
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+args=(distill --task sr --config "$work/config.json" --data "$data" --log-every 60)
+
+echo "uninterrupted run"
+"$codi" "${args[@]}" --run "$work/ref-run" --out "$work/ref-out" > "$work/ref.log" 2>&1
+
+kills=0; during_write=0; resumes=0
+while true; do
+  "$codi" "${args[@]}" --resume --run "$work/run" --out "$work/out" >> "$work/killed.log" 2>&1 &
+  pid=$!
+  resumes=$((resumes + 1))
+  # Every fourth kill waits for a checkpoint write to begin (a `.partial-` file) and kills then; the others
+  # come after a random 0.3–3 s. Once enough kills were made, the run finishes.
+  if [ "$kills" -lt "$min_kills" ]; then
+    if [ $((kills % 4)) -eq 3 ]; then
+      # A tight poll (a checkpoint file takes milliseconds to write): kill as soon as one appears.
+      targeted=$(python3 - "$work/run/checkpoint" "$pid" <<'PY' || true
+import os, sys, time
+folder, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        if any(n.startswith(".partial") for n in os.listdir(folder)):
+            os.kill(pid, 9)
+            print("killed")
+            break
+    except FileNotFoundError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.0002)
+PY
+)
+    else
+      sleep "$(python3 -c 'import random; print(round(random.uniform(0.3, 3.0), 2))')"
+    fi
+  fi
+  if [ "${targeted:-}" = killed ]; then
+    targeted=""
+    wait "$pid" 2>/dev/null || true
+    kills=$((kills + 1)); during_write=$((during_write + 1))
+    echo "kill $kills: as a checkpoint file was being written"
+  elif [ "$kills" -lt "$min_kills" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+    kills=$((kills + 1))
+    latest=$(ls "$work/run/checkpoint" 2>/dev/null | sed -n 's/^model-\([0-9]*\)\.mpk$/\1/p' | sort -n | tail -1)
+    echo "kill $kills: at a random moment; latest model checkpoint ${latest:-none}"
+  else
+    if wait "$pid"; then break; fi
+    echo "a resumed run failed; see $work/killed.log" >&2; exit 1
+  fi
+done
+
+same=yes
+for f in controlnet/diffusion_pytorch_model.safetensors controlnet/config.json; do
+  cmp -s "$work/ref-out/$f" "$work/out/$f" || same=no
+done
+echo
+echo "kills: $kills ($during_write as a checkpoint file was being written, the rest at random moments); runs started: $resumes, every resume succeeded"
+partial=$(ls -a "$work/run/checkpoint" | grep -c '^\.partial' || true)
+echo "temporary files of interrupted saves left in the finished run's checkpoint folder: $partial"
+echo "export byte-identical to the uninterrupted run's: $same"
+[ "$same" = yes ] || exit 1
+[ "$kills" -ge "$min_kills" ] || { echo "the run finished after only $kills kills" >&2; exit 1; }
