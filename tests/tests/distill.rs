@@ -84,6 +84,22 @@ fn pipeline(root: &Path) -> PathBuf {
     pipe
 }
 
+/// What the end-to-end tests start from: the lock that serialises them, a fresh folder, a tiny pipeline in
+/// it, and the Fashion-MNIST subset. → (lock, folder, pipeline, data)
+fn setup(
+    name: &str,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    PathBuf,
+    PathBuf,
+    PathBuf,
+) {
+    let lock = serial();
+    let root = tmp(name);
+    let pipe = pipeline(&root);
+    (lock, root, pipe, fixture("fashion-mnist-subset"))
+}
+
 struct Values(Vec<f32>);
 impl<Bk: Backend> ModuleVisitor<Bk> for Values {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Bk, D>>) {
@@ -103,10 +119,7 @@ fn config(task: TaskKind, mode: DistillMode, epochs: usize) -> DistillConfig {
 
 #[test]
 fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
-    let _serial = serial();
-    let root = tmp("pe");
-    let pipe = pipeline(&root);
-    let fashion = fixture("fashion-mnist-subset");
+    let (_serial, root, pipe, fashion) = setup("pe");
     let dev = Default::default();
     let backbone = values(
         &UNet2DConditionModel::<CpuBackend>::from_diffusers_dir(&pipe.join("unet"), &dev).unwrap(),
@@ -359,10 +372,7 @@ fn the_adapted_model_equals_the_backbone_at_step_zero() {
 
 #[test]
 fn codi_trains_backbone_and_adapter_for_every_task() {
-    let _serial = serial();
-    let root = tmp("codi");
-    let pipe = pipeline(&root);
-    let fashion = fixture("fashion-mnist-subset");
+    let (_serial, root, pipe, fashion) = setup("codi");
     let dev = Default::default();
     let backbone = values(
         &UNet2DConditionModel::<CpuBackend>::from_diffusers_dir(&pipe.join("unet"), &dev).unwrap(),
@@ -424,10 +434,7 @@ impl codi_train::tasks::CustomTask for Colorize {
 
 #[test]
 fn a_custom_task_distils_its_loss_falls_and_its_adapter_samples() {
-    let _serial = serial();
-    let root = tmp("custom");
-    let pipe = pipeline(&root);
-    let fashion = fixture("fashion-mnist-subset");
+    let (_serial, root, pipe, fashion) = setup("custom");
     let dev = Default::default();
     let maker = codi_train::distill::data::PairMaker::Custom(std::sync::Arc::new(Colorize));
     let out = root.join("out");
@@ -471,10 +478,7 @@ fn a_custom_task_distils_its_loss_falls_and_its_adapter_samples() {
 
 #[test]
 fn a_run_folder_in_use_is_refused_and_free_again_after_the_run() {
-    let _serial = serial();
-    let root = tmp("lock");
-    let pipe = pipeline(&root);
-    let fashion = fixture("fashion-mnist-subset");
+    let (_serial, root, pipe, fashion) = setup("lock");
     let dev = Default::default();
     let dir = root.join("run");
     std::fs::create_dir_all(&dir).unwrap();
@@ -541,10 +545,7 @@ fn poison(file: &Path) {
 
 #[test]
 fn a_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint() {
-    let _serial = serial();
-    let root = tmp("nan");
-    let pipe = pipeline(&root);
-    let fashion = fixture("fashion-mnist-subset");
+    let (_serial, root, pipe, fashion) = setup("nan");
     let dev = Default::default();
     let (dir, out) = (root.join("run"), root.join("out"));
     let cfg = |epochs| config(TaskKind::SuperResolution, DistillMode::PeCodi, epochs);
@@ -642,10 +643,7 @@ fn file_size(p: &Path) -> u64 {
 #[test]
 #[ignore = "needs root: mounts a small tmpfs (.ci/run runs it)"]
 fn a_full_disk_while_checkpointing_or_exporting_keeps_the_previous_files() {
-    let _serial = serial();
-    let root = tmp("full-disk");
-    let pipe = pipeline(&root);
-    let fashion = fixture("fashion-mnist-subset");
+    let (_serial, root, pipe, fashion) = setup("full-disk");
     let dev = Default::default();
     let disk = SmallDisk::mount(&root.join("disk"), 64);
     let (dir, out) = (disk.0.join("run"), disk.0.join("out"));

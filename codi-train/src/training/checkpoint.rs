@@ -93,20 +93,7 @@ impl<B: Backend> FileRecorder<B> for AtomicRecorder {
 
 /// The latest epoch with a complete checkpoint (model, optimizer and scheduler files) in `dir`.
 pub fn latest_epoch(dir: &Path) -> Option<usize> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    let epochs = entries.filter_map(|e| {
-        let name = e.ok()?.file_name().into_string().ok()?;
-        let n: usize = name
-            .strip_prefix("model-")?
-            .strip_suffix(".mpk")?
-            .parse()
-            .ok()?;
-        ["optim", "scheduler"]
-            .iter()
-            .all(|k| dir.join(format!("{k}-{n}.mpk")).exists())
-            .then_some(n)
-    });
-    epochs.max()
+    complete_epochs(dir).last().copied()
 }
 
 /// Epochs with a complete checkpoint in `dir`, ascending.
