@@ -283,6 +283,17 @@ fn canonical_header(file: &Path) -> std::io::Result<()> {
     std::fs::rename(&out, file)
 }
 
+/// The FNV-1a 64 offset basis: the hash of no bytes.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Folds `bytes` into an FNV-1a 64 hash.
+pub fn fnv1a(hash: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *hash ^= *b as u64;
+        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
 /// A digest of what a model folder's weights are — every tensor's name, dtype, shape and values, in name
 /// order — independent of how the files lay them out (header order, metadata, sharding): FNV-1a 64, hex.
 pub fn weights_digest(dir: &Path) -> Result<String, ModelError> {
@@ -324,13 +335,8 @@ pub fn weights_digest(dir: &Path) -> Result<String, ModelError> {
         }
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
+    let mut h = FNV_OFFSET;
+    let mut eat = |bytes: &[u8]| fnv1a(&mut h, bytes);
     for (name, dtype, shape, values) in &tensors {
         eat(name.as_bytes());
         eat(&[0]);

@@ -94,13 +94,6 @@ impl AdapterInfo {
     }
 }
 
-fn fnv1a(hash: &mut u64, bytes: &[u8]) {
-    for b in bytes {
-        *hash ^= *b as u64;
-        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-}
-
 /// The identity of a backbone: a digest of what its weights are (names, dtypes, shapes, values), so that a
 /// re-saved or re-sharded copy of the same weights is the same backbone.
 pub fn backbone_hash(unet_dir: &Path) -> Result<String, PipelineError> {
@@ -109,13 +102,13 @@ pub fn backbone_hash(unet_dir: &Path) -> Result<String, PipelineError> {
 
 /// The identity adapters saved before the content digest carried: FNV-1a 64 of the weight files' bytes.
 fn legacy_file_hash(unet_dir: &Path) -> Result<String, PipelineError> {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut h = codi_models::io::FNV_OFFSET;
     for f in codi_models::io::weight_files(unet_dir)? {
         let bytes = std::fs::read(&f).map_err(|e| PipelineError::Data {
             file: f.clone(),
             reason: e.to_string(),
         })?;
-        fnv1a(&mut h, &bytes);
+        codi_models::io::fnv1a(&mut h, &bytes);
     }
     Ok(format!("{h:016x}"))
 }

@@ -96,6 +96,15 @@ pub fn latest_epoch(dir: &Path) -> Option<usize> {
     complete_epochs(dir).last().copied()
 }
 
+/// (kind, epoch) of a checkpoint file's name: `model-3.mpk` → ("model", 3); also optim and scheduler.
+fn checkpoint_file(name: &str) -> Option<(&str, usize)> {
+    let (kind, n) = name.strip_suffix(".mpk")?.rsplit_once('-')?;
+    let kind = ["model", "optim", "scheduler"]
+        .into_iter()
+        .find(|k| *k == kind)?;
+    Some((kind, n.parse().ok()?))
+}
+
 /// Epochs with a complete checkpoint in `dir`, ascending.
 pub fn complete_epochs(dir: &Path) -> Vec<usize> {
     let mut v: Vec<usize> = std::fs::read_dir(dir)
@@ -103,11 +112,10 @@ pub fn complete_epochs(dir: &Path) -> Vec<usize> {
         .flatten()
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            let n: usize = name
-                .strip_prefix("model-")?
-                .strip_suffix(".mpk")?
-                .parse()
-                .ok()?;
+            let n = match checkpoint_file(&name)? {
+                ("model", n) => n,
+                _ => return None,
+            };
             ["optim", "scheduler"]
                 .iter()
                 .all(|k| dir.join(format!("{k}-{n}.mpk")).exists())
@@ -178,12 +186,7 @@ pub fn remove_incomplete(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             removed.push(path);
             continue;
         }
-        let epoch = name
-            .strip_suffix(".mpk")
-            .and_then(|stem| stem.rsplit_once('-'))
-            .filter(|(kind, _)| ["model", "optim", "scheduler"].contains(kind))
-            .and_then(|(_, n)| n.parse::<usize>().ok());
-        if epoch.is_some_and(|e| e > latest) {
+        if checkpoint_file(name).is_some_and(|(_, e)| e > latest) {
             std::fs::remove_file(&path)?;
             removed.push(path);
         }

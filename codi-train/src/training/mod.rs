@@ -221,22 +221,26 @@ where
     if let (Some(e), Some(kept)) = (resumed, kept) {
         kept.restore(e + 1)?;
     }
-    let cause = match (&launched, recorder.failure()) {
-        (_, Some(failure)) => Some(format!("writing a checkpoint failed: {failure}")),
-        (Err(panic), None) => Some(format!("training panicked: {}", panic_message(panic))),
-        (Ok(_), None) => None,
-    };
-    if let Some(cause) = cause {
-        let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
-            || "no earlier checkpoint".to_string(),
-            |e| format!("the checkpoint of epoch {e} is intact"),
-        );
-        return Err(TrainError::Data {
-            file: run.dir.clone(),
-            reason: format!("the run stopped: {cause}; {kept}"),
+    let cause = recorder
+        .failure()
+        .map(|failure| format!("writing a checkpoint failed: {failure}"))
+        .or_else(|| {
+            let panic = launched.as_ref().err()?;
+            Some(format!("training panicked: {}", panic_message(panic)))
         });
-    }
-    let result = launched.unwrap_or_else(|_| unreachable!("a panic is returned above"));
+    let result = match (launched, cause) {
+        (Ok(result), None) => result,
+        (_, cause) => {
+            let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
+                || "no earlier checkpoint".to_string(),
+                |e| format!("the checkpoint of epoch {e} is intact"),
+            );
+            return Err(TrainError::Data {
+                file: run.dir.clone(),
+                reason: format!("the run stopped: {}; {kept}", cause.unwrap_or_default()),
+            });
+        }
+    };
     // A resumed run also cleans the checkpoints from before its resume, by burn-train's own rule.
     if resumed.is_some() {
         checkpoint::apply_retention(&run.dir, 2).map_err(|e| TrainError::Data {
