@@ -1,29 +1,39 @@
 #!/usr/bin/env bash
-# Crash safety: a PE-CoDi distillation is SIGKILLed at random moments (every fourth one as a checkpoint
-# file is being written) and resumed each time until it
-# finishes; its export must be byte-identical to an uninterrupted run's. Prints every kill (and whether a
-# checkpoint was being written at that moment), then a summary.
+# Crash safety: a training run — a PE-CoDi distillation, or a pretraining of the VAE, the classifier or the
+# teacher — is SIGKILLed at random moments (every fourth one as a checkpoint file is being written) and
+# resumed each time until it finishes; every weight file it exports must be byte-identical to an
+# uninterrupted run's. Prints every kill (and whether a checkpoint was being written at that moment), then a
+# summary.
 #
-#   bench/kill_resume.sh [MIN_KILLS=20] [WORK_DIR]
+#   bench/kill_resume.sh [MIN_KILLS=20] [WORK_DIR] [RUN=distill|vae|classifier|teacher]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 min_kills="${1:-20}"
 work="${2:-$(mktemp -d)}"
+kind="${3:-distill}"
+mkdir -p "$work"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/codi-target}"
 export RUST_BACKTRACE=0
 cargo build -q -p codi-cli
 codi="$CARGO_TARGET_DIR/debug/codi"
 data=tests/fixtures/fashion-mnist-subset
 
-# The embedded default's PE-CoDi preset, shortened: 60 epochs of 6 steps, batch 4, 16 validation items.
-"$codi" distill --task sr --print-config > "$work/preset.json"
+# The embedded default's preset (PE-CoDi for distillation), shortened: 60 epochs of 6 steps, batch 4, 16
+# validation items; the pretraining data cut to 64 Fashion-MNIST items and 64 scenes.
+case "$kind" in
+  distill) cmd=(distill --task sr) ;;
+  vae|classifier|teacher) cmd=(pretrain "$kind" --fashion-limit 64 --scenes 64) ;;
+  *) echo "unknown run '$kind' (distill, vae, classifier, teacher)" >&2; exit 2 ;;
+esac
+"$codi" "${cmd[@]}" --print-config > "$work/preset.json"
 python3 - "$work/preset.json" "$work/config.json" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
+c = c.get("config", c)
 c["train"].update(num_epochs=60, steps_per_epoch=6, batch_size=4, valid_items=16)
 json.dump(c, open(sys.argv[2], "w"), indent=2)
 PY
-args=(distill --task sr --config "$work/config.json" --data "$data" --log-every 60)
+args=("${cmd[@]}" --config "$work/config.json" --data "$data" --log-every 60)
 
 echo "uninterrupted run"
 "$codi" "${args[@]}" --run "$work/ref-run" --out "$work/ref-out" > "$work/ref.log" 2>&1
@@ -78,13 +88,16 @@ PY
 done
 
 same=yes
-for f in controlnet/diffusion_pytorch_model.safetensors controlnet/config.json; do
-  cmp -s "$work/ref-out/$f" "$work/out/$f" || same=no
-done
+compared=0
+while IFS= read -r f; do
+  compared=$((compared + 1))
+  cmp -s "$work/ref-out/$f" "$work/out/$f" || { same=no; echo "differs: $f"; }
+done < <(cd "$work/ref-out" && find . -name '*.safetensors' | sort)
+[ "$compared" -gt 0 ] || { echo "the run exported no weight files" >&2; exit 1; }
 echo
 echo "kills: $kills ($during_write as a checkpoint file was being written, the rest at random moments); runs started: $resumes, every resume succeeded"
 partial=$(ls -a "$work/run/checkpoint" | grep -c '^\.partial' || true)
 echo "temporary files of interrupted saves left in the finished run's checkpoint folder: $partial"
-echo "export byte-identical to the uninterrupted run's: $same"
+echo "exported weight files ($compared) byte-identical to the uninterrupted run's: $same"
 [ "$same" = yes ] || exit 1
 [ "$kills" -ge "$min_kills" ] || { echo "the run finished after only $kills kills" >&2; exit 1; }

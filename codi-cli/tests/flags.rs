@@ -82,3 +82,33 @@ fn zero_negative_and_impossible_values_are_refused_by_name() {
         "a refused command wrote its output"
     );
 }
+
+#[test]
+fn a_mask_of_another_size_than_its_image_is_refused() {
+    let dir = std::env::temp_dir().join(format!("codi-shapes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("image.png");
+    let mask = dir.join("mask.png");
+    let grey = |side: usize| vec![128u8; 3 * side * side];
+    codi_pipelines::image_io::write_png(&image, 32, 32, &grey(32)).unwrap();
+    codi_pipelines::image_io::write_png(&mask, 16, 16, &grey(16)).unwrap();
+    let out = dir.join("out.png");
+    let (ok, text) = codi(&[
+        "sample",
+        "--task",
+        "inpaint",
+        "--input",
+        image.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && !text.contains("panicked"), "{text}");
+    assert!(
+        text.contains("mask.png: the mask is 16×16 pixels but the image"),
+        "{text}"
+    );
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

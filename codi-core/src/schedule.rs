@@ -35,6 +35,10 @@ impl FromStr for BetaSchedule {
     }
 }
 
+/// Most training timesteps a schedule may have (diffusers' schedulers use 1,000; the bound keeps a corrupt
+/// config from asking for terabytes of ᾱ).
+pub const MAX_TRAIN_TIMESTEPS: usize = 1_000_000;
+
 /// The settings of a noise schedule, named as in diffusers' scheduler configs.
 #[derive(Config, Debug, PartialEq)]
 pub struct NoiseScheduleConfig {
@@ -97,10 +101,10 @@ impl NoiseSchedule {
     /// 0 < beta_start ≤ beta_end < 1.
     pub fn new(config: &NoiseScheduleConfig) -> Result<Self, CoreError> {
         let n = config.num_train_timesteps;
-        if n < 2 {
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&n) {
             return Err(invalid(
                 "num_train_timesteps",
-                format!("{n} (needs at least 2)"),
+                format!("{n} (must be in 2..={MAX_TRAIN_TIMESTEPS})"),
             ));
         }
         if !(config.beta_start > 0.0

@@ -71,23 +71,41 @@ impl ClassifierConfig {
         v
     }
 
-    /// Reads a config written by [`Self::to_json`]; `file` names it in errors. Errors when
-    /// `block_out_channels` is empty or has an entry that is not a multiple of `norm_num_groups`.
+    /// Whether codi can build this classifier, within [`crate::limits`]. → Ok, or every problem by key
+    pub fn check(&self) -> Result<(), String> {
+        use crate::limits::*;
+        Check::new()
+            .entries(
+                "block_out_channels",
+                self.block_out_channels.len(),
+                1,
+                MAX_LEVELS,
+            )
+            .counts(
+                "block_out_channels",
+                &self.block_out_channels,
+                1,
+                MAX_CHANNELS,
+            )
+            .count("num_classes", self.num_classes, 1, MAX_CHANNELS)
+            .count("in_channels", self.in_channels, 1, MAX_CHANNELS)
+            .count("feature_dim", self.feature_dim, 1, MAX_CHANNELS)
+            .groups(
+                "norm_num_groups",
+                self.norm_num_groups,
+                &self.block_out_channels,
+            )
+            .finish()
+    }
+
+    /// Reads a config written by [`Self::to_json`]; `file` names it in errors, and [`Self::check`]'s
+    /// problems are errors.
     pub fn from_json(value: &Value, file: &Path) -> Result<Self, ModelError> {
         let c: Self = crate::diffusers_json::parse(value, file)?;
-        if c.block_out_channels.is_empty()
-            || c.block_out_channels
-                .iter()
-                .any(|ch| !ch.is_multiple_of(c.norm_num_groups))
-        {
-            return Err(ModelError::Config {
-                file: file.to_path_buf(),
-                reason: format!(
-                    "block_out_channels {:?} must be non-empty multiples of norm_num_groups {}",
-                    c.block_out_channels, c.norm_num_groups
-                ),
-            });
-        }
+        c.check().map_err(|reason| ModelError::Config {
+            file: file.to_path_buf(),
+            reason,
+        })?;
         Ok(c)
     }
 }

@@ -99,16 +99,7 @@ impl CLIPTextConfig {
                 })
             }
         };
-        if j.num_attention_heads == 0 || !j.hidden_size.is_multiple_of(j.num_attention_heads) {
-            return Err(ModelError::Config {
-                file: file.to_path_buf(),
-                reason: format!(
-                    "hidden_size {} is not divisible by {} heads",
-                    j.hidden_size, j.num_attention_heads
-                ),
-            });
-        }
-        Ok(Self {
+        Self {
             vocab_size: j.vocab_size,
             hidden_size: j.hidden_size,
             intermediate_size: j.intermediate_size,
@@ -118,7 +109,39 @@ impl CLIPTextConfig {
             hidden_act,
             layer_norm_eps: j.layer_norm_eps,
             eos_token_id: j.eos_token_id,
-        })
+        }
+        .checked(file)
+    }
+
+    /// Whether codi can build this text encoder, within [`crate::limits`]. → Ok, or every problem by key
+    pub fn check(&self) -> Result<(), String> {
+        use crate::limits::*;
+        let (hidden, heads) = (self.hidden_size, self.num_attention_heads);
+        Check::new()
+            .count("vocab_size", self.vocab_size, 1, MAX_VOCABULARY)
+            .count("hidden_size", hidden, 1, MAX_CHANNELS)
+            .count("intermediate_size", self.intermediate_size, 1, MAX_CHANNELS)
+            .count("num_hidden_layers", self.num_hidden_layers, 1, MAX_LAYERS)
+            .count(
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1,
+                MAX_CHANNELS,
+            )
+            .require(heads > 0 && hidden.is_multiple_of(heads), || {
+                format!("hidden_size {hidden} is not divisible by {heads} heads")
+            })
+            .positive("layer_norm_eps", self.layer_norm_eps)
+            .finish()
+    }
+
+    /// Self if [`Self::check`] passes, else the problems as an error naming `file`.
+    pub fn checked(self, file: &Path) -> Result<Self, ModelError> {
+        self.check().map_err(|reason| ModelError::Config {
+            file: file.to_path_buf(),
+            reason,
+        })?;
+        Ok(self)
     }
 
     /// transformers' `config.json` for this model.

@@ -91,13 +91,34 @@ impl ControlNetConfig {
         if let Some(v) = value.get("conditioning_embedding_out_channels") {
             c.conditioning_embedding_out_channels = parse(v, file)?;
         }
-        if c.conditioning_embedding_out_channels.is_empty() {
-            return Err(ModelError::Config {
-                file: file.to_path_buf(),
-                reason: "conditioning_embedding_out_channels is empty".into(),
-            });
-        }
+        c.check().map_err(|reason| ModelError::Config {
+            file: file.to_path_buf(),
+            reason,
+        })?;
         Ok(c)
+    }
+
+    /// Whether codi can build this adapter, within [`crate::limits`]: its UNet part and its conditioning
+    /// embedding. → Ok, or every problem by key
+    pub fn check(&self) -> Result<(), String> {
+        use crate::limits::*;
+        self.unet.check()?;
+        let ch = &self.conditioning_embedding_out_channels;
+        Check::new()
+            .count(
+                "conditioning_channels",
+                self.conditioning_channels,
+                1,
+                MAX_CHANNELS,
+            )
+            .entries(
+                "conditioning_embedding_out_channels",
+                ch.len(),
+                1,
+                MAX_LEVELS,
+            )
+            .counts("conditioning_embedding_out_channels", ch, 1, MAX_CHANNELS)
+            .finish()
     }
 
     /// diffusers' `config.json` for this adapter (μ-fusion is codi's own and stored as `codi_fusion`).

@@ -89,6 +89,26 @@ fn diffusers_name(path: &str) -> String {
         .replace(".beta", ".bias")
 }
 
+/// A shard's file name from an index's `weight_map`: a plain name in the model's folder. A path (`../x`,
+/// `/etc/x`, `sub/x`) is refused, so that a downloaded index cannot make codi read outside the folder.
+fn shard_name<'a>(value: &'a serde_json::Value, key: &str) -> Result<&'a str, String> {
+    let name = value
+        .as_str()
+        .ok_or_else(|| format!("`weight_map` entry {key:?} is not a file name"))?;
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\'])
+        && Path::new(name).file_name().is_some_and(|f| f == name);
+    if plain {
+        Ok(name)
+    } else {
+        Err(format!(
+            "`weight_map` entry {key:?} names {name:?}: shards must be files in the model's folder"
+        ))
+    }
+}
+
 /// The weight files of a diffusers model folder: a sharded index if present, else the single file
 /// (`diffusion_pytorch_model.safetensors`, `model.safetensors`, or their fp16 variants).
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
@@ -104,7 +124,13 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
                         file: index.clone(),
                         reason: "no `weight_map` object".into(),
                     })?;
-                let files: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
+                let mut files = BTreeSet::new();
+                for (key, f) in map {
+                    files.insert(shard_name(f, key).map_err(|reason| ModelError::Config {
+                        file: index.clone(),
+                        reason,
+                    })?);
+                }
                 return Ok(files.into_iter().map(|f| dir.join(f)).collect());
             }
             let single = dir.join(format!("{stem}{variant}.safetensors"));
@@ -294,50 +320,74 @@ pub fn fnv1a(hash: &mut u64, bytes: &[u8]) {
     }
 }
 
+/// The most a safetensors header may hold (the `safetensors` crate's own bound).
+const MAX_HEADER: u64 = 100 << 20;
+
+/// One tensor of a weight file, located but not read: (name, dtype, shape, file, byte range in the file).
+type TensorEntry = (String, String, Vec<u64>, PathBuf, std::ops::Range<u64>);
+
+/// The tensors a safetensors file's header lists, each checked to lie inside the file.
+fn tensor_entries(file: &Path) -> Result<Vec<TensorEntry>, ModelError> {
+    use std::io::Read;
+    let bad = |reason: String| ModelError::Io {
+        file: file.to_path_buf(),
+        reason,
+    };
+    let mut f = std::fs::File::open(file).map_err(|e| bad(e.to_string()))?;
+    let size = f.metadata().map_err(|e| bad(e.to_string()))?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| bad("shorter than a safetensors header".into()))?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER || 8 + n > size {
+        return Err(bad(format!(
+            "the safetensors header claims {n} bytes, the file has {size}"
+        )));
+    }
+    let mut text = vec![0u8; n as usize];
+    f.read_exact(&mut text).map_err(|e| bad(e.to_string()))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|_| bad("unreadable safetensors header".into()))?;
+    let data_start = 8 + n;
+    let mut entries = Vec::new();
+    for (name, t) in header.as_object().into_iter().flatten() {
+        if name == "__metadata__" {
+            continue;
+        }
+        let field = |k: &str| {
+            t.get(k)
+                .ok_or_else(|| bad(format!("tensor {name}: no `{k}`")))
+        };
+        let dtype = field("dtype")?.as_str().unwrap_or_default().to_string();
+        let shape: Vec<u64> = field("shape")?
+            .as_array()
+            .map(|a| a.iter().filter_map(|d| d.as_u64()).collect())
+            .unwrap_or_default();
+        let range = field("data_offsets")?
+            .as_array()
+            .and_then(|o| Some((o.first()?.as_u64()?, o.get(1)?.as_u64()?)))
+            .filter(|(a, b)| a <= b && *b <= size - data_start)
+            .ok_or_else(|| bad(format!("tensor {name}: data offsets outside the file")))?;
+        let bytes = data_start + range.0..data_start + range.1;
+        entries.push((name.clone(), dtype, shape, file.to_path_buf(), bytes));
+    }
+    Ok(entries)
+}
+
 /// A digest of what a model folder's weights are — every tensor's name, dtype, shape and values, in name
 /// order — independent of how the files lay them out (header order, metadata, sharding): FNV-1a 64, hex.
+/// The values are streamed from disk, so a model of any size is digested in constant memory.
 pub fn weights_digest(dir: &Path) -> Result<String, ModelError> {
-    let mut tensors: Vec<(String, String, Vec<u64>, Vec<u8>)> = Vec::new();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut tensors = Vec::new();
     for file in weight_files(dir)? {
-        let bad = |reason: String| ModelError::Io {
-            file: file.clone(),
-            reason,
-        };
-        let bytes = std::fs::read(&file).map_err(|e| bad(e.to_string()))?;
-        let n = bytes
-            .get(..8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-            .ok_or_else(|| bad("shorter than a safetensors header".into()))?;
-        let header: serde_json::Value = bytes
-            .get(8..8usize.saturating_add(n))
-            .and_then(|h| serde_json::from_slice(h).ok())
-            .ok_or_else(|| bad("unreadable safetensors header".into()))?;
-        let data = &bytes[8 + n..];
-        for (name, t) in header.as_object().into_iter().flatten() {
-            if name == "__metadata__" {
-                continue;
-            }
-            let field = |k: &str| {
-                t.get(k)
-                    .ok_or_else(|| bad(format!("tensor {name}: no `{k}`")))
-            };
-            let dtype = field("dtype")?.as_str().unwrap_or_default().to_string();
-            let shape: Vec<u64> = field("shape")?
-                .as_array()
-                .map(|a| a.iter().filter_map(|d| d.as_u64()).collect())
-                .unwrap_or_default();
-            let range = field("data_offsets")?
-                .as_array()
-                .and_then(|o| Some((o.first()?.as_u64()? as usize, o.get(1)?.as_u64()? as usize)))
-                .filter(|(a, b)| a <= b && *b <= data.len())
-                .ok_or_else(|| bad(format!("tensor {name}: data offsets outside the file")))?;
-            tensors.push((name.clone(), dtype, shape, data[range.0..range.1].to_vec()));
-        }
+        tensors.extend(tensor_entries(&file)?);
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h = FNV_OFFSET;
-    let mut eat = |bytes: &[u8]| fnv1a(&mut h, bytes);
-    for (name, dtype, shape, values) in &tensors {
+    let mut buf = vec![0u8; 1 << 20];
+    for (name, dtype, shape, file, range) in &tensors {
+        let mut eat = |bytes: &[u8]| fnv1a(&mut h, bytes);
         eat(name.as_bytes());
         eat(&[0]);
         eat(dtype.as_bytes());
@@ -346,8 +396,20 @@ pub fn weights_digest(dir: &Path) -> Result<String, ModelError> {
         for d in shape {
             eat(&d.to_le_bytes());
         }
-        eat(&(values.len() as u64).to_le_bytes());
-        eat(values);
+        eat(&(range.end - range.start).to_le_bytes());
+        let io = |e: std::io::Error| ModelError::Io {
+            file: file.clone(),
+            reason: e.to_string(),
+        };
+        let mut f = std::fs::File::open(file).map_err(io)?;
+        f.seek(SeekFrom::Start(range.start)).map_err(io)?;
+        let mut left = range.end - range.start;
+        while left > 0 {
+            let take = left.min(buf.len() as u64) as usize;
+            f.read_exact(&mut buf[..take]).map_err(io)?;
+            eat(&buf[..take]);
+            left -= take as u64;
+        }
     }
     Ok(format!("{h:016x}"))
 }
@@ -408,6 +470,33 @@ mod tests {
 
     fn header_len(bytes: &[u8]) -> usize {
         u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
+    }
+
+    #[test]
+    fn a_sharded_index_cannot_name_files_outside_the_folder() {
+        let dir = std::env::temp_dir().join(format!("codi-io-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
+        for bad in [
+            "../secret.safetensors",
+            "/etc/passwd",
+            "sub/a.safetensors",
+            "..",
+            "",
+        ] {
+            let json = serde_json::json!({"weight_map": {"w": bad}});
+            std::fs::write(&index, json.to_string()).unwrap();
+            let e = weight_files(&dir).unwrap_err().to_string();
+            assert!(
+                e.contains("must be files in the model's folder"),
+                "{bad}: {e}"
+            );
+            assert!(e.contains("index.json"), "{e}");
+        }
+        let json = serde_json::json!({"weight_map": {"w": "a.safetensors", "v": "a.safetensors"}});
+        std::fs::write(&index, json.to_string()).unwrap();
+        assert_eq!(weight_files(&dir).unwrap(), vec![dir.join("a.safetensors")]);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

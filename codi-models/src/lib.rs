@@ -11,6 +11,7 @@ pub mod fresh;
 pub mod inspect;
 pub mod io;
 pub mod layers;
+pub mod limits;
 pub mod tokenizer;
 pub mod unet;
 pub mod unet2d;

@@ -139,7 +139,7 @@ impl UNet2DModelConfig {
                 reason: "needs one down (DownBlock2D/AttnDownBlock2D) and one up (UpBlock2D/AttnUpBlock2D) block per block_out_channels entry".into(),
             });
         }
-        Ok(Self {
+        Self {
             in_channels: j.in_channels,
             out_channels: j.out_channels,
             flip_sin_to_cos: j.flip_sin_to_cos,
@@ -153,7 +153,61 @@ impl UNet2DModelConfig {
             attention_head_dim: j.attention_head_dim,
             norm_num_groups: j.norm_num_groups,
             norm_eps: j.norm_eps,
-        })
+        }
+        .checked(file)
+    }
+
+    /// Whether codi can build this UNet, within [`crate::limits`]. → Ok, or every problem by key
+    pub fn check(&self) -> Result<(), String> {
+        use crate::limits::*;
+        let n = self.block_out_channels.len();
+        let mut c = Check::new();
+        c.entries("block_out_channels", n, 1, MAX_LEVELS)
+            .len("down_block_types", self.down_block_types.len(), n)
+            .len("up_block_types", self.up_block_types.len(), n)
+            .count("in_channels", self.in_channels, 1, MAX_CHANNELS)
+            .count("out_channels", self.out_channels, 1, MAX_CHANNELS)
+            .counts(
+                "block_out_channels",
+                &self.block_out_channels,
+                1,
+                MAX_CHANNELS,
+            )
+            .count("layers_per_block", self.layers_per_block, 1, MAX_LAYERS)
+            .groups(
+                "norm_num_groups",
+                self.norm_num_groups,
+                &self.block_out_channels,
+            )
+            .positive("norm_eps", self.norm_eps)
+            .real("freq_shift", self.freq_shift, -1e6, 1e6)
+            .positive("mid_block_scale_factor", self.mid_block_scale_factor)
+            .count("downsample_padding", self.downsample_padding, 0, 1);
+        // Attention splits a block's channels into heads of `attention_head_dim`; the mid block attends too.
+        let d = self.attention_head_dim;
+        c.require(
+            d > 0
+                && self
+                    .block_out_channels
+                    .iter()
+                    .all(|ch| ch.is_multiple_of(d)),
+            || {
+                format!(
+                    "`attention_head_dim` = {d} must divide every channel count {:?}",
+                    self.block_out_channels
+                )
+            },
+        );
+        c.finish()
+    }
+
+    /// Self if [`Self::check`] passes, else the problems as an error naming `file`.
+    pub fn checked(self, file: &Path) -> Result<Self, ModelError> {
+        self.check().map_err(|reason| ModelError::Config {
+            file: file.to_path_buf(),
+            reason,
+        })?;
+        Ok(self)
     }
 
     /// A randomly initialised UNet with these settings.

@@ -88,7 +88,7 @@ impl AutoencoderKLConfig {
                 what: "block types other than one DownEncoderBlock2D / UpDecoderBlock2D per block_out_channels entry".into(),
             });
         }
-        Ok(Self {
+        Self {
             in_channels: j.in_channels,
             out_channels: j.out_channels,
             block_out_channels: j.block_out_channels,
@@ -96,7 +96,46 @@ impl AutoencoderKLConfig {
             latent_channels: j.latent_channels,
             norm_num_groups: j.norm_num_groups,
             scaling_factor: j.scaling_factor,
-        })
+        }
+        .checked(file)
+    }
+
+    /// Whether codi can build this autoencoder, within [`crate::limits`]. → Ok, or every problem by key
+    pub fn check(&self) -> Result<(), String> {
+        use crate::limits::*;
+        Check::new()
+            .entries(
+                "block_out_channels",
+                self.block_out_channels.len(),
+                1,
+                MAX_LEVELS,
+            )
+            .count("in_channels", self.in_channels, 1, MAX_CHANNELS)
+            .count("out_channels", self.out_channels, 1, MAX_CHANNELS)
+            .count("latent_channels", self.latent_channels, 1, MAX_CHANNELS)
+            .counts(
+                "block_out_channels",
+                &self.block_out_channels,
+                1,
+                MAX_CHANNELS,
+            )
+            .count("layers_per_block", self.layers_per_block, 1, MAX_LAYERS)
+            .groups(
+                "norm_num_groups",
+                self.norm_num_groups,
+                &self.block_out_channels,
+            )
+            .positive("scaling_factor", self.scaling_factor)
+            .finish()
+    }
+
+    /// Self if [`Self::check`] passes, else the problems as an error naming `file`.
+    pub fn checked(self, file: &Path) -> Result<Self, ModelError> {
+        self.check().map_err(|reason| ModelError::Config {
+            file: file.to_path_buf(),
+            reason,
+        })?;
+        Ok(self)
     }
 
     /// diffusers' `config.json` for this model.

@@ -103,12 +103,20 @@ pub fn backbone_hash(unet_dir: &Path) -> Result<String, PipelineError> {
 /// The identity adapters saved before the content digest carried: FNV-1a 64 of the weight files' bytes.
 fn legacy_file_hash(unet_dir: &Path) -> Result<String, PipelineError> {
     let mut h = codi_models::io::FNV_OFFSET;
+    let mut buf = vec![0u8; 1 << 20];
     for f in codi_models::io::weight_files(unet_dir)? {
-        let bytes = std::fs::read(&f).map_err(|e| PipelineError::Data {
+        let io = |e: std::io::Error| PipelineError::Data {
             file: f.clone(),
             reason: e.to_string(),
-        })?;
-        codi_models::io::fnv1a(&mut h, &bytes);
+        };
+        let mut file = std::fs::File::open(&f).map_err(io)?;
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            codi_models::io::fnv1a(&mut h, &buf[..n]);
+        }
     }
     Ok(format!("{h:016x}"))
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::tensor::{backend::Backend, Tensor};
 use codi_core::{Denoiser, Guided, PredictionType, Sampler, SamplerKind, SeededNoise};
-use codi_models::UNet2DConditionModel;
+use codi_models::{ControlNetConfig, UNet2DConditionModel};
 
 use crate::adapter::{load_adapter, read_adapter_info, AdapterInfo, CodiNet, DistillMode};
 use crate::error::PipelineError;
@@ -59,6 +59,7 @@ impl<B: Backend> ConditionalPipeline<B> {
             base.unet = UNet2DConditionModel::from_diffusers_dir(&unet_dir, device)?;
         }
         let (adapter, info) = load_adapter(adapter_dir, &unet_dir, device)?;
+        check_adapter_fits(adapter_dir, &info, base.vae.factor())?;
         Ok(Self {
             net: CodiNet {
                 unet: base.unet.clone(),
@@ -92,7 +93,26 @@ impl<B: Backend> ConditionalPipeline<B> {
         device: &B::Device,
         progress: impl FnMut(usize, usize),
     ) -> Result<Tensor<B, 4>, PipelineError> {
-        let [n, _, s, _] = cond.dims();
+        let [n, channels, h, w] = cond.dims();
+        let s = h;
+        let want = self.info.condition_channels;
+        let problem = if channels != want {
+            Some(format!(
+                "conditions of {channels} channels given, the adapter takes {want}"
+            ))
+        } else if h != w {
+            Some(format!(
+                "a condition of {h}×{w} pixels given: conditions are square"
+            ))
+        } else if texts.len() != n {
+            Some(format!("{n} conditions but {} prompts", texts.len()))
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            return Err(PipelineError::Shape(reason));
+        }
+        self.base.check_size(s)?;
         let denoiser = |text, cond| CondDenoiser {
             net: &self.net,
             text,
@@ -107,4 +127,33 @@ impl<B: Backend> ConditionalPipeline<B> {
         self.base
             .sample_and_decode(&guided, n, s, sampler, noise, device, progress)
     }
+}
+
+/// Refuses an adapter whose condition embedding does not bring the condition to the latent size of this
+/// pipeline's VAE, or whose `controlnet/config.json` disagrees with `codi_adapter.json` on the condition's
+/// channels: either would fail inside the network at the first step.
+fn check_adapter_fits(
+    adapter_dir: &Path,
+    info: &AdapterInfo,
+    vae_factor: usize,
+) -> Result<(), PipelineError> {
+    let file = adapter_dir.join("controlnet").join("config.json");
+    let config =
+        ControlNetConfig::from_diffusers(&codi_models::diffusers_json::read_json(&file)?, &file)?;
+    let levels = config.conditioning_embedding_out_channels.len();
+    let factor = 1usize << (levels - 1);
+    let reason = if factor != vae_factor {
+        format!(
+            "the condition embedding downsamples by {factor} ({levels} levels) but the pipeline's VAE by \
+             {vae_factor}: this adapter was made for another VAE"
+        )
+    } else if config.conditioning_channels != info.condition_channels {
+        format!(
+            "conditioning_channels {} disagrees with codi_adapter.json's condition_channels {}",
+            config.conditioning_channels, info.condition_channels
+        )
+    } else {
+        return Ok(());
+    };
+    Err(PipelineError::Data { file, reason })
 }

@@ -12,6 +12,9 @@ pub enum PipelineError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Tensors given to a pipeline in a shape it cannot take.
+    #[error("{0}")]
+    Shape(String),
     /// A network's config or weights.
     #[error(transparent)]
     Model(#[from] codi_models::ModelError),

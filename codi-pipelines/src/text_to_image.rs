@@ -70,14 +70,17 @@ impl SchedulerFile {
                 .map_err(|e: codi_core::CoreError| err(e.to_string()))?,
             None => PredictionType::Epsilon,
         };
-        Ok(Self {
+        let scheduler = Self {
             schedule: NoiseScheduleConfig::new()
                 .with_num_train_timesteps(get_f("num_train_timesteps", 1000.0) as usize)
                 .with_beta_start(get_f("beta_start", 0.00085))
                 .with_beta_end(get_f("beta_end", 0.012))
                 .with_beta_schedule(beta_schedule),
             prediction_type,
-        })
+        };
+        // A schedule that cannot be built is this file's error, not a later step's.
+        scheduler.schedule.init().map_err(|e| err(e.to_string()))?;
+        Ok(scheduler)
     }
 }
 

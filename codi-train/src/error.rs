@@ -6,6 +6,9 @@ use thiserror::Error;
 pub enum TrainError {
     #[error("{}: {reason}", file.display())]
     Data { file: PathBuf, reason: String },
+    /// A config (after the command line's changes) outside its bounds.
+    #[error("the run's config: {0}")]
+    Config(String),
     #[error(transparent)]
     Model(#[from] codi_models::ModelError),
     #[error(transparent)]

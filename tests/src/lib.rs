@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
+pub mod alloc_cap;
+pub mod fuzz;
+
 /// `tests/fixtures/<rel>` in this repository.
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -80,3 +80,59 @@ fn a_misspelled_key_is_an_error_naming_the_file_the_key_and_the_near_one() {
     );
     std::fs::remove_file(&bad).ok();
 }
+
+#[test]
+fn values_outside_a_configs_bounds_are_errors_naming_the_file_and_every_key() {
+    let edit = |src: &str, edits: &[(&str, &str)], name: &str| {
+        let mut text = std::fs::read_to_string(repo().join(src)).unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "the test edits {from}");
+            text = text.replacen(from, to, 1);
+        }
+        let file =
+            std::env::temp_dir().join(format!("codi-bounds-{name}-{}.json", std::process::id()));
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let file = edit(
+        "configs/distill/pe-codi-sr.json",
+        &[
+            ("\"batch_size\": 32", "\"batch_size\": 0"),
+            ("\"ema_decay\": 0.99", "\"ema_decay\": 1.5"),
+            ("\"intervals\": 50", "\"intervals\": 1"),
+        ],
+        "distill",
+    );
+    let err = load_config::<DistillConfig>(&file).unwrap_err().to_string();
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    for key in [
+        "`train.batch_size` = 0",
+        "`ema_decay` = 1.5",
+        "`loss.intervals` = 1",
+    ] {
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    // A model no machine could hold, and one no network can be built as: refused before anything is built.
+    let file = edit(
+        "configs/pretrain/teacher.json",
+        &[
+            (
+                "\"block_out_channels\": [\n      48,",
+                "\"block_out_channels\": [\n      4800000,",
+            ),
+            ("\"norm_num_groups\": 16", "\"norm_num_groups\": 0"),
+        ],
+        "teacher",
+    );
+    let err = load_config::<TeacherPretrainConfig>(&file)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "`unet`: `block_out_channels` = [4800000, 96]: every entry must be in 1..=65536"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("`norm_num_groups` = 0 must divide"), "{err}");
+    std::fs::remove_file(&file).ok();
+}

@@ -260,6 +260,31 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
             .unwrap();
         assert_eq!(img.dims(), [2, 3, 32, 32]);
     }
+    // Conditions the adapter cannot take are errors that say why, not panics inside the network.
+    let refused = |cond: Tensor<CpuBackend, 4>, texts: &[&str]| {
+        pipe_c
+            .generate(
+                cond,
+                texts,
+                &pipe_c.codi_sampler(1),
+                1.0,
+                &mut codi_core::SeededNoise::new(0),
+                &dev,
+                |_, _| {},
+            )
+            .unwrap_err()
+            .to_string()
+    };
+    let grey = |shape: [usize; 4]| Tensor::<CpuBackend, 4>::full(shape, 0.5, &dev);
+    let two = ["a sneaker", "a bag"];
+    let e = refused(grey([2, 1, 32, 32]), &two);
+    assert!(e.contains("1 channels given, the adapter takes 3"), "{e}");
+    let e = refused(grey([2, 3, 32, 16]), &two);
+    assert!(e.contains("32×16"), "{e}");
+    let e = refused(grey([2, 3, 32, 32]), &two[..1]);
+    assert!(e.contains("2 conditions but 1 prompts"), "{e}");
+    let e = refused(grey([2, 3, 12, 12]), &two);
+    assert!(e.contains("a multiple of"), "{e}");
 
     // Scoring against the ground truth: PSNR, SSIM and FD per step count, and the bicubic baseline.
     let maker = codi_train::distill::data::PairMaker::Builtin {

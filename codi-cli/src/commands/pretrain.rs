@@ -118,7 +118,10 @@ impl Args {
     }
 }
 
-fn config<C: Config>(file: &Option<PathBuf>, preset: C) -> Result<C> {
+fn config<C: Config + codi_train::training::checks::Checked>(
+    file: &Option<PathBuf>,
+    preset: C,
+) -> Result<C> {
     match file {
         Some(f) => Ok(load_config(f)?),
         None => Ok(preset),

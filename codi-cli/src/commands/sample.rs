@@ -145,7 +145,8 @@ fn pngs(input: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// A PNG as a size × size image with `channels` channels (bicubic resize; grey → mean of RGB).
-fn load_as(file: &Path, size: usize, channels: usize) -> Result<Vec<f32>> {
+/// → (pixels, the file's [height, width])
+fn load_as(file: &Path, size: usize, channels: usize) -> Result<(Vec<f32>, [usize; 2])> {
     let (px, h, w) = read_png(file)?;
     let img = if (h, w) == (size, size) {
         px
@@ -155,13 +156,14 @@ fn load_as(file: &Path, size: usize, channels: usize) -> Result<Vec<f32>> {
             .map(|v| v.clamp(0.0, 1.0))
             .collect()
     };
-    Ok(match channels {
+    let pixels = match channels {
         3 => img,
         1 => (0..size * size)
             .map(|i| (img[i] + img[size * size + i] + img[2 * size * size + i]) / 3.0)
             .collect(),
         _ => unreachable!(),
-    })
+    };
+    Ok((pixels, [h, w]))
 }
 
 fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) -> Result<()> {
@@ -206,11 +208,11 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
         let cc = task.condition_channels();
         let (cond, shown) = match task {
             TaskKind::SuperResolution | TaskKind::Edit => {
-                let c = load_as(f, s, 3)?;
+                let (c, _) = load_as(f, s, 3)?;
                 (c.clone(), c)
             }
             TaskKind::Depth => {
-                let d = load_as(f, s, 1)?;
+                let (d, _) = load_as(f, s, 1)?;
                 (d.clone(), [d.clone(), d.clone(), d].concat())
             }
             TaskKind::Inpainting => {
@@ -218,8 +220,21 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
                     .mask
                     .as_ref()
                     .ok_or_else(|| anyhow!("--task inpaint needs --mask PNG"))?;
-                let img = load_as(f, s, 3)?;
-                let mask: Vec<f32> = load_as(m, s, 1)?
+                let (img, img_size) = load_as(f, s, 3)?;
+                let (mask, mask_size) = load_as(m, s, 1)?;
+                if mask_size != img_size {
+                    bail!(
+                        "{}: the mask is {}×{} pixels but the image {} is {}×{}: a mask marks the holes of \
+                         its own image",
+                        m.display(),
+                        mask_size[0],
+                        mask_size[1],
+                        f.display(),
+                        img_size[0],
+                        img_size[1]
+                    );
+                }
+                let mask: Vec<f32> = mask
                     .into_iter()
                     .map(|v| if v > 0.5 { 1.0 } else { 0.0 })
                     .collect();

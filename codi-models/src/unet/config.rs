@@ -187,15 +187,7 @@ impl UNet2DConditionModelConfig {
             .or(j.attention_head_dim)
             .unwrap_or(PerBlock::One(8))
             .expand(n, "attention_head_dim", file)?;
-        for (c, h) in j.block_out_channels.iter().zip(&heads) {
-            if *h == 0 || c % h != 0 || c % j.norm_num_groups != 0 {
-                return Err(bad(format!(
-                    "block with {c} channels cannot have {h} heads and {} norm groups",
-                    j.norm_num_groups
-                )));
-            }
-        }
-        Ok(Self {
+        Self {
             in_channels: j.in_channels,
             out_channels: j.out_channels,
             flip_sin_to_cos: j.flip_sin_to_cos,
@@ -216,7 +208,75 @@ impl UNet2DConditionModelConfig {
             )?,
             num_attention_heads: heads,
             use_linear_projection: j.use_linear_projection,
-        })
+        }
+        .checked(file)
+    }
+
+    /// Whether codi can build this UNet, within [`crate::limits`]. → Ok, or every problem by key
+    pub fn check(&self) -> Result<(), String> {
+        use crate::limits::*;
+        let n = self.block_out_channels.len();
+        let mut c = Check::new();
+        c.entries("block_out_channels", n, 1, MAX_LEVELS)
+            .len("down_block_types", self.down_block_types.len(), n)
+            .len("up_block_types", self.up_block_types.len(), n)
+            .len("layers_per_block", self.layers_per_block.len(), n)
+            .len(
+                "transformer_layers_per_block",
+                self.transformer_layers_per_block.len(),
+                n,
+            )
+            .len("attention_head_dim", self.num_attention_heads.len(), n)
+            .count("in_channels", self.in_channels, 1, MAX_CHANNELS)
+            .count("out_channels", self.out_channels, 1, MAX_CHANNELS)
+            .count(
+                "cross_attention_dim",
+                self.cross_attention_dim,
+                1,
+                MAX_CHANNELS,
+            )
+            .counts(
+                "block_out_channels",
+                &self.block_out_channels,
+                1,
+                MAX_CHANNELS,
+            )
+            .counts("layers_per_block", &self.layers_per_block, 1, MAX_LAYERS)
+            .counts(
+                "transformer_layers_per_block",
+                &self.transformer_layers_per_block,
+                1,
+                MAX_LAYERS,
+            )
+            .groups(
+                "norm_num_groups",
+                self.norm_num_groups,
+                &self.block_out_channels,
+            )
+            .positive("norm_eps", self.norm_eps)
+            .real("freq_shift", self.freq_shift, -1e6, 1e6)
+            .positive("mid_block_scale_factor", self.mid_block_scale_factor)
+            // diffusers pads a downsampler by this many zeros; codi's convolution pads 0 or 1.
+            .count("downsample_padding", self.downsample_padding, 0, 1);
+        for (ch, h) in self
+            .block_out_channels
+            .iter()
+            .zip(&self.num_attention_heads)
+        {
+            c.require(*h > 0 && ch.is_multiple_of(*h), || {
+                format!("a block with {ch} channels cannot have {h} attention heads")
+            });
+        }
+        c.finish()
+    }
+
+    /// Self if [`Self::check`] passes, else the problems as an error naming `file`.
+    pub fn checked(self, file: &Path) -> Result<Self, ModelError> {
+        self.check().map_err(|reason| ModelError::Config {
+            file: file.to_path_buf(),
+            reason,
+        })?;
+        Ok(self)
     }
 
     /// Stable Diffusion 1.5's UNet.

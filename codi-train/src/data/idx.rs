@@ -14,6 +14,9 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
+/// The most bytes an IDX file may hold once decompressed (Fashion-MNIST's training images: 47 MB).
+const MAX_BYTES: u64 = 4 << 30;
+
 /// Reads `file` (gzip if it starts with the gzip magic). Fails with the file name on any inconsistency.
 pub fn read_idx(file: &Path) -> Result<IdxArray, TrainError> {
     let err = |reason: String| TrainError::Data {
@@ -24,8 +27,14 @@ pub fn read_idx(file: &Path) -> Result<IdxArray, TrainError> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         GzDecoder::new(&raw[..])
+            .take(MAX_BYTES + 1)
             .read_to_end(&mut out)
             .map_err(|e| err(format!("corrupt gzip data: {e}")))?;
+        if out.len() as u64 > MAX_BYTES {
+            return Err(err(format!(
+                "decompresses to more than {MAX_BYTES} bytes: not an image dataset codi reads"
+            )));
+        }
         out
     } else {
         raw
@@ -49,8 +58,11 @@ pub fn read_idx(file: &Path) -> Result<IdxArray, TrainError> {
             u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
         })
         .collect();
-    let n: usize = dims.iter().product();
-    if bytes.len() != header + n {
+    let n = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| err(format!("IDX dimensions {dims:?} overflow")))?;
+    if bytes.len().checked_sub(header) != Some(n) {
         return Err(err(format!(
             "IDX header says {dims:?} ({n} bytes) but the file holds {} data bytes",
             bytes.len() - header

@@ -28,6 +28,7 @@ use crate::data::mixed::{DataConfig, Mixed};
 use crate::data::scenes::Scenes;
 use crate::error::TrainError;
 use crate::tasks::{InpaintConfig, SrConfig, TaskKind};
+use crate::training::checks::Checked;
 use crate::training::{fit, ordered_loader, FitReport, RunOptions, TrainLoopConfig};
 use codi_pipelines::SchedulerFile;
 use data::{DistillBatcher, EpochPairs, FixedPairs, FrozenText, FrozenVae, PairMaker, TaskSource};
@@ -103,6 +104,7 @@ pub fn distill_with<B: AutodiffBackend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<Distilled<B::InnerBackend>, TrainError> {
+    config.check().map_err(TrainError::Config)?;
     B::seed(device, config.train.seed);
     let unet_dir = teacher_dir.join("unet");
     let unet_file = unet_dir.join("config.json");

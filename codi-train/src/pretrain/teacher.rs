@@ -216,6 +216,7 @@ pub fn pretrain_teacher<B: AutodiffBackend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<FitReport, TrainError> {
+    crate::training::checks::Checked::check(config).map_err(TrainError::Config)?;
     B::seed(device, config.train.seed);
     let tok_dir = out.join("tokenizer");
     crate::text::write_tokenizer(&tok_dir)?;

@@ -191,6 +191,7 @@ pub fn pretrain_vae<B: AutodiffBackend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<(VaeReport, FitReport), TrainError> {
+    crate::training::checks::Checked::check(config).map_err(TrainError::Config)?;
     B::seed(device, config.train.seed);
     let train = Mixed::load(&config.data, fashion_dir, Split::Train)?;
     let test = Mixed::load(&config.data, fashion_dir, Split::Test)?;

@@ -3,6 +3,7 @@
 //! log renderer, and the data loaders.
 
 pub mod checkpoint;
+pub mod checks;
 pub mod config_keys;
 pub mod divergence;
 pub mod lock;
@@ -102,14 +103,17 @@ pub struct FitReport {
 }
 
 /// Loads a config file written as JSON by [`Config::save`] (or by hand), naming the file on error.
-/// A key the config does not have (a misspelling) is an error that names it, not a silent default.
-pub fn load_config<C: Config>(file: &Path) -> Result<C, TrainError> {
+/// A key the config does not have (a misspelling) is an error that names it, not a silent default, and so is
+/// a value outside the config's bounds ([`checks::Checked`]).
+pub fn load_config<C: Config + checks::Checked>(file: &Path) -> Result<C, TrainError> {
     let err = |reason: String| TrainError::Data {
         file: file.to_path_buf(),
         reason,
     };
     let text = std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?;
-    config_from_json(&text).map_err(err)
+    let config: C = config_from_json(&text).map_err(err)?;
+    config.check().map_err(err)?;
+    Ok(config)
 }
 
 /// A config from JSON text, refusing keys the config does not have. → the config, or what is wrong

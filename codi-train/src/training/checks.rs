@@ -1,0 +1,143 @@
+//! What a training config may ask for, checked when it is loaded and again before a run starts (command-line
+//! flags change it in between): every problem named by its key, before any data is read or model built.
+
+use codi_models::limits::{Check, MAX_CHANNELS, MAX_LEVELS};
+
+use super::TrainLoopConfig;
+use crate::data::fashion_mnist::SIZE;
+use crate::data::mixed::DataConfig;
+use crate::distill::DistillConfig;
+use crate::pretrain::classifier::ClassifierPretrainConfig;
+use crate::pretrain::teacher::TeacherPretrainConfig;
+use crate::pretrain::vae::VaePretrainConfig;
+use crate::tasks::{InpaintConfig, SrConfig};
+
+/// A config that knows its own bounds.
+pub trait Checked {
+    /// → Ok, or every problem, each named by its key
+    fn check(&self) -> Result<(), String>;
+}
+
+/// Most items of a split, steps of an epoch and epochs of a run.
+const MAX_COUNT: usize = 1 << 32;
+
+fn train_loop(c: &mut Check, t: &TrainLoopConfig) {
+    c.count("train.batch_size", t.batch_size, 1, 1 << 16)
+        .count("train.num_epochs", t.num_epochs, 1, MAX_COUNT)
+        .count("train.steps_per_epoch", t.steps_per_epoch, 1, MAX_COUNT)
+        .count("train.valid_items", t.valid_items, 1, MAX_COUNT)
+        .count("train.num_workers", t.num_workers, 0, 1024)
+        .real(
+            "train.learning_rate",
+            t.learning_rate,
+            f64::MIN_POSITIVE,
+            1e3,
+        )
+        .real("train.weight_decay", t.weight_decay, 0.0, 1e3)
+        .real("train.grad_clip", t.grad_clip, 0.0, 1e12);
+    if let Some(s) = &t.lr_schedule {
+        c.count(
+            "train.lr_schedule.warmup_steps",
+            s.warmup_steps,
+            0,
+            MAX_COUNT,
+        )
+        .real("train.lr_schedule.final_ratio", s.final_ratio, 0.0, 1.0);
+    }
+}
+
+fn data(c: &mut Check, d: &DataConfig) {
+    c.count("data.scenes_train", d.scenes_train, 0, MAX_COUNT)
+        .count("data.scenes_test", d.scenes_test, 0, MAX_COUNT)
+        .require(d.fashion_mnist || d.scenes_train > 0, || {
+            "`data`: no training data (fashion_mnist is false and scenes_train is 0)".into()
+        });
+}
+
+fn sr(c: &mut Check, s: &SrConfig) {
+    c.require(s.factor >= 2 && SIZE.is_multiple_of(s.factor), || {
+        format!(
+            "`sr.factor` = {}: must be at least 2 and divide the image size {SIZE}",
+            s.factor
+        )
+    })
+    .real("sr.blur_sigma", s.blur_sigma as f64, 0.0, SIZE as f64)
+    .real("sr.noise_std", s.noise_std as f64, 0.0, 1.0);
+}
+
+fn inpaint(c: &mut Check, i: &InpaintConfig) {
+    c.count("inpaint.min_side", i.min_side, 1, SIZE)
+        .count("inpaint.max_side", i.max_side, i.min_side.max(1), SIZE)
+        .count("inpaint.max_boxes", i.max_boxes, 1, 64);
+}
+
+impl Checked for DistillConfig {
+    fn check(&self) -> Result<(), String> {
+        let mut c = Check::new();
+        train_loop(&mut c, &self.train);
+        data(&mut c, &self.data);
+        sr(&mut c, &self.sr);
+        inpaint(&mut c, &self.inpaint);
+        let ch = &self.conditioning_embedding_out_channels;
+        let loss = &self.loss;
+        c.real("ema_decay", self.ema_decay, 0.0, 1.0)
+            .entries(
+                "conditioning_embedding_out_channels",
+                ch.len(),
+                1,
+                MAX_LEVELS,
+            )
+            .counts("conditioning_embedding_out_channels", ch, 1, MAX_CHANNELS)
+            .real("loss.lambda", loss.lambda, 0.0, 1e6)
+            .count(
+                "loss.intervals",
+                loss.intervals,
+                2,
+                codi_core::schedule::MAX_TRAIN_TIMESTEPS,
+            )
+            .positive("loss.boundary.sigma_data", loss.boundary.sigma_data)
+            .real(
+                "loss.boundary.timestep_scaling",
+                loss.boundary.timestep_scaling,
+                0.0,
+                1e6,
+            );
+        c.finish()
+    }
+}
+
+impl Checked for TeacherPretrainConfig {
+    fn check(&self) -> Result<(), String> {
+        self.unet.check().map_err(|e| format!("`unet`: {e}"))?;
+        self.text_encoder
+            .check()
+            .map_err(|e| format!("`text_encoder`: {e}"))?;
+        self.schedule
+            .init()
+            .map_err(|e| format!("`schedule`: {e}"))?;
+        let mut c = Check::new();
+        train_loop(&mut c, &self.train);
+        data(&mut c, &self.data);
+        c.real("text_dropout", self.text_dropout, 0.0, 1.0).finish()
+    }
+}
+
+impl Checked for VaePretrainConfig {
+    fn check(&self) -> Result<(), String> {
+        self.model.check().map_err(|e| format!("`model`: {e}"))?;
+        let mut c = Check::new();
+        train_loop(&mut c, &self.train);
+        data(&mut c, &self.data);
+        c.real("kl_weight", self.kl_weight, 0.0, 1e6).finish()
+    }
+}
+
+impl Checked for ClassifierPretrainConfig {
+    fn check(&self) -> Result<(), String> {
+        self.model.check().map_err(|e| format!("`model`: {e}"))?;
+        let mut c = Check::new();
+        train_loop(&mut c, &self.train);
+        data(&mut c, &self.data);
+        c.finish()
+    }
+}
