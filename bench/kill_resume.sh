@@ -18,7 +18,7 @@ cargo build -q -p codi-cli
 codi="$CARGO_TARGET_DIR/debug/codi"
 data=tests/fixtures/fashion-mnist-subset
 
-# The embedded default's preset (PE-CoDi for distillation), shortened: 60 epochs of 6 steps, batch 4, 16
+# The embedded default's preset (PE-CoDi for distillation), shortened: EPOCHS (60) epochs of 6 steps, batch 4, 16
 # validation items; the pretraining data cut to 64 Fashion-MNIST items and 64 scenes.
 case "$kind" in
   distill) cmd=(distill --task sr) ;;
@@ -26,11 +26,11 @@ case "$kind" in
   *) echo "unknown run '$kind' (distill, vae, classifier, teacher)" >&2; exit 2 ;;
 esac
 "$codi" "${cmd[@]}" --print-config > "$work/preset.json"
-python3 - "$work/preset.json" "$work/config.json" <<'PY'
+python3 - "$work/preset.json" "$work/config.json" "${EPOCHS:-60}" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
 c = c.get("config", c)
-c["train"].update(num_epochs=60, steps_per_epoch=6, batch_size=4, valid_items=16)
+c["train"].update(num_epochs=int(sys.argv[3]), steps_per_epoch=6, batch_size=4, valid_items=16)
 json.dump(c, open(sys.argv[2], "w"), indent=2)
 PY
 args=("${cmd[@]}" --config "$work/config.json" --data "$data" --log-every 60)

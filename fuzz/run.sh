@@ -4,8 +4,8 @@
 #   fuzz/run.sh [RUNS] [TARGET...]     RUNS executions per target (default 100000); every target by default
 #
 # Each target starts from its kept corpus (fuzz/corpus/<target>) in a working copy (fuzz/grown/, ignored by
-# git), runs RUNS inputs with the bounds below, then merges into fuzz/corpus/<target> only the inputs that
-# reach new coverage, so the kept corpus stays small. A crash, a hang past the timeout or a breach of a memory
+# git), runs RUNS inputs with the bounds below, then keeps in fuzz/corpus/<target> the seeds and the fewest
+# inputs that reach every edge reached so far, so the kept corpus stays small. A crash, a hang past the timeout or a breach of a memory
 # bound stops that target; its input lands in fuzz/artifacts/<target>/ and the script exits non-zero. Fixed
 # crashes go to fuzz/regressions/<target>/, which `cargo test -p codi-tests --test fuzz_corpus` replays.
 #
@@ -53,9 +53,13 @@ for t in "${targets[@]}"; do
   end=$(date +%s.%N)
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -1)
-  # Keep only what adds coverage to the kept corpus.
-  "$bin_dir/$t" -merge=1 "corpus/$t" "grown/$t" -timeout="$TIMEOUT" -rss_limit_mb="$RSS_MB" \
-    -max_len="$MAX_LEN" >"artifacts/$t/merge.log" 2>&1 || true
+  # The kept corpus: the seeds, then the fewest inputs (old and new) that reach every edge reached so far.
+  # Edges only (-use_counters=0): hit counts would keep ten times as many files.
+  kept=$(mktemp -d)
+  cp "corpus/$t"/seed-* "$kept"/ 2>/dev/null || true
+  "$bin_dir/$t" -merge=1 -use_counters=0 "$kept" "corpus/$t" "grown/$t" -timeout="$TIMEOUT" \
+    -rss_limit_mb="$RSS_MB" -max_len="$MAX_LEN" >"artifacts/$t/merge.log" 2>&1 || true
+  rm -rf "corpus/$t" && mv "$kept" "corpus/$t" && chmod 755 "corpus/$t"
   files=$(find "corpus/$t" -type f | wc -l)
   bytes=$(du -cb "corpus/$t"/* | tail -1 | cut -f1)
   secs=$(awk "BEGIN{print $end - $start}")

@@ -126,10 +126,16 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
                     })?;
                 let mut files = BTreeSet::new();
                 for (key, f) in map {
-                    files.insert(shard_name(f, key).map_err(|reason| ModelError::Config {
+                    let name = shard_name(f, key).map_err(|reason| ModelError::Config {
                         file: index.clone(),
                         reason,
-                    })?);
+                    })?;
+                    if files.insert(name) && !dir.join(name).is_file() {
+                        return Err(ModelError::Config {
+                            file: index.clone(),
+                            reason: format!("names the shard {name:?}, which is not in the folder"),
+                        });
+                    }
                 }
                 return Ok(files.into_iter().map(|f| dir.join(f)).collect());
             }
@@ -495,6 +501,9 @@ mod tests {
         }
         let json = serde_json::json!({"weight_map": {"w": "a.safetensors", "v": "a.safetensors"}});
         std::fs::write(&index, json.to_string()).unwrap();
+        let e = weight_files(&dir).unwrap_err().to_string();
+        assert!(e.contains("names the shard \"a.safetensors\", which is not in the folder"), "{e}");
+        std::fs::write(dir.join("a.safetensors"), b"").unwrap();
         assert_eq!(weight_files(&dir).unwrap(), vec![dir.join("a.safetensors")]);
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -28,10 +28,7 @@ impl TextTokenizer {
         pad_token: &str,
         eos_token: Option<&str>,
     ) -> Result<Self, ModelError> {
-        let inner = tokenizers::Tokenizer::from_file(file).map_err(|e| ModelError::Io {
-            file: file.to_path_buf(),
-            reason: format!("cannot read tokenizer: {e}"),
-        })?;
+        let inner = read_tokenizer_json(file)?;
         let id = |t: &str| {
             inner.token_to_id(t).ok_or_else(|| ModelError::Config {
                 file: file.to_path_buf(),
@@ -59,10 +56,16 @@ impl TextTokenizer {
 
     /// The ids of one prompt, special tokens included, without padding.
     pub fn ids(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        let enc = self.inner.encode(text, true).map_err(|e| ModelError::Io {
+        let fail = |reason: String| ModelError::Io {
             file: self.file.clone(),
-            reason: format!("cannot tokenize {text:?}: {e}"),
-        })?;
+            reason: format!("cannot tokenize {text:?}: {reason}"),
+        };
+        // The tokenizers crate can still panic on a file it read without complaint: that is this file's error.
+        let enc = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.inner.encode(text, true)
+        }))
+        .map_err(|_| fail("the tokenizers crate failed".into()))?
+        .map_err(|e| fail(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -93,5 +96,88 @@ impl TextTokenizer {
     /// Number of ids in the vocabulary, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+}
+
+/// Reads a `tokenizer.json`. The tokenizers crate panics on some malformed files instead of returning an
+/// error (a decoder entry it cannot parse from a stream, a `Precompiled` normalizer it cannot rebuild): the
+/// file is therefore parsed as JSON first and built from that value, `Precompiled` normalizers (sentencepiece
+/// models, which no Stable Diffusion text encoder uses) are refused, and any panic left is caught and
+/// reported as this file's error.
+fn read_tokenizer_json(file: &Path) -> Result<tokenizers::Tokenizer, ModelError> {
+    let value = crate::diffusers_json::read_json(file)?;
+    let bad = |reason: String| ModelError::Config {
+        file: file.to_path_buf(),
+        reason,
+    };
+    if mentions_type(&value, "Precompiled") {
+        return Err(bad(
+            "a `Precompiled` normalizer (sentencepiece), which codi does not read".into(),
+        ));
+    }
+    if let Some(token) = template_token_missing(&value) {
+        return Err(bad(format!(
+            "the post-processor's template uses the special token {token:?}, which its `special_tokens` lacks"
+        )));
+    }
+    let built = std::panic::catch_unwind(|| serde_json::from_value::<tokenizers::Tokenizer>(value));
+    match built {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(bad(format!("not a tokenizer: {e}"))),
+        Err(_) => Err(bad(
+            "not a tokenizer: the tokenizers crate failed to read it".into(),
+        )),
+    }
+}
+
+/// A special token that a `TemplateProcessing` post-processor's templates use but its `special_tokens` does
+/// not define (the tokenizers crate checks this when it builds one, not when it reads one, and panics at the
+/// first prompt).
+fn template_token_missing(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    fn used<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(id) = map
+                    .get("SpecialToken")
+                    .and_then(|t| t.get("id"))
+                    .and_then(Value::as_str)
+                {
+                    out.push(id);
+                }
+                map.values().for_each(|v| used(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| used(v, out)),
+            _ => {}
+        }
+    }
+    match value {
+        Value::Object(map) if map.get("type").is_some_and(|t| t == "TemplateProcessing") => {
+            let mut ids = Vec::new();
+            for key in ["single", "pair"] {
+                if let Some(t) = map.get(key) {
+                    used(t, &mut ids);
+                }
+            }
+            let defined = map.get("special_tokens").and_then(Value::as_object);
+            ids.into_iter()
+                .find(|id| !defined.is_some_and(|d| d.contains_key(*id)))
+                .map(str::to_string)
+        }
+        Value::Object(map) => map.values().find_map(template_token_missing),
+        Value::Array(items) => items.iter().find_map(template_token_missing),
+        _ => None,
+    }
+}
+
+/// Whether any object in `value` has `"type": kind`.
+fn mentions_type(value: &serde_json::Value, kind: &str) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.get("type").is_some_and(|t| t == kind)
+                || map.values().any(|v| mentions_type(v, kind))
+        }
+        serde_json::Value::Array(items) => items.iter().any(|v| mentions_type(v, kind)),
+        _ => false,
     }
 }

@@ -65,6 +65,10 @@ pub fn write_png(
     std::fs::rename(&tmp, file).map_err(|e| err(e.to_string()))
 }
 
+/// The most pixels an image may have (8192 × 8192): the decoder's buffer is sized from the header before any
+/// data is read, so a corrupt header could otherwise ask for gigabytes.
+pub const MAX_PIXELS: u64 = 1 << 26;
+
 /// Reads a PNG as RGB in [0, 1], channel-major. → (pixels 3·h·w, h, w)
 pub fn read_png(file: &Path) -> Result<(Vec<f32>, usize, usize), PipelineError> {
     let err = |reason: String| PipelineError::Data {
@@ -77,6 +81,13 @@ pub fn read_png(file: &Path) -> Result<(Vec<f32>, usize, usize), PipelineError> 
     let mut reader = dec
         .read_info()
         .map_err(|e| err(format!("not a PNG: {e}")))?;
+    let (w, h) = (reader.info().width as u64, reader.info().height as u64);
+    if w * h > MAX_PIXELS {
+        return Err(err(format!(
+            "an image of {w}×{h} pixels: more than the {} megapixels codi reads",
+            MAX_PIXELS >> 20
+        )));
+    }
     let mut buf = vec![
         0u8;
         reader

@@ -1,6 +1,7 @@
 //! Datasets: items are (image, caption, label), images RGB in [0, 1] as `[3, 32, 32]`.
 
 pub mod batch;
+pub mod epoch;
 pub mod fashion_mnist;
 pub mod idx;
 pub mod mixed;

@@ -3,6 +3,7 @@
 //! batches the uninterrupted run saw. Text embeddings (frozen text encoder) and target latents (frozen VAE)
 //! are computed in the batcher on the inner backend.
 
+use crate::data::epoch::mix;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -134,14 +135,6 @@ impl PairMaker {
 pub struct TaskItem {
     pub pair: TaskPair,
     pub key: u64,
-}
-
-fn mix(a: u64, b: u64, c: u64) -> u64 {
-    // SplitMix64 over the three words.
-    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Training pairs: `len` per epoch, drawn with replacement; reading position 0 starts the next epoch.

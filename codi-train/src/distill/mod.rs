@@ -168,11 +168,7 @@ pub fn distill_with<B: AutodiffBackend>(
         condition_channels: maker.condition_channels(),
     };
     // The data order continues from the checkpoint's epoch, so a resumed run sees the same batches.
-    let start_epoch = if run.resume {
-        crate::training::checkpoint::latest_epoch(&run.dir.join("checkpoint")).unwrap_or(0)
-    } else {
-        0
-    };
+    let start_epoch = crate::training::completed_epochs(run);
     let task_name = maker.name();
     let name = format!("{}-{}", config.mode.name(), task_name);
     let train = EpochPairs {

@@ -162,7 +162,7 @@ pub fn pretrain_classifier<B: AutodiffBackend>(
         model,
         &config.train,
         None,
-        train_loader::<B, _, _, _, _>(ImageBatcher, train, &config.train, device),
+        train_loader::<B, _, _, _, _>(ImageBatcher, train, &config.train, run, None, device),
         valid_loader::<B::InnerBackend, _, _, _, _>(
             ImageBatcher,
             test.clone(),

@@ -279,16 +279,25 @@ pub fn pretrain_teacher<B: AutodiffBackend>(
         schedule: schedule.clone(),
         prediction_type: config.prediction_type,
     };
-    let train_rng = Some(Arc::new(Mutex::new(SeededNoise::new(config.train.seed))));
+    let train_rng = Arc::new(Mutex::new(SeededNoise::new(config.train.seed)));
+    // The noise stream restarts at every epoch from (seed, epoch), so a resumed run draws what an unbroken
+    // one would.
+    let (stream, seed) = (train_rng.clone(), config.train.seed);
+    let reseed: crate::data::epoch::EpochStart = Arc::new(move |epoch| {
+        let key = crate::data::epoch::mix(seed, epoch as u64, u64::MAX);
+        *stream.lock().unwrap() = SeededNoise::new(key);
+    });
     let (trained, report) = fit(
         "teacher",
         model,
         &config.train,
         None,
         train_loader::<B, _, _, _, _>(
-            batcher(train_rng),
+            batcher(Some(train_rng)),
             InMemDataset::new(train_latents),
             &config.train,
+            run,
+            Some(reseed),
             device,
         ),
         valid_loader::<B::InnerBackend, _, _, _, _>(

@@ -205,7 +205,14 @@ pub fn pretrain_vae<B: AutodiffBackend>(
         model,
         &config.train,
         None,
-        train_loader::<B, _, _, _, _>(ImageBatcher, train.clone(), &config.train, device),
+        train_loader::<B, _, _, _, _>(
+            ImageBatcher,
+            train.clone(),
+            &config.train,
+            run,
+            Some(reseed_backend::<B>(config.train.seed, device)),
+            device,
+        ),
         valid_loader::<B::InnerBackend, _, _, _, _>(
             ImageBatcher,
             test.clone(),
@@ -230,4 +237,16 @@ pub fn pretrain_vae<B: AutodiffBackend>(
     };
     codi_models::io::save_diffusers_dir(&vae, &model_cfg.to_diffusers(), out)?;
     Ok((report, fit_report))
+}
+
+/// Reseeds the backend's generator (the posterior samples' noise) at the start of every epoch from (seed,
+/// epoch), so a resumed run draws what an unbroken one would.
+fn reseed_backend<B: Backend>(seed: u64, device: &B::Device) -> crate::data::epoch::EpochStart {
+    let device = device.clone();
+    std::sync::Arc::new(move |epoch| {
+        B::seed(
+            &device,
+            crate::data::epoch::mix(seed, epoch as u64, u64::MAX),
+        )
+    })
 }

@@ -25,6 +25,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainStep};
 
+use crate::data::epoch::{EpochSampled, EpochStart};
 use crate::error::TrainError;
 use output::{StepOutput, TermMetric};
 use renderer::{History, LogRenderer};
@@ -52,7 +53,7 @@ pub struct TrainLoopConfig {
     pub grad_clip: f64,
     #[config(default = 0)]
     pub seed: u64,
-    /// Data loader threads (0 = load in the training thread).
+    /// Data loader threads (0 = load in the training thread, which exact resume needs: see [`train_loader`]).
     #[config(default = 0)]
     pub num_workers: usize,
     /// Warm-up + cosine decay of the learning rate over the run; absent (older configs) = constant.
@@ -336,11 +337,25 @@ fn rename(from: &Path, to: &Path) -> Result<(), TrainError> {
     })
 }
 
-/// A training loader: `steps_per_epoch × batch_size` items drawn with replacement each epoch.
+/// The epochs a run has completed before it starts: the latest checkpoint's when it resumes, else 0.
+pub fn completed_epochs(run: &RunOptions) -> usize {
+    if run.resume {
+        checkpoint::latest_epoch(&run.dir.join("checkpoint")).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// A training loader: `steps_per_epoch × batch_size` items drawn with replacement each epoch, at positions
+/// keyed by (seed, epoch, position) ([`EpochSampled`]), so a resumed run reads the batches an unbroken run
+/// would. `on_start` reseeds what the run draws per epoch. With `num_workers` > 0 items are read by several
+/// threads and the order is no longer exact.
 pub fn train_loader<B, I, O, D, Bt>(
     batcher: Bt,
     dataset: D,
     cfg: &TrainLoopConfig,
+    run: &RunOptions,
+    on_start: Option<EpochStart>,
     device: &B::Device,
 ) -> Arc<dyn DataLoader<B, O>>
 where
@@ -350,13 +365,12 @@ where
     D: burn::data::dataset::Dataset<I> + 'static,
     Bt: burn::data::dataloader::batcher::Batcher<B, I, O> + 'static,
 {
-    use burn::data::dataset::transform::{SamplerDataset, SamplerDatasetOptions};
-    let sampled = SamplerDataset::new(
+    let sampled = EpochSampled::new(
         dataset,
-        SamplerDatasetOptions::default()
-            .with_replacement()
-            .with_fixed_size(cfg.steps_per_epoch * cfg.batch_size)
-            .with_seed(cfg.seed),
+        cfg.seed,
+        cfg.steps_per_epoch * cfg.batch_size,
+        completed_epochs(run),
+        on_start,
     );
     let builder = burn::data::dataloader::DataLoaderBuilder::new(batcher)
         .batch_size(cfg.batch_size)
