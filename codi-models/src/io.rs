@@ -502,7 +502,10 @@ mod tests {
         let json = serde_json::json!({"weight_map": {"w": "a.safetensors", "v": "a.safetensors"}});
         std::fs::write(&index, json.to_string()).unwrap();
         let e = weight_files(&dir).unwrap_err().to_string();
-        assert!(e.contains("names the shard \"a.safetensors\", which is not in the folder"), "{e}");
+        assert!(
+            e.contains("names the shard \"a.safetensors\", which is not in the folder"),
+            "{e}"
+        );
         std::fs::write(dir.join("a.safetensors"), b"").unwrap();
         assert_eq!(weight_files(&dir).unwrap(), vec![dir.join("a.safetensors")]);
         std::fs::remove_dir_all(&dir).ok();

@@ -4,6 +4,7 @@
 
 pub mod classifier;
 pub mod clip;
+pub mod clip_tokenizer;
 pub mod controlnet;
 pub mod diffusers_json;
 pub mod error;

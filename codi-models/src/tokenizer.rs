@@ -28,7 +28,23 @@ impl TextTokenizer {
         pad_token: &str,
         eos_token: Option<&str>,
     ) -> Result<Self, ModelError> {
-        let inner = read_tokenizer_json(file)?;
+        Self::new(
+            read_tokenizer_json(file)?,
+            file,
+            max_length,
+            pad_token,
+            eos_token,
+        )
+    }
+
+    /// A loaded tokenizer with its settings; `file` names it in errors.
+    pub(crate) fn new(
+        inner: tokenizers::Tokenizer,
+        file: &Path,
+        max_length: usize,
+        pad_token: &str,
+        eos_token: Option<&str>,
+    ) -> Result<Self, ModelError> {
         let id = |t: &str| {
             inner.token_to_id(t).ok_or_else(|| ModelError::Config {
                 file: file.to_path_buf(),
@@ -44,14 +60,11 @@ impl TextTokenizer {
         })
     }
 
-    /// CLIP's tokenizer files (tokenizer.json in `dir`): 77 tokens, padded with <|endoftext|>.
+    /// CLIP's tokenizer from a pipeline's `tokenizer/` folder: `tokenizer.json`, or `vocab.json` +
+    /// `merges.txt` as transformers' `CLIPTokenizer` saves them; special tokens and context length from
+    /// `tokenizer_config.json` / `special_tokens_map.json` (77 tokens padded with `<|endoftext|>` without them).
     pub fn clip(dir: &Path) -> Result<Self, ModelError> {
-        Self::from_file(
-            &dir.join("tokenizer.json"),
-            77,
-            "<|endoftext|>",
-            Some("<|endoftext|>"),
-        )
+        crate::clip_tokenizer::load(dir)
     }
 
     /// The ids of one prompt, special tokens included, without padding.
@@ -104,8 +117,15 @@ impl TextTokenizer {
 /// file is therefore parsed as JSON first and built from that value, `Precompiled` normalizers (sentencepiece
 /// models, which no Stable Diffusion text encoder uses) are refused, and any panic left is caught and
 /// reported as this file's error.
-fn read_tokenizer_json(file: &Path) -> Result<tokenizers::Tokenizer, ModelError> {
-    let value = crate::diffusers_json::read_json(file)?;
+pub(crate) fn read_tokenizer_json(file: &Path) -> Result<tokenizers::Tokenizer, ModelError> {
+    tokenizer_from_value(crate::diffusers_json::read_json(file)?, file)
+}
+
+/// A tokenizer from the JSON value of a `tokenizer.json` (read from, or standing for, `file`).
+pub(crate) fn tokenizer_from_value(
+    value: serde_json::Value,
+    file: &Path,
+) -> Result<tokenizers::Tokenizer, ModelError> {
     let bad = |reason: String| ModelError::Config {
         file: file.to_path_buf(),
         reason,
@@ -152,7 +172,11 @@ fn template_token_missing(value: &serde_json::Value) -> Option<String> {
         }
     }
     match value {
-        Value::Object(map) if map.get("type").is_some_and(|t| t == "TemplateProcessing") => {
+        // Recognised by its fields: the crate reads one whatever its `type` says.
+        Value::Object(map)
+            if map.contains_key("special_tokens")
+                && (map.contains_key("single") || map.contains_key("pair")) =>
+        {
             let mut ids = Vec::new();
             for key in ["single", "pair"] {
                 if let Some(t) = map.get(key) {

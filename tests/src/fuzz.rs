@@ -32,6 +32,7 @@ pub const TARGETS: &[Target] = &[
     ("safetensors", safetensors),
     ("safetensors_index", safetensors_index),
     ("tokenizer", tokenizer),
+    ("clip_tokenizer_files", clip_tokenizer_files),
     ("idx", idx),
     ("png", png),
     ("adapter_info", adapter_info),
@@ -282,6 +283,35 @@ pub fn tokenizer(data: &[u8]) {
     }
 }
 
+/// A `tokenizer/` folder as transformers' `CLIPTokenizer` saves it: the input is `vocab.json`, a zero byte,
+/// then `merges.txt`.
+pub fn clip_tokenizer_files(data: &[u8]) {
+    let dir = scratch("clip_tokenizer_files");
+    let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+    put(&dir, "vocab.json", &data[..split]);
+    put(
+        &dir,
+        "merges.txt",
+        data.get(split + 1..).unwrap_or_default(),
+    );
+    let prompts = ["a Photo of a CAT, sitting!", "東京の夜 — café ☕", ""];
+    let check = |e: codi_models::ModelError| {
+        let m = e.to_string();
+        assert!(
+            m.contains("vocab.json") || m.contains("merges.txt"),
+            "the error names neither file: {m}"
+        );
+    };
+    match codi_models::tokenizer::TextTokenizer::clip(&dir) {
+        Ok(t) => {
+            if let Err(e) = t.encode_batch::<B>(&prompts, &device()) {
+                check(e);
+            }
+        }
+        Err(e) => check(e),
+    }
+}
+
 /// An IDX file (raw or gzipped) of a Fashion-MNIST-style dataset.
 pub fn idx(data: &[u8]) {
     let file = put(&scratch("idx"), "train-images-idx3-ubyte", data);
@@ -509,6 +539,12 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             one("clip.json", "tests/fixtures/clip-tokenizer/tokenizer.json"),
         ]
         .concat(),
+        "clip_tokenizer_files" => {
+            let mut files = repo_file("tests/fixtures/clip-tokenizer/vocab.json");
+            files.push(0);
+            files.extend(repo_file("tests/fixtures/clip-tokenizer/merges.txt"));
+            vec![("fixture".into(), files)]
+        }
         "idx" => {
             let raw = idx_file(2);
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

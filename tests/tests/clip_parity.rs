@@ -63,3 +63,42 @@ fn tokenizer_ids_match_the_reference() {
         .to_string()
         .contains("tokenizer.json"));
 }
+
+/// A `tokenizer/` folder as transformers' `CLIPTokenizer` saves it: no `tokenizer.json`.
+fn slow_layout(name: &str, config: Option<serde_json::Value>) -> codi_tests::TempDir {
+    let dir = codi_tests::TempDir::new(name);
+    for f in ["vocab.json", "merges.txt"] {
+        std::fs::copy(fixture("clip-tokenizer").join(f), dir.join(f)).unwrap();
+    }
+    if let Some(c) = config {
+        std::fs::write(dir.join("tokenizer_config.json"), c.to_string()).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn vocab_and_merges_alone_tokenize_like_the_reference() {
+    let dir = slow_layout("clip-slow", None);
+    let tok = TextTokenizer::clip(&dir).unwrap();
+    let text = std::fs::read_to_string(fixture("clip-tokenizer/ids.json")).unwrap();
+    let want: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+    for (prompt, ids) in &want {
+        let ids: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+        assert_eq!(tok.ids(prompt).unwrap(), ids, "{prompt:?}");
+    }
+    assert_eq!((tok.max_length, tok.pad_id), (77, tok.eos_id.unwrap()));
+
+    // SD-2.x's tokenizer pads with "!" and says so in tokenizer_config.json, as an AddedToken object.
+    let config =
+        serde_json::json!({"model_max_length": 77, "pad_token": {"content": "!", "lstrip": false}});
+    let sd2 = slow_layout("clip-slow-sd2", Some(config));
+    let tok = TextTokenizer::clip(&sd2).unwrap();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(sd2.join("vocab.json")).unwrap()).unwrap();
+    assert_eq!(tok.pad_id as u64, vocab["!"].as_u64().unwrap());
+
+    // A broken merges file is an error naming it and the line.
+    std::fs::write(sd2.join("merges.txt"), "#version: 0.2\na b\nc\n").unwrap();
+    let e = TextTokenizer::clip(&sd2).unwrap_err().to_string();
+    assert!(e.contains("merges.txt") && e.contains("line 3: a merge is two tokens"), "{e}");
+}
