@@ -101,12 +101,11 @@ impl ClassifierConfig {
     /// Reads a config written by [`Self::to_json`]; `file` names it in errors, and [`Self::check`]'s
     /// problems are errors.
     pub fn from_json(value: &Value, file: &Path) -> Result<Self, ModelError> {
-        let c: Self = crate::diffusers_json::parse(value, file)?;
-        c.check().map_err(|reason| ModelError::Config {
-            file: file.to_path_buf(),
-            reason,
-        })?;
-        Ok(c)
+        crate::limits::checked(
+            crate::diffusers_json::parse(value, file)?,
+            file,
+            Self::check,
+        )
     }
 }
 

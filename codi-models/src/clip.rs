@@ -99,7 +99,7 @@ impl CLIPTextConfig {
                 })
             }
         };
-        Self {
+        let config = Self {
             vocab_size: j.vocab_size,
             hidden_size: j.hidden_size,
             intermediate_size: j.intermediate_size,
@@ -109,8 +109,8 @@ impl CLIPTextConfig {
             hidden_act,
             layer_norm_eps: j.layer_norm_eps,
             eos_token_id: j.eos_token_id,
-        }
-        .checked(file)
+        };
+        crate::limits::checked(config, file, Self::check)
     }
 
     /// Whether codi can build this text encoder, within [`crate::limits`]. → Ok, or every problem by key
@@ -133,15 +133,6 @@ impl CLIPTextConfig {
             })
             .positive("layer_norm_eps", self.layer_norm_eps)
             .finish()
-    }
-
-    /// Self if [`Self::check`] passes, else the problems as an error naming `file`.
-    pub fn checked(self, file: &Path) -> Result<Self, ModelError> {
-        self.check().map_err(|reason| ModelError::Config {
-            file: file.to_path_buf(),
-            reason,
-        })?;
-        Ok(self)
     }
 
     /// transformers' `config.json` for this model.

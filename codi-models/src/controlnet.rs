@@ -91,11 +91,7 @@ impl ControlNetConfig {
         if let Some(v) = value.get("conditioning_embedding_out_channels") {
             c.conditioning_embedding_out_channels = parse(v, file)?;
         }
-        c.check().map_err(|reason| ModelError::Config {
-            file: file.to_path_buf(),
-            reason,
-        })?;
-        Ok(c)
+        crate::limits::checked(c, file, Self::check)
     }
 
     /// Whether codi can build this adapter, within [`crate::limits`]: its UNet part and its conditioning

@@ -6,6 +6,10 @@
 //! The bounds are far above every published latent diffusion model (SD-XL: 1,280 channels, 10 transformer
 //! layers per block, 3 levels).
 
+use std::path::Path;
+
+use crate::error::ModelError;
+
 /// Most channels of any layer, and most tokens, classes and embedding rows.
 pub const MAX_CHANNELS: usize = 1 << 16;
 /// Most resolution levels (blocks) of a UNet, VAE or classifier.
@@ -14,6 +18,19 @@ pub const MAX_LEVELS: usize = 8;
 pub const MAX_LAYERS: usize = 64;
 /// Most rows of a token embedding (CLIP has 49,408).
 pub const MAX_VOCABULARY: usize = 1 << 20;
+
+/// `config` if `check` finds nothing wrong with it, else the problems as an error naming `file`.
+pub fn checked<C>(
+    config: C,
+    file: &Path,
+    check: impl FnOnce(&C) -> Result<(), String>,
+) -> Result<C, ModelError> {
+    check(&config).map_err(|reason| ModelError::Config {
+        file: file.to_path_buf(),
+        reason,
+    })?;
+    Ok(config)
+}
 
 /// Collects what is wrong with a config, key by key.
 #[derive(Debug, Default)]

@@ -139,7 +139,7 @@ impl UNet2DModelConfig {
                 reason: "needs one down (DownBlock2D/AttnDownBlock2D) and one up (UpBlock2D/AttnUpBlock2D) block per block_out_channels entry".into(),
             });
         }
-        Self {
+        let config = Self {
             in_channels: j.in_channels,
             out_channels: j.out_channels,
             flip_sin_to_cos: j.flip_sin_to_cos,
@@ -153,8 +153,8 @@ impl UNet2DModelConfig {
             attention_head_dim: j.attention_head_dim,
             norm_num_groups: j.norm_num_groups,
             norm_eps: j.norm_eps,
-        }
-        .checked(file)
+        };
+        crate::limits::checked(config, file, Self::check)
     }
 
     /// Whether codi can build this UNet, within [`crate::limits`]. → Ok, or every problem by key
@@ -199,15 +199,6 @@ impl UNet2DModelConfig {
             },
         );
         c.finish()
-    }
-
-    /// Self if [`Self::check`] passes, else the problems as an error naming `file`.
-    pub fn checked(self, file: &Path) -> Result<Self, ModelError> {
-        self.check().map_err(|reason| ModelError::Config {
-            file: file.to_path_buf(),
-            reason,
-        })?;
-        Ok(self)
     }
 
     /// A randomly initialised UNet with these settings.

@@ -88,7 +88,7 @@ impl AutoencoderKLConfig {
                 what: "block types other than one DownEncoderBlock2D / UpDecoderBlock2D per block_out_channels entry".into(),
             });
         }
-        Self {
+        let config = Self {
             in_channels: j.in_channels,
             out_channels: j.out_channels,
             block_out_channels: j.block_out_channels,
@@ -96,8 +96,8 @@ impl AutoencoderKLConfig {
             latent_channels: j.latent_channels,
             norm_num_groups: j.norm_num_groups,
             scaling_factor: j.scaling_factor,
-        }
-        .checked(file)
+        };
+        crate::limits::checked(config, file, Self::check)
     }
 
     /// Whether codi can build this autoencoder, within [`crate::limits`]. → Ok, or every problem by key
@@ -127,15 +127,6 @@ impl AutoencoderKLConfig {
             )
             .positive("scaling_factor", self.scaling_factor)
             .finish()
-    }
-
-    /// Self if [`Self::check`] passes, else the problems as an error naming `file`.
-    pub fn checked(self, file: &Path) -> Result<Self, ModelError> {
-        self.check().map_err(|reason| ModelError::Config {
-            file: file.to_path_buf(),
-            reason,
-        })?;
-        Ok(self)
     }
 
     /// diffusers' `config.json` for this model.

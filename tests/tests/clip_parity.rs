@@ -100,5 +100,8 @@ fn vocab_and_merges_alone_tokenize_like_the_reference() {
     // A broken merges file is an error naming it and the line.
     std::fs::write(sd2.join("merges.txt"), "#version: 0.2\na b\nc\n").unwrap();
     let e = TextTokenizer::clip(&sd2).unwrap_err().to_string();
-    assert!(e.contains("merges.txt") && e.contains("line 3: a merge is two tokens"), "{e}");
+    assert!(
+        e.contains("merges.txt") && e.contains("line 3: a merge is two tokens"),
+        "{e}"
+    );
 }

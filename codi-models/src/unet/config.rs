@@ -187,7 +187,7 @@ impl UNet2DConditionModelConfig {
             .or(j.attention_head_dim)
             .unwrap_or(PerBlock::One(8))
             .expand(n, "attention_head_dim", file)?;
-        Self {
+        let config = Self {
             in_channels: j.in_channels,
             out_channels: j.out_channels,
             flip_sin_to_cos: j.flip_sin_to_cos,
@@ -208,8 +208,8 @@ impl UNet2DConditionModelConfig {
             )?,
             num_attention_heads: heads,
             use_linear_projection: j.use_linear_projection,
-        }
-        .checked(file)
+        };
+        crate::limits::checked(config, file, Self::check)
     }
 
     /// Whether codi can build this UNet, within [`crate::limits`]. → Ok, or every problem by key
@@ -268,15 +268,6 @@ impl UNet2DConditionModelConfig {
             });
         }
         c.finish()
-    }
-
-    /// Self if [`Self::check`] passes, else the problems as an error naming `file`.
-    pub fn checked(self, file: &Path) -> Result<Self, ModelError> {
-        self.check().map_err(|reason| ModelError::Config {
-            file: file.to_path_buf(),
-            reason,
-        })?;
-        Ok(self)
     }
 
     /// Stable Diffusion 1.5's UNet.
