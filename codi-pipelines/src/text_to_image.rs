@@ -50,13 +50,19 @@ impl SchedulerFile {
         })
     }
 
-    /// Reads a scheduler config; keys other than the schedule and `prediction_type` are ignored.
+    /// Reads a scheduler config of any class SD checkpoints ship (PNDM, DDIM, Euler, DPM-Solver, LMS): the noise
+    /// schedule and `prediction_type`. `clip_sample` or `thresholding` set to true are errors (codi's samplers
+    /// do neither); the other keys choose a sampler, which codi's commands choose themselves.
     pub fn read(file: &Path) -> Result<Self, PipelineError> {
         let v = codi_models::diffusers_json::read_json(file)?;
         let err = |reason: String| PipelineError::Data {
             file: file.to_path_buf(),
             reason,
         };
+        // Settings that change what a step computes, which codi's samplers do not implement.
+        for key in ["clip_sample", "thresholding"] {
+            codi_models::diffusers_json::require_default(&v, file, key, &[])?;
+        }
         let get_f = |k: &str, d: f64| v.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
         let beta_schedule = match v.get("beta_schedule").and_then(|x| x.as_str()) {
             Some(s) => s

@@ -18,8 +18,13 @@ pub const EOS: &str = "<eos>";
 /// Tokens per prompt of the embedded default (the longest scene caption has 13 with `<bos>`/`<eos>`).
 pub const MAX_LENGTH: usize = 16;
 
-/// Loads the embedded default's tokenizer from `dir/tokenizer.json`.
+/// Loads a pipeline's tokenizer from its `tokenizer/` folder: a CLIP tokenizer as transformers saves it (the
+/// folder has `tokenizer_config.json` or `vocab.json`: [`TextTokenizer::clip`]), else the embedded default's
+/// word-level `tokenizer.json` with the conventions above.
 pub fn load_tokenizer(dir: &Path) -> Result<TextTokenizer, PipelineError> {
+    if dir.join("tokenizer_config.json").exists() || dir.join("vocab.json").exists() {
+        return Ok(TextTokenizer::clip(dir)?);
+    }
     Ok(TextTokenizer::from_file(
         &dir.join("tokenizer.json"),
         MAX_LENGTH,

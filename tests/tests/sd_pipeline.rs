@@ -1,0 +1,82 @@
+//! A Stable Diffusion pipeline folder as diffusers and transformers save it (`tests/fixtures/sd-tiny`, made by
+//! `tests/fixtures/generate/sd_pipeline.py`): its tokenizer (vocab.json + merges.txt, no tokenizer.json) gives
+//! transformers' CLIPTokenizer ids, its text encoder transformers' hidden states, and a 4-step DDIM run with
+//! guidance 7.5 from fixed latents StableDiffusionPipeline's latents and images.
+
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+use codi_core::tensor_ops::max_abs_diff;
+use codi_core::{Guided, Sampler, SamplerKind, SeededNoise};
+use codi_pipelines::text_to_image::TextDenoiser;
+use codi_pipelines::TextToImage;
+use codi_tests::{fixture, read_safetensors, tensor};
+
+type B = Flex;
+
+#[test]
+fn token_ids_equal_transformers_clip_tokenizer() {
+    let pipe = TextToImage::<B>::load(&fixture("sd-tiny"), &Default::default()).unwrap();
+    let text = std::fs::read_to_string(fixture("sd-tiny-reference/ids.json")).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let prompts = reference["prompts"].as_object().unwrap();
+    assert!(prompts.len() >= 20);
+    let device = Default::default();
+    for (prompt, want) in prompts {
+        let ids: Vec<u32> = serde_json::from_value(want["ids"].clone()).unwrap();
+        assert_eq!(pipe.tokenizer.ids(prompt).unwrap(), ids, "{prompt:?}");
+        let padded: Vec<i64> = serde_json::from_value(want["padded"].clone()).unwrap();
+        let got = pipe
+            .tokenizer
+            .encode_batch::<B>(&[prompt], &device)
+            .unwrap();
+        assert_eq!(
+            got.into_data().convert::<i64>().to_vec::<i64>().unwrap(),
+            padded,
+            "{prompt:?} padded"
+        );
+    }
+}
+
+#[test]
+fn text_encoder_and_a_four_step_ddim_run_equal_stable_diffusion_pipeline() {
+    let device = Default::default();
+    let pipe = TextToImage::<B>::load(&fixture("sd-tiny"), &device).unwrap();
+    let io = read_safetensors(&fixture("sd-tiny-reference/io.safetensors"));
+    let prompts = ["a sneaker", "a photo of a red sphere"];
+    let hidden = pipe.encode_prompts(&prompts, &device).unwrap();
+    let d = max_abs_diff(hidden.clone(), tensor(&io, "last_hidden_state", &device));
+    eprintln!("last_hidden_state max |diff| = {d:e}");
+    assert!(d <= 1e-4, "last_hidden_state max |diff| = {d}");
+
+    let z: Tensor<B, 4> = tensor(&io, "initial_latents", &device);
+    let t = Tensor::<B, 1>::from_floats([751.0, 751.0], &device);
+    let eps = pipe.unet.forward(z.clone(), t, hidden.clone());
+    let d = max_abs_diff(eps, tensor(&io, "first_eps", &device));
+    assert!(d <= 1e-4, "the UNet's first prediction max |diff| = {d}");
+
+    let denoiser = |text| TextDenoiser {
+        unet: &pipe.unet,
+        text,
+        prediction_type: pipe.prediction_type,
+    };
+    let guided = Guided {
+        cond: denoiser(hidden),
+        uncond: denoiser(pipe.encode_prompts(&["", ""], &device).unwrap()),
+        scale: 7.5,
+    };
+    let latents = Sampler::new(SamplerKind::ddim(), 4)
+        .sample(
+            &pipe.schedule,
+            &guided,
+            z,
+            &mut SeededNoise::new(0),
+            |_, _| {},
+        )
+        .unwrap();
+    let d = max_abs_diff(latents.clone(), tensor(&io, "final_latents", &device));
+    eprintln!("final latents max |diff| = {d:e}");
+    assert!(d <= 1e-4, "final latents max |diff| = {d}");
+    let d = max_abs_diff(pipe.decode(latents), tensor(&io, "images", &device));
+    eprintln!("images max |diff| = {d:e}");
+    assert!(d <= 1e-4, "images max |diff| = {d}");
+}
