@@ -80,3 +80,53 @@ fn text_encoder_and_a_four_step_ddim_run_equal_stable_diffusion_pipeline() {
     eprintln!("images max |diff| = {d:e}");
     assert!(d <= 1e-4, "images max |diff| = {d}");
 }
+
+#[test]
+fn the_same_folder_with_a_v_prediction_scheduler_samples_as_diffusers_does() {
+    let device = Default::default();
+    let dir = codi_tests::TempDir::new("sd-tiny-v");
+    copy_dir(&fixture("sd-tiny"), &dir);
+    let file = dir.join("scheduler/scheduler_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    config["prediction_type"] = "v_prediction".into();
+    std::fs::write(&file, config.to_string()).unwrap();
+    let pipe = TextToImage::<B>::load(&dir, &device).unwrap();
+    assert_eq!(pipe.prediction_type, codi_core::PredictionType::VPrediction);
+    let io = read_safetensors(&fixture("sd-tiny-reference/io.safetensors"));
+    let denoiser = |prompts: &[&str]| TextDenoiser {
+        unet: &pipe.unet,
+        text: pipe.encode_prompts(prompts, &device).unwrap(),
+        prediction_type: pipe.prediction_type,
+    };
+    let guided = Guided {
+        cond: denoiser(&["a sneaker", "a photo of a red sphere"]),
+        uncond: denoiser(&["", ""]),
+        scale: 7.5,
+    };
+    let latents = Sampler::new(SamplerKind::ddim(), 4)
+        .sample(
+            &pipe.schedule,
+            &guided,
+            tensor(&io, "initial_latents", &device),
+            &mut SeededNoise::new(0),
+            |_, _| {},
+        )
+        .unwrap();
+    let d = max_abs_diff(latents, tensor(&io, "final_latents_v_prediction", &device));
+    eprintln!("v-prediction final latents max |diff| = {d:e}");
+    assert!(d <= 1e-4, "v-prediction final latents max |diff| = {d}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
