@@ -130,3 +130,59 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn a_folder_of_fp16_variant_weights_loads_and_predicts_as_its_fp32_original() {
+    // diffusers' `variant="fp16"` files: `diffusion_pytorch_model.fp16.safetensors`, `model.fp16.safetensors`.
+    let dir = codi_tests::TempDir::new("sd-tiny-fp16");
+    copy_dir(&fixture("sd-tiny"), &dir);
+    for (part, stem) in [
+        ("unet", "diffusion_pytorch_model"),
+        ("vae", "diffusion_pytorch_model"),
+        ("text_encoder", "model"),
+    ] {
+        let fp32 = dir.join(part).join(format!("{stem}.safetensors"));
+        let tensors = read_safetensors(&fp32);
+        let halves: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .into_iter()
+            .map(|(name, (shape, values))| {
+                let bytes = values
+                    .iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect();
+                (name, shape, bytes)
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = halves
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(
+            views,
+            None,
+            &dir.join(part).join(format!("{stem}.fp16.safetensors")),
+        )
+        .unwrap();
+        std::fs::remove_file(fp32).unwrap();
+    }
+    let device = Default::default();
+    let pipe = TextToImage::<B>::load(&dir, &device).unwrap();
+    let io = read_safetensors(&fixture("sd-tiny-reference/io.safetensors"));
+    let hidden = pipe
+        .encode_prompts(&["a sneaker", "a photo of a red sphere"], &device)
+        .unwrap();
+    let t = Tensor::<B, 1>::from_floats([751.0, 751.0], &device);
+    let eps = pipe
+        .unet
+        .forward(tensor(&io, "initial_latents", &device), t, hidden);
+    // The weights lost their low bits, nothing else: fp16's relative precision, not a wrong layer.
+    let d = max_abs_diff(eps, tensor(&io, "first_eps", &device));
+    eprintln!("fp16 variant: the UNet's first prediction max |diff| = {d:e}");
+    assert!(d <= 5e-3, "fp16 variant: max |diff| = {d}");
+}
