@@ -75,26 +75,10 @@ impl ClassifierConfig {
     pub fn check(&self) -> Result<(), String> {
         use crate::limits::*;
         Check::new()
-            .entries(
-                "block_out_channels",
-                self.block_out_channels.len(),
-                1,
-                MAX_LEVELS,
-            )
-            .counts(
-                "block_out_channels",
-                &self.block_out_channels,
-                1,
-                MAX_CHANNELS,
-            )
-            .count("num_classes", self.num_classes, 1, MAX_CHANNELS)
-            .count("in_channels", self.in_channels, 1, MAX_CHANNELS)
-            .count("feature_dim", self.feature_dim, 1, MAX_CHANNELS)
-            .groups(
-                "norm_num_groups",
-                self.norm_num_groups,
-                &self.block_out_channels,
-            )
+            .levels(&self.block_out_channels, self.norm_num_groups)
+            .channels("num_classes", self.num_classes)
+            .channels("in_channels", self.in_channels)
+            .channels("feature_dim", self.feature_dim)
             .finish()
     }
 

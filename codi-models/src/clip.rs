@@ -119,8 +119,8 @@ impl CLIPTextConfig {
         let (hidden, heads) = (self.hidden_size, self.num_attention_heads);
         Check::new()
             .count("vocab_size", self.vocab_size, 1, MAX_VOCABULARY)
-            .count("hidden_size", hidden, 1, MAX_CHANNELS)
-            .count("intermediate_size", self.intermediate_size, 1, MAX_CHANNELS)
+            .channels("hidden_size", hidden)
+            .channels("intermediate_size", self.intermediate_size)
             .count("num_hidden_layers", self.num_hidden_layers, 1, MAX_LAYERS)
             .count(
                 "max_position_embeddings",

@@ -105,6 +105,7 @@ fn read_merges(file: &Path) -> Result<Vec<Value>, ModelError> {
 fn clip_tokenizer_json(vocab: Map<String, Value>, merges: Vec<Value>, s: &Settings) -> Value {
     let id = |t: &str| vocab.get(t).and_then(Value::as_u64);
     let mut special: Vec<&str> = vec![&s.bos, &s.eos, &s.unk, &s.pad];
+    special.sort_unstable();
     special.dedup();
     let added: Vec<Value> = special
         .iter()

@@ -101,12 +101,7 @@ impl ControlNetConfig {
         self.unet.check()?;
         let ch = &self.conditioning_embedding_out_channels;
         Check::new()
-            .count(
-                "conditioning_channels",
-                self.conditioning_channels,
-                1,
-                MAX_CHANNELS,
-            )
+            .channels("conditioning_channels", self.conditioning_channels)
             .entries(
                 "conditioning_embedding_out_channels",
                 ch.len(),

@@ -380,6 +380,21 @@ fn tensor_entries(file: &Path) -> Result<Vec<TensorEntry>, ModelError> {
     Ok(entries)
 }
 
+/// Folds everything `reader` yields into an FNV-1a 64 hash, read through `buf`.
+pub fn fnv1a_read(
+    hash: &mut u64,
+    mut reader: impl std::io::Read,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    loop {
+        let n = reader.read(buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        fnv1a(hash, &buf[..n]);
+    }
+}
+
 /// A digest of what a model folder's weights are — every tensor's name, dtype, shape and values, in name
 /// order — independent of how the files lay them out (header order, metadata, sharding): FNV-1a 64, hex.
 /// The values are streamed from disk, so a model of any size is digested in constant memory.
@@ -409,13 +424,7 @@ pub fn weights_digest(dir: &Path) -> Result<String, ModelError> {
         };
         let mut f = std::fs::File::open(file).map_err(io)?;
         f.seek(SeekFrom::Start(range.start)).map_err(io)?;
-        let mut left = range.end - range.start;
-        while left > 0 {
-            let take = left.min(buf.len() as u64) as usize;
-            f.read_exact(&mut buf[..take]).map_err(io)?;
-            eat(&buf[..take]);
-            left -= take as u64;
-        }
+        fnv1a_read(&mut h, f.take(range.end - range.start), &mut buf).map_err(io)?;
     }
     Ok(format!("{h:016x}"))
 }

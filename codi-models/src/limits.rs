@@ -94,6 +94,20 @@ impl Check {
         })
     }
 
+    /// A channel count `key`: in 1..=[`MAX_CHANNELS`].
+    pub fn channels(&mut self, key: &str, value: usize) -> &mut Self {
+        self.count(key, value, 1, MAX_CHANNELS)
+    }
+
+    /// The resolution levels of a UNet, VAE or classifier: 1..=[`MAX_LEVELS`] entries of
+    /// `block_out_channels`, each a channel count that `norm_num_groups` divides.
+    pub fn levels(&mut self, block_out_channels: &[usize], norm_num_groups: usize) -> &mut Self {
+        let key = "block_out_channels";
+        self.entries(key, block_out_channels.len(), 1, MAX_LEVELS)
+            .counts(key, block_out_channels, 1, MAX_CHANNELS)
+            .groups("norm_num_groups", norm_num_groups, block_out_channels)
+    }
+
     /// `groups` GroupNorm groups (`key`) must divide every channel count in `channels`.
     pub fn groups(&mut self, key: &str, groups: usize, channels: &[usize]) -> &mut Self {
         self.require(

@@ -162,23 +162,12 @@ impl UNet2DModelConfig {
         use crate::limits::*;
         let n = self.block_out_channels.len();
         let mut c = Check::new();
-        c.entries("block_out_channels", n, 1, MAX_LEVELS)
+        c.levels(&self.block_out_channels, self.norm_num_groups)
             .len("down_block_types", self.down_block_types.len(), n)
             .len("up_block_types", self.up_block_types.len(), n)
-            .count("in_channels", self.in_channels, 1, MAX_CHANNELS)
-            .count("out_channels", self.out_channels, 1, MAX_CHANNELS)
-            .counts(
-                "block_out_channels",
-                &self.block_out_channels,
-                1,
-                MAX_CHANNELS,
-            )
+            .channels("in_channels", self.in_channels)
+            .channels("out_channels", self.out_channels)
             .count("layers_per_block", self.layers_per_block, 1, MAX_LAYERS)
-            .groups(
-                "norm_num_groups",
-                self.norm_num_groups,
-                &self.block_out_channels,
-            )
             .positive("norm_eps", self.norm_eps)
             .real("freq_shift", self.freq_shift, -1e6, 1e6)
             .positive("mid_block_scale_factor", self.mid_block_scale_factor)

@@ -104,27 +104,11 @@ impl AutoencoderKLConfig {
     pub fn check(&self) -> Result<(), String> {
         use crate::limits::*;
         Check::new()
-            .entries(
-                "block_out_channels",
-                self.block_out_channels.len(),
-                1,
-                MAX_LEVELS,
-            )
-            .count("in_channels", self.in_channels, 1, MAX_CHANNELS)
-            .count("out_channels", self.out_channels, 1, MAX_CHANNELS)
-            .count("latent_channels", self.latent_channels, 1, MAX_CHANNELS)
-            .counts(
-                "block_out_channels",
-                &self.block_out_channels,
-                1,
-                MAX_CHANNELS,
-            )
+            .levels(&self.block_out_channels, self.norm_num_groups)
+            .channels("in_channels", self.in_channels)
+            .channels("out_channels", self.out_channels)
+            .channels("latent_channels", self.latent_channels)
             .count("layers_per_block", self.layers_per_block, 1, MAX_LAYERS)
-            .groups(
-                "norm_num_groups",
-                self.norm_num_groups,
-                &self.block_out_channels,
-            )
             .positive("scaling_factor", self.scaling_factor)
             .finish()
     }

@@ -109,14 +109,8 @@ fn legacy_file_hash(unet_dir: &Path) -> Result<String, PipelineError> {
             file: f.clone(),
             reason: e.to_string(),
         };
-        let mut file = std::fs::File::open(&f).map_err(io)?;
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            codi_models::io::fnv1a(&mut h, &buf[..n]);
-        }
+        let file = std::fs::File::open(&f).map_err(io)?;
+        codi_models::io::fnv1a_read(&mut h, file, &mut buf).map_err(io)?;
     }
     Ok(format!("{h:016x}"))
 }

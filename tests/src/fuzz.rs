@@ -232,24 +232,11 @@ pub fn write_shards(dir: &Path) {
         ("shard-1", &["proj.", "conv."][..]),
         ("shard-2", &["norm."]),
     ] {
-        let mut owned = Vec::new();
-        for (name, (shape, values)) in &all {
-            if prefixes.iter().any(|p| name.starts_with(p)) {
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                owned.push((name.clone(), shape.clone(), bytes));
-            }
-        }
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        let part = all
             .iter()
-            .map(|(n, s, b)| {
-                let view =
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                        .expect("a valid view");
-                (n.clone(), view)
-            })
-            .collect();
-        safetensors::serialize_to_file(views, None, &dir.join(format!("{shard}.safetensors")))
-            .expect("a shard saves");
+            .filter(|(name, _)| prefixes.iter().any(|p| name.starts_with(p)));
+        let bytes = crate::safetensors_bytes(part, safetensors::Dtype::F32);
+        std::fs::write(dir.join(format!("{shard}.safetensors")), bytes).expect("a shard saves");
     }
     std::fs::remove_dir_all(whole).ok();
 }
@@ -410,28 +397,7 @@ fn small_model_file(dtype: safetensors::Dtype) -> Vec<u8> {
     codi_models::io::save_diffusers_dir::<B, _>(&model, &serde_json::json!({}), &dir)
         .expect("saves");
     let all = crate::read_safetensors(&dir.join("diffusion_pytorch_model.safetensors"));
-    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = all
-        .into_iter()
-        .map(|(name, (shape, values))| {
-            let bytes = values
-                .iter()
-                .flat_map(|&v| match dtype {
-                    safetensors::Dtype::F16 => half::f16::from_f32(v).to_le_bytes().to_vec(),
-                    safetensors::Dtype::BF16 => half::bf16::from_f32(v).to_le_bytes().to_vec(),
-                    _ => v.to_le_bytes().to_vec(),
-                })
-                .collect();
-            (name, shape, bytes)
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
-        .iter()
-        .map(|(n, s, b)| {
-            let view = safetensors::tensor::TensorView::new(dtype, s.clone(), b).expect("a view");
-            (n.clone(), view)
-        })
-        .collect();
-    safetensors::serialize(views, None).expect("serialises")
+    crate::safetensors_bytes(&all, dtype)
 }
 
 /// An IDX file of `images` 2×3 images.

@@ -52,6 +52,38 @@ pub fn read_safetensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> 
         .collect()
 }
 
+/// A safetensors file's bytes holding `tensors` (name → shape, f32 values) stored as `dtype`: F32, F16 or
+/// BF16 (what checkpoints ship).
+pub fn safetensors_bytes<'a>(
+    tensors: impl IntoIterator<Item = (&'a String, &'a (Vec<usize>, Vec<f32>))>,
+    dtype: Dtype,
+) -> Vec<u8> {
+    let encoded: Vec<(&String, &Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, (shape, values))| {
+            let bytes = values
+                .iter()
+                .flat_map(|&v| match dtype {
+                    Dtype::F16 => half::f16::from_f32(v).to_le_bytes().to_vec(),
+                    Dtype::BF16 => half::bf16::from_f32(v).to_le_bytes().to_vec(),
+                    Dtype::F32 => v.to_le_bytes().to_vec(),
+                    other => panic!("no test writes {other:?} tensors"),
+                })
+                .collect();
+            (name, shape, bytes)
+        })
+        .collect();
+    let views: Vec<(&String, safetensors::tensor::TensorView<'_>)> = encoded
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(dtype, shape.to_vec(), bytes)
+                .expect("shape and bytes agree");
+            (*name, view)
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("the tensors serialise")
+}
+
 /// A named fixture tensor on the device.
 pub fn tensor<B: Backend, const D: usize>(
     all: &HashMap<String, (Vec<usize>, Vec<f32>)>,

@@ -9,7 +9,7 @@ use codi_core::tensor_ops::max_abs_diff;
 use codi_core::{Guided, Sampler, SamplerKind, SeededNoise};
 use codi_pipelines::text_to_image::TextDenoiser;
 use codi_pipelines::TextToImage;
-use codi_tests::{fixture, read_safetensors, tensor};
+use codi_tests::{fixture, read_safetensors, safetensors_bytes, tensor};
 
 type B = Flex;
 
@@ -142,31 +142,10 @@ fn a_folder_of_fp16_variant_weights_loads_and_predicts_as_its_fp32_original() {
         ("text_encoder", "model"),
     ] {
         let fp32 = dir.join(part).join(format!("{stem}.safetensors"));
-        let tensors = read_safetensors(&fp32);
-        let halves: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-            .into_iter()
-            .map(|(name, (shape, values))| {
-                let bytes = values
-                    .iter()
-                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                    .collect();
-                (name, shape, bytes)
-            })
-            .collect();
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = halves
-            .iter()
-            .map(|(n, s, b)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b)
-                        .unwrap(),
-                )
-            })
-            .collect();
-        safetensors::serialize_to_file(
-            views,
-            None,
-            &dir.join(part).join(format!("{stem}.fp16.safetensors")),
+        let fp16 = safetensors_bytes(&read_safetensors(&fp32), safetensors::Dtype::F16);
+        std::fs::write(
+            dir.join(part).join(format!("{stem}.fp16.safetensors")),
+            fp16,
         )
         .unwrap();
         std::fs::remove_file(fp32).unwrap();

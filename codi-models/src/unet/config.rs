@@ -217,7 +217,7 @@ impl UNet2DConditionModelConfig {
         use crate::limits::*;
         let n = self.block_out_channels.len();
         let mut c = Check::new();
-        c.entries("block_out_channels", n, 1, MAX_LEVELS)
+        c.levels(&self.block_out_channels, self.norm_num_groups)
             .len("down_block_types", self.down_block_types.len(), n)
             .len("up_block_types", self.up_block_types.len(), n)
             .len("layers_per_block", self.layers_per_block.len(), n)
@@ -227,31 +227,15 @@ impl UNet2DConditionModelConfig {
                 n,
             )
             .len("attention_head_dim", self.num_attention_heads.len(), n)
-            .count("in_channels", self.in_channels, 1, MAX_CHANNELS)
-            .count("out_channels", self.out_channels, 1, MAX_CHANNELS)
-            .count(
-                "cross_attention_dim",
-                self.cross_attention_dim,
-                1,
-                MAX_CHANNELS,
-            )
-            .counts(
-                "block_out_channels",
-                &self.block_out_channels,
-                1,
-                MAX_CHANNELS,
-            )
+            .channels("in_channels", self.in_channels)
+            .channels("out_channels", self.out_channels)
+            .channels("cross_attention_dim", self.cross_attention_dim)
             .counts("layers_per_block", &self.layers_per_block, 1, MAX_LAYERS)
             .counts(
                 "transformer_layers_per_block",
                 &self.transformer_layers_per_block,
                 1,
                 MAX_LAYERS,
-            )
-            .groups(
-                "norm_num_groups",
-                self.norm_num_groups,
-                &self.block_out_channels,
             )
             .positive("norm_eps", self.norm_eps)
             .real("freq_shift", self.freq_shift, -1e6, 1e6)
