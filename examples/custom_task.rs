@@ -86,8 +86,8 @@ fn main() -> anyhow::Result<()> {
 
     // Sample the new adapter like any other: the conditions come from this program's task.
     let pipe = ConditionalPipeline::<CpuBackend>::load(&teacher, &adapter, &device)?;
-    let source = task_source(&maker, &config.data, no_fashion, Split::Test)?;
-    let pairs = eval_pairs(source, maker, 1, 16);
+    let source = task_source(&maker, &config.data, None, no_fashion, Split::Test)?;
+    let pairs = eval_pairs(source, maker, 1, 16)?;
     let (cond, _) = pairs_tensors::<CpuBackend>(&pairs, 1, &device);
     let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
     let images = pipe.generate(

@@ -6,8 +6,8 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::PipelineError;
 
-/// Tiles images into a grid of `cols` columns with a `pad`-pixel white border and writes an RGB PNG
-/// (through a temporary file). images: [n, 3, h, w] in [0, 1].
+/// Tiles images into a grid of `cols` columns with a `pad`-pixel white border and writes it as PNG, or JPEG
+/// when `file` ends in `.jpg` / `.jpeg` (through a temporary file). images: [n, 3, h, w] in [0, 1].
 pub fn save_grid<B: Backend>(
     images: Tensor<B, 4>,
     cols: usize,
@@ -34,7 +34,7 @@ pub fn save_grid<B: Backend>(
             }
         }
     }
-    write_png(file, gw, gh, &rgb)
+    crate::image_file::write_rgb(file, gw, gh, &rgb)
 }
 
 /// Writes 8-bit RGB pixels (row-major, interleaved) as a PNG, through a temporary file and a rename.

@@ -18,11 +18,24 @@ pub enum TaskKind {
     Edit,
     /// Depth-to-image: a depth map (1 channel).
     Depth,
+    /// Any ControlNet-style condition given as an image (edges, pose, segmentation, …): 3 channels, taken
+    /// as it is. Trained from an image folder's `conditioning_image` column.
+    #[serde(rename = "controlnet")]
+    ControlNet,
 }
 
 impl TaskKind {
     /// Every task, in the order reports list them.
-    pub const ALL: [TaskKind; 4] = [
+    pub const ALL: [TaskKind; 5] = [
+        TaskKind::SuperResolution,
+        TaskKind::Inpainting,
+        TaskKind::Edit,
+        TaskKind::Depth,
+        TaskKind::ControlNet,
+    ];
+
+    /// The tasks the embedded data makes pairs for (the embedded default has an adapter for each).
+    pub const EMBEDDED: [TaskKind; 4] = [
         TaskKind::SuperResolution,
         TaskKind::Inpainting,
         TaskKind::Edit,
@@ -36,6 +49,7 @@ impl TaskKind {
             TaskKind::Inpainting => "inpaint",
             TaskKind::Edit => "edit",
             TaskKind::Depth => "depth",
+            TaskKind::ControlNet => "controlnet",
         }
     }
 
@@ -47,7 +61,7 @@ impl TaskKind {
     /// Channels of the condition image (the adapter's `conditioning_channels`).
     pub fn condition_channels(self) -> usize {
         match self {
-            TaskKind::SuperResolution | TaskKind::Edit => 3,
+            TaskKind::SuperResolution | TaskKind::Edit | TaskKind::ControlNet => 3,
             TaskKind::Inpainting => 4,
             TaskKind::Depth => 1,
         }

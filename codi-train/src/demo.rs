@@ -103,8 +103,8 @@ pub fn run_demo<B: Backend>(
             sr: cfg.sr.clone(),
             inpaint: cfg.inpaint.clone(),
         };
-        let source = task_source(&maker, &data, &images, Split::Test)?;
-        let pairs = eval_pairs(source, maker, options.seed + 1, options.pairs);
+        let source = task_source(&maker, &data, None, &images, Split::Test)?;
+        let pairs = eval_pairs(source, maker, options.seed + 1, options.pairs)?;
         let (report, grid) = evaluate_task(
             &pipe,
             None,

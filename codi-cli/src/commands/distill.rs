@@ -1,5 +1,6 @@
-//! `codi distill --task sr|inpaint|edit|depth --mode codi|pe-codi`: CoDi / PE-CoDi on the embedded default (or
-//! any pipeline folder).
+//! `codi distill --task sr|inpaint|edit|depth|controlnet --mode codi|pe-codi`: CoDi / PE-CoDi of the embedded
+//! default or any Stable Diffusion pipeline folder (`--teacher`), on the embedded data or an image folder
+//! (`--data`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,12 +11,13 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args as ClapArgs;
 use codi_pipelines::TaskKind;
 use codi_train::data::fashion_mnist::DEFAULT_DIR;
-use codi_train::distill::{distill, preset, DistillConfig, DistillMode};
+use codi_train::data::imagefolder::{is_image_folder, FolderConfig};
+use codi_train::distill::{distill, preset_for, DistillConfig, DistillMode};
 use codi_train::training::{load_config, RunOptions};
 
 #[derive(ClapArgs, Clone)]
 pub struct Args {
-    /// sr | inpaint | edit | depth
+    /// sr | inpaint | edit | depth | controlnet
     #[arg(long)]
     task: String,
     /// codi (backbone + adapter) | pe-codi (adapter only)
@@ -28,11 +30,15 @@ pub struct Args {
     print_config: bool,
     #[arg(long)]
     resume: bool,
-    /// The pretrained text-to-image pipeline.
+    /// The pretrained text-to-image pipeline (a diffusers folder).
     #[arg(long, default_value = "assets/tiny")]
     teacher: PathBuf,
+    /// Fashion-MNIST's IDX files (the embedded data), or an image folder: `metadata.jsonl` with `file_name`
+    /// and `text` (and the task's other columns), or images with `.txt` captions beside them.
     #[arg(long, default_value = DEFAULT_DIR)]
     data: PathBuf,
+    #[command(flatten)]
+    folder: FolderArgs,
     /// Run folder. Default: runs/<mode>-<task>.
     #[arg(long)]
     run: Option<PathBuf>,
@@ -45,6 +51,11 @@ pub struct Args {
     steps_per_epoch: Option<usize>,
     #[arg(long, value_parser = super::at_least_one)]
     batch_size: Option<usize>,
+    #[arg(long, value_parser = super::positive_number)]
+    learning_rate: Option<f64>,
+    /// Threads that read, decode and batch the data ahead of training (the order stays exact).
+    #[arg(long)]
+    num_workers: Option<usize>,
     #[arg(long, value_parser = super::positive_seconds, default_value_t = 10.0)]
     log_every: f64,
     /// At the end, print where the run's time went per layer type (`bench models --profile`'s table), per
@@ -53,10 +64,68 @@ pub struct Args {
     profile: bool,
 }
 
+/// How an image folder is read (diffusers' training-script flags).
+#[derive(ClapArgs, Clone, Default)]
+pub struct FolderArgs {
+    /// Side of the square training images.
+    #[arg(long, value_parser = super::at_least_one)]
+    resolution: Option<usize>,
+    /// Centre the square cut of each image (default: placed at random).
+    #[arg(long)]
+    center_crop: bool,
+    /// Mirror half of the images left–right.
+    #[arg(long)]
+    random_flip: bool,
+    /// Skip images that cannot be read (counted) instead of stopping.
+    #[arg(long)]
+    skip_bad_images: bool,
+    #[arg(long)]
+    image_column: Option<String>,
+    #[arg(long)]
+    caption_column: Option<String>,
+    #[arg(long)]
+    conditioning_image_column: Option<String>,
+    #[arg(long)]
+    original_image_column: Option<String>,
+    #[arg(long)]
+    edit_prompt_column: Option<String>,
+    #[arg(long)]
+    edited_image_column: Option<String>,
+}
+
+impl FolderArgs {
+    /// The flags applied to a folder config.
+    fn apply(&self, mut f: FolderConfig) -> FolderConfig {
+        if let Some(r) = self.resolution {
+            f.resolution = r;
+        }
+        f.center_crop |= self.center_crop;
+        f.random_flip |= self.random_flip;
+        f.skip_bad_images |= self.skip_bad_images;
+        let columns = [
+            (&self.image_column, &mut f.image_column),
+            (&self.caption_column, &mut f.caption_column),
+            (
+                &self.conditioning_image_column,
+                &mut f.conditioning_image_column,
+            ),
+            (&self.original_image_column, &mut f.original_image_column),
+            (&self.edit_prompt_column, &mut f.edit_prompt_column),
+            (&self.edited_image_column, &mut f.edited_image_column),
+        ];
+        for (flag, column) in columns {
+            if let Some(v) = flag {
+                *column = v.clone();
+            }
+        }
+        f
+    }
+}
+
 fn parse(args: &Args) -> Result<(TaskKind, DistillMode)> {
     let task = TaskKind::from_name(&args.task).ok_or_else(|| {
         anyhow!(
-            "unknown task '{}' (expected sr, inpaint, edit, depth)",
+            "unknown task '{}' (expected sr, inpaint, edit, depth, controlnet)",
             args.task
         )
     })?;
@@ -92,6 +161,7 @@ impl BackendTask for Task {
             "adapter": d.info,
             "started_at_epoch": d.report.start_epoch,
             "optimizer_steps_this_run": d.report.history.steps,
+            "skipped_images": d.skipped_images,
             "train_epoch_means": d.report.history.train,
             "valid_epoch_means": d.report.history.valid,
         }))
@@ -100,10 +170,20 @@ impl BackendTask for Task {
 
 pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     let (task, mode) = parse(&args)?;
+    let is_folder = is_image_folder(&args.data);
     let mut c = match &args.config {
         Some(f) => load_config::<DistillConfig>(f)?,
-        None => preset(task, mode),
+        None => {
+            let folder = is_folder.then(|| args.folder.apply(FolderConfig::new()));
+            preset_for(task, mode, &args.teacher, folder)?
+        }
     };
+    if args.config.is_some() && is_folder {
+        c.folder = Some(
+            args.folder
+                .apply(c.folder.take().unwrap_or_else(FolderConfig::new)),
+        );
+    }
     if let Some(f) = &args.config {
         if c.task != task || c.mode != mode {
             return Err(anyhow!(
@@ -124,6 +204,12 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     }
     if let Some(v) = args.batch_size {
         c.train.batch_size = v;
+    }
+    if let Some(v) = args.learning_rate {
+        c.train.learning_rate = v;
+    }
+    if let Some(v) = args.num_workers {
+        c.train.num_workers = v;
     }
     if args.print_config {
         println!("{c}");

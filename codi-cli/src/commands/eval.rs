@@ -112,8 +112,21 @@ impl BackendTask for TaskEvalRun {
             sr: distill_cfg.sr.clone(),
             inpaint: distill_cfg.inpaint.clone(),
         };
-        let source = task_source(&maker, &distill_cfg.data, &a.data, Split::Test)?;
-        let pairs = eval_pairs(source, maker, a.seed + 1, a.samples);
+        // An image folder is scored at the resolution (and with the columns) the adapter was trained with.
+        let folder = codi_train::data::imagefolder::is_image_folder(&a.data).then(|| {
+            distill_cfg
+                .folder
+                .clone()
+                .unwrap_or_else(codi_train::data::imagefolder::FolderConfig::new)
+        });
+        let source = task_source(
+            &maker,
+            &distill_cfg.data,
+            folder.as_ref(),
+            &a.data,
+            Split::Test,
+        )?;
+        let pairs = eval_pairs(source, maker, a.seed + 1, a.samples)?;
         let (report, grid) = evaluate_task(
             &pipe,
             Some(&classifier),

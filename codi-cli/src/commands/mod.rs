@@ -43,6 +43,15 @@ pub fn non_negative(s: &str) -> Result<f64, String> {
 }
 
 /// Seconds between log lines: a finite number > 0.
+/// A rate that must be above zero (a learning rate): a finite number > 0.
+pub fn positive_number(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a finite number > 0, got {v}")),
+        Err(_) => Err(format!("'{s}' is not a number")),
+    }
+}
+
 pub fn positive_seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),

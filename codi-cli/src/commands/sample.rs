@@ -12,9 +12,8 @@ use burn::tensor::Tensor;
 use burn::tensor::TensorData;
 use clap::Args as ClapArgs;
 use codi_core::{Sampler, SamplerKind, SeededNoise};
-use codi_pipelines::image_io::read_png;
+use codi_pipelines::image_file::{has_image_extension, read_rgb, square, Window, IMAGE_EXTENSIONS};
 use codi_pipelines::image_io::save_grid;
-use codi_pipelines::resize::resize_bicubic;
 use codi_pipelines::ConditionalPipeline;
 use codi_pipelines::TaskKind;
 use codi_pipelines::TextToImage;
@@ -27,17 +26,18 @@ pub struct Args {
     /// A prompt; repeat for one grid row per prompt (text-to-image), or the caption of a conditional sample.
     #[arg(long)]
     prompt: Vec<String>,
-    /// Conditional sampling with a distilled adapter: sr | inpaint | edit | depth.
+    /// Conditional sampling with a distilled adapter: sr | inpaint | edit | depth | controlnet.
     #[arg(long)]
     task: Option<String>,
     /// The adapter folder (a `codi distill` output). Default: <model>/adapters/<task>.
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// Condition image(s): a PNG or a folder of PNGs (sr: the low-resolution image; inpaint: the image;
-    /// edit: the source image; depth: the depth map).
+    /// Condition image(s): an image file (PNG, JPEG, WebP, … of any size: its centred square is used) or a
+    /// folder of them (sr: the low-resolution image; inpaint: the image; edit: the source image; depth: the
+    /// depth map; controlnet: the conditioning image).
     #[arg(long)]
     input: Option<PathBuf>,
-    /// Inpainting: the mask PNG (white = fill).
+    /// Inpainting: the mask image (white = fill), the size of the input image.
     #[arg(long)]
     mask: Option<PathBuf>,
     /// Editing: the instruction.
@@ -61,6 +61,7 @@ pub struct Args {
     /// Image side in pixels.
     #[arg(long, value_parser = super::at_least_one, default_value_t = 32)]
     size: usize,
+    /// The grid: PNG, or JPEG when the name ends in .jpg / .jpeg.
     #[arg(long, default_value = "grid.png")]
     out: PathBuf,
 }
@@ -127,16 +128,21 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     with_backend(device, Task(args))?
 }
 
-fn pngs(input: &Path) -> Result<Vec<PathBuf>> {
+/// The image files of `input`: itself, or the images in the folder (sorted).
+fn image_files(input: &Path) -> Result<Vec<PathBuf>> {
     if input.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(input)
             .with_context(|| format!("reading {}", input.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
+            .filter(|p| p.is_file() && has_image_extension(p))
             .collect();
         v.sort();
         if v.is_empty() {
-            bail!("{}: no PNG files", input.display());
+            bail!(
+                "{}: no image files ({})",
+                input.display(),
+                IMAGE_EXTENSIONS.join(", ")
+            );
         }
         Ok(v)
     } else {
@@ -144,32 +150,28 @@ fn pngs(input: &Path) -> Result<Vec<PathBuf>> {
     }
 }
 
-/// A PNG as a size × size image with `channels` channels (bicubic resize; grey → mean of RGB).
-/// → (pixels, the file's [height, width])
+/// An image of any format and size as size × size with `channels` channels: its largest centred square,
+/// resized (grey → mean of RGB). → (pixels, the file's [height, width])
 fn load_as(file: &Path, size: usize, channels: usize) -> Result<(Vec<f32>, [usize; 2])> {
-    let (px, h, w) = read_png(file)?;
-    let img = if (h, w) == (size, size) {
-        px
-    } else {
-        resize_bicubic(&px, 3, h, w, size, size)
-            .into_iter()
-            .map(|v| v.clamp(0.0, 1.0))
-            .collect()
-    };
+    let image = read_rgb(file)?;
+    let (w, h) = image.dimensions();
+    let img = square(&image, Window::centre(w, h), size, false);
+    let plane = size * size;
     let pixels = match channels {
         3 => img,
-        1 => (0..size * size)
-            .map(|i| (img[i] + img[size * size + i] + img[2 * size * size + i]) / 3.0)
+        1 => (0..plane)
+            .map(|i| (img[i] + img[plane + i] + img[2 * plane + i]) / 3.0)
             .collect(),
         _ => unreachable!(),
     };
-    Ok((pixels, [h, w]))
+    Ok((pixels, [h as usize, w as usize]))
 }
 
 fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) -> Result<()> {
     let name = a.task.as_deref().unwrap_or_default();
-    let task = TaskKind::from_name(name)
-        .ok_or_else(|| anyhow!("unknown task '{name}' (expected sr, inpaint, edit, depth)"))?;
+    let task = TaskKind::from_name(name).ok_or_else(|| {
+        anyhow!("unknown task '{name}' (expected sr, inpaint, edit, depth, controlnet)")
+    })?;
     let input = a
         .input
         .as_ref()
@@ -203,11 +205,11 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
     };
     let mut noise = SeededNoise::new(a.seed);
     let mut rows = Vec::new();
-    let files = pngs(input)?;
+    let files = image_files(input)?;
     for f in &files {
         let cc = task.condition_channels();
         let (cond, shown) = match task {
-            TaskKind::SuperResolution | TaskKind::Edit => {
+            TaskKind::SuperResolution | TaskKind::Edit | TaskKind::ControlNet => {
                 let (c, _) = load_as(f, s, 3)?;
                 (c.clone(), c)
             }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use burn::data::dataset::Dataset;
 
+use super::loader::PassStart;
+
 /// SplitMix64 over three words: the key of an item from (seed, epoch, position), and further keys from one.
 pub fn mix(a: u64, b: u64, c: u64) -> u64 {
     let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
@@ -20,7 +22,8 @@ pub fn mix(a: u64, b: u64, c: u64) -> u64 {
 pub type EpochStart = Arc<dyn Fn(usize) + Send + Sync>;
 
 /// `len` items of `inner` per epoch, drawn with replacement at positions keyed by (seed, epoch, position).
-/// Reading position 0 starts the next epoch; the loader must read in order, in one thread (no workers).
+/// [`EpochSampled::pass_start`] starts the next epoch: the loader runs it before each pass
+/// ([`crate::data::loader::OrderedLoader`]), so any number of workers may read the positions.
 #[derive(Clone)]
 pub struct EpochSampled<D> {
     inner: D,
@@ -49,16 +52,23 @@ impl<D> EpochSampled<D> {
     }
 }
 
+impl<D> EpochSampled<D> {
+    /// Starts the next epoch (and runs `on_start` with its number).
+    pub fn pass_start(&self) -> PassStart {
+        let (epoch, on_start) = (self.epoch.clone(), self.on_start.clone());
+        Arc::new(move || {
+            let e = epoch.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some(f) = &on_start {
+                f(e);
+            }
+        })
+    }
+}
+
 impl<I, D: Dataset<I>> Dataset<I> for EpochSampled<D> {
     fn get(&self, index: usize) -> Option<I> {
         if index >= self.len || self.inner.is_empty() {
             return None;
-        }
-        if index == 0 {
-            let e = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-            if let Some(f) = &self.on_start {
-                f(e);
-            }
         }
         let e = self.epoch.load(Ordering::SeqCst) as u64;
         let key = mix(self.seed, e, index as u64);
@@ -77,6 +87,7 @@ mod tests {
     use std::sync::Mutex;
 
     fn epoch_items(d: &EpochSampled<InMemDataset<usize>>) -> Vec<usize> {
+        d.pass_start()();
         (0..d.len()).map(|i| d.get(i).unwrap()).collect()
     }
 

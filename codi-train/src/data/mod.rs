@@ -4,6 +4,8 @@ pub mod batch;
 pub mod epoch;
 pub mod fashion_mnist;
 pub mod idx;
+pub mod imagefolder;
+pub mod loader;
 pub mod mixed;
 pub mod scenes;
 

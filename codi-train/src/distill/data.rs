@@ -4,6 +4,7 @@
 //! are computed in the batcher on the inner backend.
 
 use crate::data::epoch::mix;
+use crate::data::loader::PassStart;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,9 +17,12 @@ use codi_models::{AutoencoderKL, CLIPTextModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::data::imagefolder::{Columns, FolderConfig, FolderItem, ImageFolder};
 use crate::data::mixed::Mixed;
 use crate::data::scenes::Scenes;
+use crate::error::TrainError;
 use crate::tasks::{self, CustomTask, InpaintConfig, SrConfig, TaskKind, TaskPair};
+use crate::training::divergence::DivergenceWatch;
 
 /// Where a task's pairs come from.
 #[derive(Debug, Clone)]
@@ -27,6 +31,8 @@ pub enum TaskSource {
     Images(Mixed),
     /// Scenes with depth (depth-to-image).
     Scenes(Scenes),
+    /// A user's image folder, opened with the columns of the task.
+    Folder(ImageFolder),
 }
 
 impl TaskSource {
@@ -34,6 +40,7 @@ impl TaskSource {
         match self {
             TaskSource::Images(m) => m.len(),
             TaskSource::Scenes(s) => s.len,
+            TaskSource::Folder(f) => f.len(),
         }
     }
 
@@ -104,30 +111,86 @@ impl PairMaker {
         )
     }
 
-    /// The pair of source item `index`, its randomness drawn from `key`.
-    pub fn make(&self, source: &TaskSource, index: usize, key: u64) -> Option<TaskPair> {
+    /// The columns of an image folder this task reads.
+    pub fn folder_columns(&self, folder: &FolderConfig) -> Columns {
+        match self {
+            PairMaker::Builtin {
+                task: TaskKind::Edit,
+                ..
+            } => folder.edit_columns(),
+            PairMaker::Builtin {
+                task: TaskKind::ControlNet | TaskKind::Depth,
+                ..
+            } => folder.controlnet_columns(),
+            _ => folder.image_columns(),
+        }
+    }
+
+    /// The pair of source item `index`, its randomness drawn from `key`; `None` when the source cannot make
+    /// this task's pairs (depth from images without depth); an error for an image that cannot be read.
+    pub fn make(
+        &self,
+        source: &TaskSource,
+        index: usize,
+        key: u64,
+    ) -> Result<Option<TaskPair>, TrainError> {
         let mut rng = ChaCha8Rng::seed_from_u64(key);
+        if let TaskSource::Folder(folder) = source {
+            let item = folder.load(index, &mut rng)?;
+            return Ok(Some(self.folder_pair(item, &mut rng)));
+        }
         let image = |src: &TaskSource| match src {
             TaskSource::Images(m) => m.get(index),
             TaskSource::Scenes(s) => s.get(index).map(|scene| scene.image),
+            TaskSource::Folder(_) => None,
         };
         let (task, sr, inpaint) = match self {
             PairMaker::Custom(t) => {
-                return Some(tasks::custom(t.as_ref(), &image(source)?, &mut rng))
+                return Ok(image(source).map(|i| tasks::custom(t.as_ref(), &i, &mut rng)))
             }
             PairMaker::Builtin { task, sr, inpaint } => (*task, sr, inpaint),
         };
-        Some(match (task, source) {
-            (TaskKind::Depth, TaskSource::Scenes(s)) => tasks::depth(&s.get(index)?),
-            (TaskKind::Depth, TaskSource::Images(_)) => return None,
-            (TaskKind::SuperResolution, src) => tasks::super_resolution(sr, &image(src)?, &mut rng),
-            (TaskKind::Inpainting, src) => tasks::inpainting(inpaint, &image(src)?, &mut rng),
+        Ok(match (task, source) {
+            (TaskKind::Depth, TaskSource::Scenes(s)) => s.get(index).map(|s| tasks::depth(&s)),
+            (TaskKind::Depth | TaskKind::ControlNet, _) => None,
+            (TaskKind::SuperResolution, src) => {
+                image(src).map(|i| tasks::super_resolution(sr, &i, &mut rng))
+            }
+            (TaskKind::Inpainting, src) => {
+                image(src).map(|i| tasks::inpainting(inpaint, &i, &mut rng))
+            }
             (TaskKind::Edit, src) => {
                 let which = rng.random_range(0..crate::text::EDIT_INSTRUCTIONS.len());
-                tasks::edit(&image(src)?, which)
+                image(src).map(|i| tasks::edit(&i, which))
             }
         })
     }
+
+    /// The pair of a decoded folder item: the condition from its condition image (edit, controlnet, depth
+    /// as the image's grey level) or derived from the image.
+    fn folder_pair(&self, item: FolderItem, rng: &mut ChaCha8Rng) -> TaskPair {
+        let FolderItem { image, condition } = item;
+        match (self, condition) {
+            (PairMaker::Custom(t), _) => tasks::custom(t.as_ref(), &image, rng),
+            (PairMaker::Builtin { task, sr, inpaint }, condition) => match (task, condition) {
+                (TaskKind::SuperResolution, _) => tasks::super_resolution(sr, &image, rng),
+                (TaskKind::Inpainting, _) => tasks::inpainting(inpaint, &image, rng),
+                (TaskKind::Depth, Some(c)) => tasks::given(&image, grey(&c)),
+                (_, Some(c)) => tasks::given(&image, c),
+                (_, None) => {
+                    unreachable!("a folder opened with a condition column has a condition")
+                }
+            },
+        }
+    }
+}
+
+/// The grey level of channel-major RGB (a depth map saved as an RGB image).
+fn grey(rgb: &[f32]) -> Vec<f32> {
+    let plane = rgb.len() / 3;
+    (0..plane)
+        .map(|i| (rgb[i] + rgb[plane + i] + rgb[2 * plane + i]) / 3.0)
+        .collect()
 }
 
 /// One pair and the key of its diffusion noise.
@@ -137,8 +200,54 @@ pub struct TaskItem {
     pub key: u64,
 }
 
-/// Training pairs: `len` per epoch, drawn with replacement; reading position 0 starts the next epoch.
-/// `epoch` is shared so a resumed run can set it to the checkpoint's epoch.
+/// The pair made from source item `first` (its randomness from `key`). A folder image that cannot be read is
+/// an error, or, with `skip_bad_images`, counted and replaced by another item drawn from `key`.
+fn pair_at(
+    source: &TaskSource,
+    maker: &PairMaker,
+    first: usize,
+    key: u64,
+) -> Result<Option<TaskItem>, TrainError> {
+    const TRIES: u64 = 16;
+    let mut src = first;
+    for attempt in 1..=TRIES {
+        match maker.make(source, src, mix(key, 1, 0)) {
+            Ok(pair) => {
+                return Ok(pair.map(|pair| TaskItem {
+                    pair,
+                    key: mix(key, 2, 0),
+                }))
+            }
+            Err(e) => match source {
+                TaskSource::Folder(f) if f.config.skip_bad_images && attempt < TRIES => {
+                    f.skipped.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("skipping an unreadable image: {e}");
+                    src = (mix(key, 3, attempt) % source.len() as u64) as usize;
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+    unreachable!("the last try returns")
+}
+
+/// A pair for a loader: an error stops the run through `watch` (the loader's batch goes on without it).
+fn pair_or_stop(
+    made: Result<Option<TaskItem>, TrainError>,
+    watch: &Option<DivergenceWatch>,
+) -> Option<TaskItem> {
+    made.unwrap_or_else(|e| {
+        match watch {
+            Some(w) => w.report_data(e.to_string()),
+            None => eprintln!("{e}"),
+        }
+        None
+    })
+}
+
+/// Training pairs: `len` per epoch, drawn with replacement at positions keyed by (seed, epoch, position).
+/// `epoch` is shared so a resumed run can set it to the checkpoint's epoch; [`EpochPairs::pass_start`]
+/// starts the next one.
 #[derive(Debug, Clone)]
 pub struct EpochPairs {
     pub source: TaskSource,
@@ -146,6 +255,18 @@ pub struct EpochPairs {
     pub seed: u64,
     pub len: usize,
     pub epoch: Arc<AtomicUsize>,
+    /// Stops the run at an unreadable image.
+    pub watch: Option<DivergenceWatch>,
+}
+
+impl EpochPairs {
+    /// For the loader: run before each epoch.
+    pub fn pass_start(&self) -> PassStart {
+        let epoch = self.epoch.clone();
+        Arc::new(move || {
+            epoch.fetch_add(1, Ordering::SeqCst);
+        })
+    }
 }
 
 impl Dataset<TaskItem> for EpochPairs {
@@ -153,16 +274,10 @@ impl Dataset<TaskItem> for EpochPairs {
         if index >= self.len || self.source.is_empty() {
             return None;
         }
-        if index == 0 {
-            self.epoch.fetch_add(1, Ordering::SeqCst);
-        }
         let e = self.epoch.load(Ordering::SeqCst) as u64;
         let key = mix(self.seed, e, index as u64);
         let src = (key % self.source.len() as u64) as usize;
-        Some(TaskItem {
-            pair: self.maker.make(&self.source, src, mix(key, 1, 0))?,
-            key: mix(key, 2, 0),
-        })
+        pair_or_stop(pair_at(&self.source, &self.maker, src, key), &self.watch)
     }
     fn len(&self) -> usize {
         self.len
@@ -176,19 +291,25 @@ pub struct FixedPairs {
     pub maker: PairMaker,
     pub seed: u64,
     pub len: usize,
+    /// Stops the run at an unreadable image.
+    pub watch: Option<DivergenceWatch>,
+}
+
+impl FixedPairs {
+    /// Pair `index`, or the error of its image.
+    pub fn try_get(&self, index: usize) -> Result<Option<TaskItem>, TrainError> {
+        if index >= self.len() {
+            return Ok(None);
+        }
+        let src = index * self.source.len() / self.len;
+        let key = mix(self.seed, u64::MAX, index as u64);
+        pair_at(&self.source, &self.maker, src, key)
+    }
 }
 
 impl Dataset<TaskItem> for FixedPairs {
     fn get(&self, index: usize) -> Option<TaskItem> {
-        if index >= self.len {
-            return None;
-        }
-        let src = index * self.source.len() / self.len;
-        let key = mix(self.seed, u64::MAX, index as u64);
-        Some(TaskItem {
-            pair: self.maker.make(&self.source, src, mix(key, 1, 0))?,
-            key: mix(key, 2, 0),
-        })
+        pair_or_stop(self.try_get(index), &self.watch)
     }
     fn len(&self) -> usize {
         self.len.min(self.source.len())
@@ -235,6 +356,8 @@ where
         if let Some(hit) = self.cache.lock().unwrap().get(text) {
             return hit.clone();
         }
+        // Real captions rarely repeat: the cache is bounded (an SD-1.x embedding is 236 kB).
+        const CACHED: usize = 1024;
         let ids = self
             .tokenizer
             .encode_batch::<BI>(&[text], &self.device)
@@ -242,10 +365,11 @@ where
         let h = self.encoder.forward(ids).last_hidden_state;
         let [_, n, d] = h.dims();
         let v = (Arc::new(codi_core::tensor_ops::to_vec(h)), [n, d]);
-        self.cache
-            .lock()
-            .unwrap()
-            .insert(text.to_string(), v.clone());
+        let mut cache = self.cache.lock().unwrap();
+        if cache.len() >= CACHED {
+            cache.clear();
+        }
+        cache.insert(text.to_string(), v.clone());
         v
     }
 }
@@ -355,15 +479,22 @@ pub fn pairs_tensors<B: Backend>(
 }
 
 /// The first `n` evaluation pairs of a task source (same as the distiller's validation pairs).
-pub fn eval_pairs(source: TaskSource, maker: PairMaker, seed: u64, n: usize) -> Vec<TaskPair> {
+pub fn eval_pairs(
+    source: TaskSource,
+    maker: PairMaker,
+    seed: u64,
+    n: usize,
+) -> Result<Vec<TaskPair>, TrainError> {
     let fixed = FixedPairs {
         source,
         maker,
         seed,
         len: n,
+        watch: None,
     };
-    (0..fixed.len())
-        .filter_map(|i| fixed.get(i))
-        .map(|t| t.pair)
-        .collect()
+    let mut pairs = Vec::with_capacity(fixed.len());
+    for i in 0..fixed.len() {
+        pairs.extend(fixed.try_get(i)?.map(|t| t.pair));
+    }
+    Ok(pairs)
 }

@@ -18,12 +18,13 @@ use burn::tensor::backend::AutodiffBackend;
 use codi_core::loss::{CodiLossConfig, GuidanceDistance, OdeStepModel};
 use codi_models::fresh::copy_with_fresh_ids;
 use codi_models::{
-    AutoencoderKL, CLIPTextModel, ControlNetConfig, FusionKind, UNet2DConditionModel,
-    UNet2DConditionModelConfig,
+    AutoencoderKL, AutoencoderKLConfig, CLIPTextModel, ControlNetConfig, FusionKind,
+    UNet2DConditionModel, UNet2DConditionModelConfig,
 };
 pub use codi_pipelines::DistillMode;
 
 use crate::data::fashion_mnist::Split;
+use crate::data::imagefolder::{FolderConfig, ImageFolder};
 use crate::data::mixed::{DataConfig, Mixed};
 use crate::data::scenes::Scenes;
 use crate::error::TrainError;
@@ -58,39 +59,124 @@ pub struct DistillConfig {
     pub inpaint: InpaintConfig,
     pub train: TrainLoopConfig,
     pub data: DataConfig,
+    /// Train on an image folder (`--data DIR` in the `imagefolder` convention) instead of the embedded data.
+    pub folder: Option<FolderConfig>,
     /// Export the EMA weights (else the online ones).
     #[config(default = true)]
     pub export_ema: bool,
 }
 
-/// The task's source of pairs for a split.
+/// The task's source of pairs for a split: the image folder `dir` when `folder` is set, else the embedded
+/// data (Fashion-MNIST from `dir`, the scenes).
 pub fn task_source(
     maker: &PairMaker,
     data: &DataConfig,
-    fashion_dir: &Path,
+    folder: Option<&FolderConfig>,
+    dir: &Path,
     split: Split,
 ) -> Result<TaskSource, TrainError> {
+    if let Some(folder) = folder {
+        let columns = maker.folder_columns(folder);
+        return Ok(TaskSource::Folder(ImageFolder::open(
+            dir, split, &columns, folder,
+        )?));
+    }
+    if let PairMaker::Builtin {
+        task: TaskKind::ControlNet,
+        ..
+    } = maker
+    {
+        return Err(TrainError::Config(
+            "the controlnet task reads its conditions from an image folder's conditioning_image column: \
+             give one with --data DIR"
+                .into(),
+        ));
+    }
     Ok(if maker.needs_depth() {
         TaskSource::Scenes(match split {
             Split::Train => Scenes::train(data.scenes_train),
             Split::Test => Scenes::test(data.scenes_test),
         })
     } else {
-        TaskSource::Images(Mixed::load(data, fashion_dir, split)?)
+        TaskSource::Images(Mixed::load(data, dir, split)?)
     })
+}
+
+/// Refuses an adapter whose condition embedding does not end at the latents' size, and images the networks
+/// cannot take.
+fn check_fits_teacher(
+    config: &DistillConfig,
+    vae: &AutoencoderKLConfig,
+    unet: &UNet2DConditionModelConfig,
+) -> Result<(), TrainError> {
+    let levels = config.conditioning_embedding_out_channels.len();
+    let factor = vae.factor();
+    if levels == 0 || 1usize << (levels - 1) != factor {
+        return Err(TrainError::Config(format!(
+            "conditioning_embedding_out_channels has {levels} entries, so the condition embedding \
+             downsamples by {}, but the teacher's VAE by {factor}: give {} entries (e.g. {:?})",
+            1usize << levels.saturating_sub(1),
+            factor.trailing_zeros() + 1,
+            condition_embedding_channels(factor)
+        )));
+    }
+    if let Some(folder) = &config.folder {
+        let multiple = factor << unet.down_block_types.len().saturating_sub(1);
+        if folder.resolution == 0 || !folder.resolution.is_multiple_of(multiple) {
+            return Err(TrainError::Config(format!(
+                "folder.resolution {} is not a multiple of {multiple} (the teacher's VAE factor {factor} \
+                 times its UNet's downsampling)",
+                folder.resolution
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// [`preset`] fitted to the teacher in `teacher_dir` and the data: the condition embedding sized to the
+/// teacher's VAE factor (the embedded default's own when it fits), and with an image folder the inpainting
+/// holes scaled to its resolution.
+pub fn preset_for(
+    task: TaskKind,
+    mode: DistillMode,
+    teacher_dir: &Path,
+    folder: Option<FolderConfig>,
+) -> Result<DistillConfig, TrainError> {
+    let mut config = preset(task, mode);
+    let file = teacher_dir.join("vae").join("config.json");
+    let factor = AutoencoderKLConfig::from_diffusers(
+        &codi_models::diffusers_json::read_json(&file)?,
+        &file,
+    )?
+    .factor();
+    if 1usize << (config.conditioning_embedding_out_channels.len() - 1) != factor {
+        config.conditioning_embedding_out_channels = condition_embedding_channels(factor);
+    }
+    if let Some(f) = &folder {
+        config.inpaint = InpaintConfig::for_resolution(f.resolution);
+    }
+    config.folder = folder;
+    Ok(config)
+}
+
+/// diffusers' ControlNet condition embedding (16, 32, 96, 256), cut to the levels of a VAE factor: a factor of
+/// 8 (Stable Diffusion) gives diffusers' default.
+pub fn condition_embedding_channels(vae_factor: usize) -> Vec<usize> {
+    let levels = vae_factor.max(1).trailing_zeros() as usize + 1;
+    [16, 32, 96, 256, 256, 256, 256, 256][..levels.min(8)].to_vec()
 }
 
 /// Distils the text-to-image pipeline in `teacher_dir` for `config.task` and writes the result to `out`.
 pub fn distill<B: AutodiffBackend>(
     config: &DistillConfig,
     teacher_dir: &Path,
-    fashion_dir: &Path,
+    data_dir: &Path,
     run: &RunOptions,
     out: &Path,
     device: &B::Device,
 ) -> Result<Distilled<B::InnerBackend>, TrainError> {
     let maker = PairMaker::from_config(config);
-    distill_with::<B>(config, maker, teacher_dir, fashion_dir, run, out, device)
+    distill_with::<B>(config, maker, teacher_dir, data_dir, run, out, device)
 }
 
 /// [`distill`] for the task `maker` makes pairs for, built-in or a [`crate::tasks::CustomTask`]; the config's
@@ -99,7 +185,7 @@ pub fn distill_with<B: AutodiffBackend>(
     config: &DistillConfig,
     maker: PairMaker,
     teacher_dir: &Path,
-    fashion_dir: &Path,
+    data_dir: &Path,
     run: &RunOptions,
     out: &Path,
     device: &B::Device,
@@ -112,6 +198,13 @@ pub fn distill_with<B: AutodiffBackend>(
         &codi_models::diffusers_json::read_json(&unet_file)?,
         &unet_file,
     )?;
+    let vae_dir = teacher_dir.join("vae");
+    let vae_file = vae_dir.join("config.json");
+    let vae_cfg = AutoencoderKLConfig::from_diffusers(
+        &codi_models::diffusers_json::read_json(&vae_file)?,
+        &vae_file,
+    )?;
+    check_fits_teacher(config, &vae_cfg, &unet_cfg)?;
     let scheduler =
         SchedulerFile::read(&teacher_dir.join("scheduler").join("scheduler_config.json"))?;
     let schedule = scheduler.schedule.init()?;
@@ -129,7 +222,6 @@ pub fn distill_with<B: AutodiffBackend>(
     let adapter = adapter_cfg.init_from_unet(&unet, device);
     let teacher = (config.loss.step_model == OdeStepModel::Teacher)
         .then(|| copy_with_fresh_ids(&unet).no_grad());
-    let vae_dir = teacher_dir.join("vae");
     let guidance_vae = match config.loss.guidance {
         GuidanceDistance::Latent => None,
         _ => Some(AutoencoderKL::<B>::from_diffusers_dir(&vae_dir, device)?.no_grad()),
@@ -171,21 +263,28 @@ pub fn distill_with<B: AutodiffBackend>(
     let start_epoch = crate::training::completed_epochs(run);
     let task_name = maker.name();
     let name = format!("{}-{}", config.mode.name(), task_name);
+    let folder = config.folder.as_ref();
     let train = EpochPairs {
-        source: task_source(&maker, &config.data, fashion_dir, Split::Train)?,
+        source: task_source(&maker, &config.data, folder, data_dir, Split::Train)?,
         maker: maker.clone(),
         seed: config.train.seed,
         len: config.train.steps_per_epoch * config.train.batch_size,
         epoch: Arc::new(AtomicUsize::new(start_epoch)),
+        watch: Some(run.divergence.clone()),
     };
     let valid = FixedPairs {
-        source: task_source(&maker, &config.data, fashion_dir, Split::Test)?,
+        source: task_source(&maker, &config.data, folder, data_dir, Split::Test)?,
         maker,
         seed: config.train.seed,
         len: config.train.valid_items,
+        watch: Some(run.divergence.clone()),
     };
-    // Ordered loaders without workers: the epoch counter needs items read in order.
+    let skipped = [&train.source, &valid.source].map(|s| match s {
+        TaskSource::Folder(f) => Some(f.skipped.clone()),
+        _ => None,
+    });
     let loop_cfg = &config.train;
+    let workers = loop_cfg.num_workers;
     let optim = AdamWConfig::new()
         .with_weight_decay(config.train.weight_decay as f32)
         .with_epsilon(1e-8);
@@ -194,16 +293,36 @@ pub fn distill_with<B: AutodiffBackend>(
         model,
         loop_cfg,
         Some(optim),
-        ordered_loader::<B, _, _, _, _>(batcher.clone(), train, loop_cfg.batch_size, device),
-        ordered_loader::<B::InnerBackend, _, _, _, _>(batcher, valid, loop_cfg.batch_size, device),
+        ordered_loader::<B, _, _, _, _>(
+            batcher.clone(),
+            train.clone(),
+            loop_cfg.batch_size,
+            workers,
+            Some(train.pass_start()),
+            device,
+        ),
+        ordered_loader::<B::InnerBackend, _, _, _, _>(
+            batcher,
+            valid,
+            loop_cfg.batch_size,
+            workers,
+            None,
+            device,
+        ),
         &TERMS,
         run,
     )?;
     let info = export::save(&trained, config, &task_name, &adapter_cfg, teacher_dir, out)?;
+    let skipped_images = skipped
+        .iter()
+        .flatten()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
     Ok(Distilled {
         model: trained,
         report,
         info,
+        skipped_images,
     })
 }
 
@@ -212,6 +331,8 @@ pub struct Distilled<B: burn::tensor::backend::Backend> {
     pub model: Distillation<B>,
     pub report: FitReport,
     pub info: codi_pipelines::AdapterInfo,
+    /// Folder images that could not be read and were skipped (`skip_bad_images`).
+    pub skipped_images: usize,
 }
 
 /// The embedded default's distillation config for a task and mode: 600 steps of batch 32 (≈ 25 minutes per

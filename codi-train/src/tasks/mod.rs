@@ -6,6 +6,7 @@
 //! - depth-to-image: the scene's exact depth map (1 channel), text = the caption.
 
 pub mod edits;
+pub mod masks;
 
 pub use codi_pipelines::task::{inpainting_condition, TaskKind};
 
@@ -28,9 +29,14 @@ pub struct SrConfig {
     /// Standard deviation of Gaussian noise added to the low-resolution image ([0, 1] range).
     #[config(default = 0.02)]
     pub noise_std: f32,
+    /// JPEG quality (1–100) the noisy low-resolution image is compressed with, as photographs are; 0 = none.
+    #[config(default = 0)]
+    pub jpeg_quality: u8,
 }
 
-/// The holes of the inpainting task: 1 or 2 axis-aligned boxes with sides in [min_side, max_side].
+/// The holes of the inpainting task: 1 to `max_boxes` axis-aligned boxes with sides in [min_side, max_side]
+/// pixels, and 0 to `max_strokes` free-form brush strokes (a random polyline drawn with a round brush up to
+/// `max_stroke_width` pixels wide, as in the free-form masks of Yu et al., 2019).
 #[derive(Config, Debug, PartialEq)]
 pub struct InpaintConfig {
     #[config(default = 8)]
@@ -39,6 +45,21 @@ pub struct InpaintConfig {
     pub max_side: usize,
     #[config(default = 2)]
     pub max_boxes: usize,
+    #[config(default = 0)]
+    pub max_strokes: usize,
+    #[config(default = 8)]
+    pub max_stroke_width: usize,
+}
+
+impl InpaintConfig {
+    /// Holes for images of `resolution` pixels: boxes of ⅛ to ½ of the side and up to 3 strokes ⅒ wide.
+    pub fn for_resolution(resolution: usize) -> Self {
+        Self::new()
+            .with_min_side((resolution / 8).max(1))
+            .with_max_side((resolution / 2).max(1))
+            .with_max_strokes(3)
+            .with_max_stroke_width((resolution / 10).max(1))
+    }
 }
 
 /// One training or evaluation pair.
@@ -71,7 +92,13 @@ pub fn degrade(cfg: &SrConfig, image: &[f32], size: usize, rng: &mut impl Rng) -
     for v in &mut low {
         *v = (*v + cfg.noise_std * normal(rng)).clamp(0.0, 1.0);
     }
-    low
+    match cfg.jpeg_quality {
+        0 => low,
+        q => {
+            let l = size / cfg.factor;
+            codi_pipelines::image_file::jpeg_round_trip(&low, l, l, q)
+        }
+    }
 }
 
 /// Super-resolution: the condition is the degraded image resized back (bicubic) — also the bicubic baseline.
@@ -95,19 +122,7 @@ pub fn super_resolution(cfg: &SrConfig, item: &ImageItem, rng: &mut impl Rng) ->
 /// then the mask.
 pub fn inpainting(cfg: &InpaintConfig, item: &ImageItem, rng: &mut impl Rng) -> TaskPair {
     let s = item.size;
-    let mut mask = vec![0f32; s * s];
-    let boxes = rng.random_range(1..=cfg.max_boxes.max(1));
-    for _ in 0..boxes {
-        let bh = rng.random_range(cfg.min_side..=cfg.max_side.min(s));
-        let bw = rng.random_range(cfg.min_side..=cfg.max_side.min(s));
-        let y0 = rng.random_range(0..=s - bh);
-        let x0 = rng.random_range(0..=s - bw);
-        for y in y0..y0 + bh {
-            for x in x0..x0 + bw {
-                mask[y * s + x] = 1.0;
-            }
-        }
-    }
+    let mask = masks::holes(cfg, s, rng);
     TaskPair {
         condition: inpainting_condition(&item.pixels, &mask),
         target: item.pixels.clone(),
@@ -144,6 +159,17 @@ pub trait CustomTask: Send + Sync {
 pub fn custom(task: &dyn CustomTask, item: &ImageItem, rng: &mut ChaCha8Rng) -> TaskPair {
     TaskPair {
         condition: task.condition(&item.pixels, item.size, rng),
+        target: item.pixels.clone(),
+        text: item.caption.clone(),
+        size: item.size,
+    }
+}
+
+/// A pair whose condition is given beside the image: a conditioning image (ControlNet-style tasks, depth from
+/// a folder) or the original of an edit (the item is then the edited image, its caption the instruction).
+pub fn given(item: &ImageItem, condition: Vec<f32>) -> TaskPair {
+    TaskPair {
+        condition,
         target: item.pixels.clone(),
         text: item.caption.clone(),
         size: item.size,

@@ -5,6 +5,7 @@ use codi_models::limits::{Check, MAX_CHANNELS, MAX_LEVELS};
 
 use super::TrainLoopConfig;
 use crate::data::fashion_mnist::SIZE;
+use crate::data::imagefolder::FolderConfig;
 use crate::data::mixed::DataConfig;
 use crate::distill::DistillConfig;
 use crate::pretrain::classifier::ClassifierPretrainConfig;
@@ -54,21 +55,45 @@ fn data(c: &mut Check, d: &DataConfig) {
         });
 }
 
-fn sr(c: &mut Check, s: &SrConfig) {
-    c.require(s.factor >= 2 && SIZE.is_multiple_of(s.factor), || {
+fn sr(c: &mut Check, s: &SrConfig, size: usize) {
+    c.require(s.factor >= 2 && size.is_multiple_of(s.factor), || {
         format!(
-            "`sr.factor` = {}: must be at least 2 and divide the image size {SIZE}",
+            "`sr.factor` = {}: must be at least 2 and divide the image size {size}",
             s.factor
         )
     })
-    .real("sr.blur_sigma", s.blur_sigma as f64, 0.0, SIZE as f64)
-    .real("sr.noise_std", s.noise_std as f64, 0.0, 1.0);
+    .real("sr.blur_sigma", s.blur_sigma as f64, 0.0, size as f64)
+    .real("sr.noise_std", s.noise_std as f64, 0.0, 1.0)
+    .count("sr.jpeg_quality", s.jpeg_quality as usize, 0, 100);
 }
 
-fn inpaint(c: &mut Check, i: &InpaintConfig) {
-    c.count("inpaint.min_side", i.min_side, 1, SIZE)
-        .count("inpaint.max_side", i.max_side, i.min_side.max(1), SIZE)
-        .count("inpaint.max_boxes", i.max_boxes, 1, 64);
+fn inpaint(c: &mut Check, i: &InpaintConfig, size: usize) {
+    c.count("inpaint.min_side", i.min_side, 1, size)
+        .count("inpaint.max_side", i.max_side, i.min_side.max(1), size)
+        .count("inpaint.max_boxes", i.max_boxes, 1, 64)
+        .count("inpaint.max_strokes", i.max_strokes, 0, 64)
+        .count("inpaint.max_stroke_width", i.max_stroke_width, 1, size);
+}
+
+/// Image folders: a resolution the image crate can make, and columns with names.
+const MAX_RESOLUTION: usize = 8192;
+
+fn folder(c: &mut Check, f: &FolderConfig) {
+    c.count("folder.resolution", f.resolution, 8, MAX_RESOLUTION);
+    let columns = [
+        ("folder.image_column", &f.image_column),
+        ("folder.caption_column", &f.caption_column),
+        (
+            "folder.conditioning_image_column",
+            &f.conditioning_image_column,
+        ),
+        ("folder.original_image_column", &f.original_image_column),
+        ("folder.edit_prompt_column", &f.edit_prompt_column),
+        ("folder.edited_image_column", &f.edited_image_column),
+    ];
+    for (key, name) in columns {
+        c.require(!name.is_empty(), || format!("`{key}` is empty"));
+    }
 }
 
 impl Checked for DistillConfig {
@@ -76,8 +101,12 @@ impl Checked for DistillConfig {
         let mut c = Check::new();
         train_loop(&mut c, &self.train);
         data(&mut c, &self.data);
-        sr(&mut c, &self.sr);
-        inpaint(&mut c, &self.inpaint);
+        let size = self.folder.as_ref().map_or(SIZE, |f| f.resolution);
+        sr(&mut c, &self.sr, size);
+        inpaint(&mut c, &self.inpaint, size);
+        if let Some(f) = &self.folder {
+            folder(&mut c, f);
+        }
         let ch = &self.conditioning_embedding_out_channels;
         let loss = &self.loss;
         c.real("ema_decay", self.ema_decay, 0.0, 1.0)

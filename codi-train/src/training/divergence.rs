@@ -20,6 +20,8 @@ pub struct DivergenceWatch {
     pending: Arc<Mutex<Option<String>>>,
     /// The first full report: where and what.
     report: Arc<Mutex<Option<String>>>,
+    /// The first data error.
+    data: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for DivergenceWatch {
@@ -38,6 +40,20 @@ impl DivergenceWatch {
     pub fn report_gradient(&self, what: String) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.get_or_insert(what);
+    }
+
+    /// Called from the data: an item that cannot be read (a corrupt image) stops the run.
+    pub fn report_data(&self, what: String) {
+        let mut d = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        if d.is_none() {
+            self.interrupter.stop(Some(&what));
+            *d = Some(what);
+        }
+    }
+
+    /// The data error that stopped the run, if any.
+    pub fn data_report(&self) -> Option<String> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// What stopped the run, if anything.

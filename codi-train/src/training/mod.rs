@@ -26,6 +26,7 @@ use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainStep};
 
 use crate::data::epoch::{EpochSampled, EpochStart};
+use crate::data::loader::{OrderedLoader, PassStart};
 use crate::error::TrainError;
 use output::{StepOutput, TermMetric};
 use renderer::{History, LogRenderer};
@@ -53,7 +54,7 @@ pub struct TrainLoopConfig {
     pub grad_clip: f64,
     #[config(default = 0)]
     pub seed: u64,
-    /// Data loader threads (0 = load in the training thread, which exact resume needs: see [`train_loader`]).
+    /// Data loader threads building batches ahead, in order (0 = build them in the training thread).
     #[config(default = 0)]
     pub num_workers: usize,
     /// Warm-up + cosine decay of the learning rate over the run; absent (older configs) = constant.
@@ -253,6 +254,19 @@ where
             reason: format!("cannot remove an old checkpoint: {e}"),
         })?;
     }
+    if let Some(report) = run.divergence.data_report() {
+        let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
+            || "no epoch had completed".to_string(),
+            |e| format!("the checkpoint of epoch {e} is intact"),
+        );
+        return Err(TrainError::Data {
+            file: run.dir.clone(),
+            reason: format!(
+                "the run stopped at unreadable data: {report}; {kept}: fix or remove the file, or skip such \
+                 files (--skip-bad-images, folder.skip_bad_images), and resume"
+            ),
+        });
+    }
     if let Some(report) = run.divergence.report() {
         let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
             || "no epoch had completed: nothing was checkpointed".to_string(),
@@ -348,8 +362,8 @@ pub fn completed_epochs(run: &RunOptions) -> usize {
 
 /// A training loader: `steps_per_epoch × batch_size` items drawn with replacement each epoch, at positions
 /// keyed by (seed, epoch, position) ([`EpochSampled`]), so a resumed run reads the batches an unbroken run
-/// would. `on_start` reseeds what the run draws per epoch. With `num_workers` > 0 items are read by several
-/// threads and the order is no longer exact.
+/// would. `on_start` reseeds what the run draws per epoch. `num_workers` threads build the batches ahead, in
+/// the same order ([`OrderedLoader`]).
 pub fn train_loader<B, I, O, D, Bt>(
     batcher: Bt,
     dataset: D,
@@ -360,8 +374,8 @@ pub fn train_loader<B, I, O, D, Bt>(
 ) -> Arc<dyn DataLoader<B, O>>
 where
     B: burn::tensor::backend::Backend,
-    I: Send + Sync + Clone + std::fmt::Debug + 'static,
-    O: Send + Clone + std::fmt::Debug + 'static,
+    I: Send + Sync + Clone + 'static,
+    O: Send + 'static,
     D: burn::data::dataset::Dataset<I> + 'static,
     Bt: burn::data::dataloader::batcher::Batcher<B, I, O> + 'static,
 {
@@ -372,15 +386,15 @@ where
         completed_epochs(run),
         on_start,
     );
-    let builder = burn::data::dataloader::DataLoaderBuilder::new(batcher)
-        .batch_size(cfg.batch_size)
-        .set_device(device.clone());
-    let builder = if cfg.num_workers > 0 {
-        builder.num_workers(cfg.num_workers)
-    } else {
-        builder
-    };
-    builder.build(sampled)
+    let pass_start = sampled.pass_start();
+    Arc::new(OrderedLoader::new(
+        Arc::new(sampled),
+        Arc::new(batcher),
+        cfg.batch_size,
+        cfg.num_workers,
+        device.clone(),
+        Some(pass_start),
+    ))
 }
 
 /// A validation loader over `valid_items` items spread evenly through `dataset` (so every part of a mixed
@@ -402,26 +416,35 @@ where
         batcher,
         crate::data::Spread::new(dataset, cfg.valid_items),
         cfg.batch_size,
+        cfg.num_workers,
+        None,
         device,
     )
 }
 
-/// A loader that reads `dataset` in order (its items already carry their randomness).
+/// A loader that reads `dataset` in order (its items already carry their randomness), its batches built by
+/// `workers` threads; `on_pass` runs before each pass.
 pub fn ordered_loader<B, I, O, D, Bt>(
     batcher: Bt,
     dataset: D,
     batch_size: usize,
+    workers: usize,
+    on_pass: Option<PassStart>,
     device: &B::Device,
 ) -> Arc<dyn DataLoader<B, O>>
 where
     B: burn::tensor::backend::Backend,
-    I: Send + Sync + Clone + std::fmt::Debug + 'static,
-    O: Send + Clone + std::fmt::Debug + 'static,
+    I: Send + Sync + Clone + 'static,
+    O: Send + 'static,
     D: burn::data::dataset::Dataset<I> + 'static,
     Bt: burn::data::dataloader::batcher::Batcher<B, I, O> + 'static,
 {
-    burn::data::dataloader::DataLoaderBuilder::new(batcher)
-        .batch_size(batch_size)
-        .set_device(device.clone())
-        .build(dataset)
+    Arc::new(OrderedLoader::new(
+        Arc::new(dataset),
+        Arc::new(batcher),
+        batch_size,
+        workers,
+        device.clone(),
+        on_pass,
+    ))
 }
