@@ -12,6 +12,7 @@ pub mod linear;
 pub mod math;
 pub mod norm;
 pub mod profile;
+pub mod resample;
 mod scratch;
 pub mod sgemm;
 pub mod transpose;

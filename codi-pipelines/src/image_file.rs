@@ -4,11 +4,12 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use image::imageops::FilterType;
 use image::{ImageReader, Limits, RgbImage};
 
 use crate::error::PipelineError;
 use crate::image_io::MAX_PIXELS;
+use crate::resize::resize_triangle;
+use codi_kernels::resample::planar_window;
 
 /// File extensions read as images (when a folder is listed).
 pub const IMAGE_EXTENSIONS: [&str; 9] = [
@@ -128,8 +129,8 @@ impl Window {
     }
 }
 
-/// The `window` of `image` resized to `size` × `size` (antialiased triangle filter: bilinear when
-/// enlarging, an area-weighted average when shrinking), mirrored left–right if `flip`.
+/// The `window` of `image` resized to `size` × `size` ([`resize_triangle`]: bilinear when enlarging, an
+/// area-weighted average when shrinking), mirrored left–right if `flip`.
 /// → RGB in [0, 1], channel-major: 3 × size × size
 pub fn square(image: &RgbImage, window: Window, size: usize, flip: bool) -> Vec<f32> {
     let (iw, ih) = (image.width() as f64, image.height() as f64);
@@ -137,23 +138,24 @@ pub fn square(image: &RgbImage, window: Window, size: usize, flip: bool) -> Vec<
     let y0 = (window.y * ih).round() as u32;
     let cw = ((window.w * iw).round() as u32).clamp(1, image.width() - x0.min(image.width() - 1));
     let ch = ((window.h * ih).round() as u32).clamp(1, image.height() - y0.min(image.height() - 1));
-    let cut = image::imageops::crop_imm(image, x0, y0, cw, ch).to_image();
-    let s = size as u32;
-    let resized = if (cw, ch) == (s, s) {
-        cut
-    } else {
-        image::imageops::resize(&cut, s, s, FilterType::Triangle)
-    };
-    let plane = size * size;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, px) in resized.pixels().enumerate() {
-        let (y, x) = (i / size, i % size);
-        let x = if flip { size - 1 - x } else { x };
-        for c in 0..3 {
-            out[c * plane + y * size + x] = px[c] as f32 / 255.0;
-        }
+    let (cw, ch) = (cw as usize, ch as usize);
+    let width = image.width() as usize;
+    let cut = planar_window(
+        image.as_raw(),
+        width,
+        x0 as usize,
+        y0 as usize,
+        cw,
+        ch,
+        flip,
+    );
+    if (cw, ch) == (size, size) {
+        return cut;
     }
-    out
+    resize_triangle(&cut, 3, ch, cw, size, size)
+        .into_iter()
+        .map(|v| v.clamp(0.0, 1.0))
+        .collect()
 }
 
 /// Channel-major pixels in [0, 1] (3 or 1 channels) → interleaved 8-bit RGB.

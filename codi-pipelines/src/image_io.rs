@@ -1,4 +1,4 @@
-//! PNG files: image grids for reports and sampling, and reading inputs.
+//! Image grids for reports and sampling, and PNG writing.
 
 use std::path::Path;
 
@@ -65,55 +65,9 @@ pub fn write_png(
     std::fs::rename(&tmp, file).map_err(|e| err(e.to_string()))
 }
 
-/// The most pixels an image may have (8192 × 8192): the decoder's buffer is sized from the header before any
+/// The most pixels an image may have (8192 × 8192): a decoder's buffer is sized from the header before any
 /// data is read, so a corrupt header could otherwise ask for gigabytes.
 pub const MAX_PIXELS: u64 = 1 << 26;
-
-/// Reads a PNG as RGB in [0, 1], channel-major. → (pixels 3·h·w, h, w)
-pub fn read_png(file: &Path) -> Result<(Vec<f32>, usize, usize), PipelineError> {
-    let err = |reason: String| PipelineError::Data {
-        file: file.to_path_buf(),
-        reason,
-    };
-    let f = std::fs::File::open(file).map_err(|e| err(e.to_string()))?;
-    let mut dec = png::Decoder::new(std::io::BufReader::new(f));
-    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = dec
-        .read_info()
-        .map_err(|e| err(format!("not a PNG: {e}")))?;
-    let (w, h) = (reader.info().width as u64, reader.info().height as u64);
-    if w * h > MAX_PIXELS {
-        return Err(err(format!(
-            "an image of {w}×{h} pixels: more than the {} megapixels codi reads",
-            MAX_PIXELS >> 20
-        )));
-    }
-    let mut buf = vec![
-        0u8;
-        reader
-            .output_buffer_size()
-            .ok_or_else(|| err("image too large".into()))?
-    ];
-    let info = reader
-        .next_frame(&mut buf)
-        .map_err(|e| err(format!("corrupt PNG: {e}")))?;
-    let (w, h) = (info.width as usize, info.height as usize);
-    let channels = info.color_type.samples();
-    let mut out = vec![0f32; 3 * h * w];
-    for y in 0..h {
-        for x in 0..w {
-            let px = &buf[y * info.line_size + x * channels..];
-            for c in 0..3 {
-                let v = match channels {
-                    1 | 2 => px[0],
-                    _ => px[c],
-                };
-                out[(c * h + y) * w + x] = v as f32 / 255.0;
-            }
-        }
-    }
-    Ok((out, h, w))
-}
 
 #[cfg(test)]
 mod tests {
@@ -130,13 +84,13 @@ mod tests {
         let t = Tensor::<B, 4>::from_data(TensorData::new(vals.clone(), [2, 3, 4, 5]), &dev);
         let file = std::env::temp_dir().join(format!("codi-grid-{}.png", std::process::id()));
         save_grid(t, 2, 0, &file).unwrap();
-        let (px, h, w) = read_png(&file).unwrap();
-        assert_eq!((h, w), (4, 10));
+        let image = crate::image_file::read_rgb(&file).unwrap();
+        assert_eq!(image.dimensions(), (10, 4));
         // Second image, channel 1, row 2, col 3 lands at x = 5 + 3.
         let want = vals[((3 + 1) * 4 + 2) * 5 + 3];
-        let got = px[(4 + 2) * 10 + 8];
+        let got = image.get_pixel(8, 2)[1] as f32 / 255.0;
         assert!((want - got).abs() < 1.0 / 255.0, "{want} vs {got}");
-        assert!(read_png(Path::new("/nonexistent.png")).is_err());
+        assert!(crate::image_file::read_rgb(Path::new("/nonexistent.png")).is_err());
         std::fs::remove_file(file).ok();
     }
 }

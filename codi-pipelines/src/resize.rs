@@ -115,6 +115,8 @@ pub fn resize_bicubic(img: &[f32], c: usize, h: usize, w: usize, nh: usize, nw: 
     out
 }
 
+pub use codi_kernels::resample::resize_triangle;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,8 @@ pub const TARGETS: &[Target] = &[
     ("clip_tokenizer_files", clip_tokenizer_files),
     ("idx", idx),
     ("png", png),
+    ("image", image),
+    ("image_folder", image_folder),
     ("adapter_info", adapter_info),
     ("config_distill", config_distill),
     ("config_pretrain_teacher", config_pretrain_teacher),
@@ -307,12 +309,83 @@ pub fn idx(data: &[u8]) {
     }
 }
 
-/// An image given to `codi sample --input` or `codi eval`.
-pub fn png(data: &[u8]) {
-    let file = put(&scratch("png"), "input.png", data);
-    if let Err(e) = codi_pipelines::image_io::read_png(&file) {
-        names_file(e, &file);
+/// An image given to `codi sample --input` or read from an image folder, named `name`: decoded (by its
+/// content) and cut to a training square.
+fn any_image(target: &str, name: &str, data: &[u8]) {
+    let file = put(&scratch(target), name, data);
+    match codi_pipelines::image_file::read_rgb(&file) {
+        Ok(image) => {
+            let (w, h) = image.dimensions();
+            let window = codi_pipelines::image_file::Window::at(w, h, 0.3, 0.7);
+            let _ = codi_pipelines::image_file::square(&image, window, 8, true);
+        }
+        Err(e) => names_file(e, &file),
     }
+}
+
+/// A PNG image.
+pub fn png(data: &[u8]) {
+    any_image("png", "input.png", data);
+}
+
+/// An image of any format the `image` crate reads (JPEG, WebP, GIF, BMP, TIFF, …), named `.jpg`.
+pub fn image(data: &[u8]) {
+    any_image("image", "input.jpg", data);
+}
+
+/// An image folder's `metadata.jsonl` beside two images: opened with the columns of every task, then every
+/// row's images read as training does.
+pub fn image_folder(data: &[u8]) {
+    use codi_train::data::imagefolder::{FolderConfig, ImageFolder};
+    use rand_chacha::rand_core::SeedableRng;
+    let dir = scratch("image_folder");
+    for (name, bytes) in image_folder_images() {
+        if !dir.join(name).exists() {
+            put(&dir, name, bytes);
+        }
+    }
+    let file = put(&dir, "metadata.jsonl", data);
+    let config = FolderConfig::new().with_resolution(8);
+    let columns = [
+        config.image_columns(),
+        config.controlnet_columns(),
+        config.edit_columns(),
+    ];
+    for c in columns {
+        match ImageFolder::open(
+            &dir,
+            codi_train::data::fashion_mnist::Split::Train,
+            &c,
+            &config,
+        ) {
+            Ok(folder) => {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+                for i in 0..folder.len().min(16) {
+                    let _ = folder.load(i, &mut rng);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains("metadata.jsonl") || message.contains(".png"),
+                    "the error names neither the metadata nor an image: {message}"
+                );
+            }
+        }
+    }
+    std::fs::remove_file(file).ok();
+}
+
+/// The two images an `image_folder` input may name: `a.png` and `b.png`.
+fn image_folder_images() -> [(&'static str, &'static [u8]); 2] {
+    static IMAGES: OnceLock<[Vec<u8>; 2]> = OnceLock::new();
+    let [a, b] = IMAGES.get_or_init(|| {
+        [
+            png_file(::png::ColorType::Rgb, ::png::BitDepth::Eight),
+            png_file(::png::ColorType::Grayscale, ::png::BitDepth::Eight),
+        ]
+    });
+    [("a.png", a), ("b.png", b)]
 }
 
 /// `codi_adapter.json`: read, its task resolved and its loss settings checked against a schedule.
@@ -532,6 +605,23 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             .map(|(c, d)| (format!("{c:?}-{d:?}.png"), png_file(c, d)))
             .collect()
         }
+        "image" => ["000.jpg", "002.webp", "001.png"]
+            .iter()
+            .map(|f| one(f, &format!("tests/fixtures/image-folder/images/{f}")))
+            .collect::<Vec<_>>()
+            .concat(),
+        "image_folder" => vec![
+            (
+                "columns.jsonl".into(),
+                br#"{"file_name": "a.png", "text": "a shape", "conditioning_image": "b.png", "input_image": "a.png", "edit_prompt": "make it darker", "edited_image": "b.png"}
+{"file_name": "b.png", "text": ["one", "two"], "conditioning_image_file_name": "a.png", "input_image": "b.png", "edit_prompt": "flip it", "edited_image": "a.png"}"#
+                    .to_vec(),
+            ),
+            (
+                "plain.jsonl".into(),
+                b"{\"file_name\": \"a.png\"}\n\n{\"image\": \"b.png\", \"text\": null}\n".to_vec(),
+            ),
+        ],
         "adapter_info" => [
             one("sr.json", "assets/tiny/adapters/sr/codi_adapter.json"),
             one("codi-sr.json", "assets/tiny/codi-sr/codi_adapter.json"),

@@ -33,7 +33,7 @@ fn open(dir: &Path, config: &FolderConfig, task: TaskKind) -> Result<ImageFolder
 fn maker(task: TaskKind) -> PairMaker {
     PairMaker::Builtin {
         task,
-        sr: SrConfig::new().with_jpeg_quality(50),
+        sr: SrConfig::new().with_jpeg_quality(Some(50)),
         inpaint: InpaintConfig::for_resolution(16),
     }
 }
@@ -183,6 +183,8 @@ fn bad_folders_are_named_and_refused_or_skipped() {
     assert!(e.contains("'images/404.jpg' is not a file"), "{e}");
     let e = refused(&[r#"{"text": "no image"}"#]);
     assert!(e.contains("no image column"), "{e}");
+    let e = refused(&[]);
+    assert!(e.contains("metadata.jsonl") && e.contains("no rows"), "{e}");
     let e = refused(&["{not json"]);
     assert!(e.contains("line 1: not a JSON object"), "{e}");
     let e = refused(&[r#"{"file_name": "images/000.jpg", "text": 3}"#]);

@@ -20,6 +20,8 @@ pub enum Bench {
     Ops(OpsArgs),
     /// UNet and UNet + ControlNet forward at a named config, optionally against PyTorch.
     Models(super::bench_models::Args),
+    /// Images per second an image folder yields for training (read, decoded, cut, resized).
+    Data(super::bench_data::Args),
 }
 
 #[derive(ClapArgs, Clone)]
@@ -251,7 +253,7 @@ impl Bench {
     pub fn threads(&self) -> Option<usize> {
         match self {
             Bench::Models(args) => args.threads(),
-            Bench::Ops(_) => None,
+            Bench::Ops(_) | Bench::Data(_) => None,
         }
     }
 }
@@ -259,6 +261,7 @@ impl Bench {
 pub fn run(cmd: Bench, device: DeviceSpec) -> Result<()> {
     match cmd {
         Bench::Models(args) => super::bench_models::run(args, device),
+        Bench::Data(args) => super::bench_data::run(args),
         Bench::Ops(args) => {
             let json = args.json;
             let rows = with_backend(device, Ops(args))?;

@@ -154,7 +154,11 @@ impl ImageFolder {
         let dir = split_dir(dir, split);
         let metadata = dir.join("metadata.jsonl");
         let records = if metadata.is_file() {
-            read_metadata(&dir, &metadata, columns)?
+            let rows = read_metadata(&dir, &metadata, columns)?;
+            if rows.is_empty() {
+                return Err(data_error(&metadata, "no rows: one JSON object per image"));
+            }
+            rows
         } else if let Some(c) = &columns.condition {
             return Err(data_error(
                 &metadata,
@@ -178,7 +182,10 @@ impl ImageFolder {
             }
         }
         if kept.is_empty() {
-            return Err(data_error(&dir, "no readable images"));
+            return Err(data_error(
+                &dir,
+                "no readable images: every one was skipped",
+            ));
         }
         Ok(Self {
             dir,

@@ -22,9 +22,9 @@ pub fn holes(cfg: &InpaintConfig, s: usize, rng: &mut impl Rng) -> Vec<f32> {
         }
     }
     // Drawn only when strokes are on, so box-only masks stay those of earlier runs.
-    if cfg.max_strokes > 0 {
-        for _ in 0..rng.random_range(0..=cfg.max_strokes) {
-            stroke(&mut mask, s, cfg.max_stroke_width.max(1), rng);
+    if let Some(strokes) = &cfg.strokes {
+        for _ in 0..rng.random_range(0..=strokes.max_count) {
+            stroke(&mut mask, s, strokes.max_width.max(1), rng);
         }
     }
     mask
@@ -78,7 +78,11 @@ mod tests {
             .with_max_boxes(1)
             .with_min_side(4)
             .with_max_side(4);
-        let with_strokes = boxes.clone().with_max_strokes(4).with_max_stroke_width(3);
+        let with_strokes = boxes.clone().with_strokes(Some(
+            crate::tasks::StrokesConfig::new()
+                .with_max_count(4)
+                .with_max_width(3),
+        ));
         let s = 64;
         let (mut more, mut boxes_only) = (0, 0);
         for i in 0..20 {
@@ -104,7 +108,8 @@ mod tests {
     #[test]
     fn config_for_a_resolution_scales_the_holes() {
         let c = InpaintConfig::for_resolution(512);
-        assert_eq!((c.min_side, c.max_side, c.max_stroke_width), (64, 256, 51));
+        let width = c.strokes.as_ref().unwrap().max_width;
+        assert_eq!((c.min_side, c.max_side, width), (64, 256, 51));
         let mask = holes(&c, 512, &mut item_rng(1, 2));
         let covered = mask.iter().sum::<f32>() / (512.0 * 512.0);
         assert!(covered > 0.01 && covered < 0.9, "{covered}");

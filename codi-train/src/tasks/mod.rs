@@ -29,14 +29,12 @@ pub struct SrConfig {
     /// Standard deviation of Gaussian noise added to the low-resolution image ([0, 1] range).
     #[config(default = 0.02)]
     pub noise_std: f32,
-    /// JPEG quality (1–100) the noisy low-resolution image is compressed with, as photographs are; 0 = none.
-    #[config(default = 0)]
-    pub jpeg_quality: u8,
+    /// JPEG quality (1–100) the noisy low-resolution image is compressed with, as photographs are; absent: none.
+    pub jpeg_quality: Option<u8>,
 }
 
 /// The holes of the inpainting task: 1 to `max_boxes` axis-aligned boxes with sides in [min_side, max_side]
-/// pixels, and 0 to `max_strokes` free-form brush strokes (a random polyline drawn with a round brush up to
-/// `max_stroke_width` pixels wide, as in the free-form masks of Yu et al., 2019).
+/// pixels, then free-form brush strokes when `strokes` is present.
 #[derive(Config, Debug, PartialEq)]
 pub struct InpaintConfig {
     #[config(default = 8)]
@@ -45,10 +43,17 @@ pub struct InpaintConfig {
     pub max_side: usize,
     #[config(default = 2)]
     pub max_boxes: usize,
-    #[config(default = 0)]
-    pub max_strokes: usize,
+    pub strokes: Option<StrokesConfig>,
+}
+
+/// 0 to `max_count` free-form strokes: random polylines drawn with a round brush up to `max_width` pixels
+/// wide, as in the free-form masks of Yu et al. (2019).
+#[derive(Config, Debug, PartialEq)]
+pub struct StrokesConfig {
+    #[config(default = 3)]
+    pub max_count: usize,
     #[config(default = 8)]
-    pub max_stroke_width: usize,
+    pub max_width: usize,
 }
 
 impl InpaintConfig {
@@ -57,8 +62,9 @@ impl InpaintConfig {
         Self::new()
             .with_min_side((resolution / 8).max(1))
             .with_max_side((resolution / 2).max(1))
-            .with_max_strokes(3)
-            .with_max_stroke_width((resolution / 10).max(1))
+            .with_strokes(Some(
+                StrokesConfig::new().with_max_width((resolution / 10).max(1)),
+            ))
     }
 }
 
@@ -93,8 +99,8 @@ pub fn degrade(cfg: &SrConfig, image: &[f32], size: usize, rng: &mut impl Rng) -
         *v = (*v + cfg.noise_std * normal(rng)).clamp(0.0, 1.0);
     }
     match cfg.jpeg_quality {
-        0 => low,
-        q => {
+        None => low,
+        Some(q) => {
             let l = size / cfg.factor;
             codi_pipelines::image_file::jpeg_round_trip(&low, l, l, q)
         }

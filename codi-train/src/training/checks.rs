@@ -63,16 +63,20 @@ fn sr(c: &mut Check, s: &SrConfig, size: usize) {
         )
     })
     .real("sr.blur_sigma", s.blur_sigma as f64, 0.0, size as f64)
-    .real("sr.noise_std", s.noise_std as f64, 0.0, 1.0)
-    .count("sr.jpeg_quality", s.jpeg_quality as usize, 0, 100);
+    .real("sr.noise_std", s.noise_std as f64, 0.0, 1.0);
+    if let Some(q) = s.jpeg_quality {
+        c.count("sr.jpeg_quality", q as usize, 1, 100);
+    }
 }
 
 fn inpaint(c: &mut Check, i: &InpaintConfig, size: usize) {
     c.count("inpaint.min_side", i.min_side, 1, size)
         .count("inpaint.max_side", i.max_side, i.min_side.max(1), size)
-        .count("inpaint.max_boxes", i.max_boxes, 1, 64)
-        .count("inpaint.max_strokes", i.max_strokes, 0, 64)
-        .count("inpaint.max_stroke_width", i.max_stroke_width, 1, size);
+        .count("inpaint.max_boxes", i.max_boxes, 1, 64);
+    if let Some(strokes) = &i.strokes {
+        c.count("inpaint.strokes.max_count", strokes.max_count, 0, 64)
+            .count("inpaint.strokes.max_width", strokes.max_width, 1, size);
+    }
 }
 
 /// Image folders: a resolution the image crate can make, and columns with names.
@@ -147,6 +151,12 @@ impl Checked for TeacherPretrainConfig {
         let mut c = Check::new();
         train_loop(&mut c, &self.train);
         data(&mut c, &self.data);
+        // Its noise comes from one stream in batch order: workers would draw it in a varying order.
+        c.require(self.train.num_workers == 0, || {
+            "`train.num_workers` must be 0 for the teacher: its latents are in memory and its noise is \
+             drawn in batch order"
+                .into()
+        });
         c.real("text_dropout", self.text_dropout, 0.0, 1.0).finish()
     }
 }
