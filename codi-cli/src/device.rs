@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use codi_core::backend::CpuAutodiff;
+use codi_core::backend::{CpuAutodiff, CpuAutodiffCheckpointed};
 use codi_core::CoreError;
 
 /// A device named on the command line.
@@ -224,6 +224,45 @@ pub fn with_backend_as<T: BackendTask>(
     }
 }
 
+/// Runs `task` in f32 on the backend `spec` names with burn-autodiff's balanced checkpointing: the outputs
+/// of memory-bound (element-wise) ops are recomputed in the backward pass instead of kept.
+pub fn with_checkpointing<T: BackendTask>(
+    spec: DeviceSpec,
+    task: T,
+) -> Result<T::Output, CoreError> {
+    #[allow(unused_imports)]
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing as Balanced;
+    match spec {
+        DeviceSpec::Cpu => Ok(task.run::<CpuAutodiffCheckpointed>(Default::default())),
+        #[cfg(feature = "ndarray")]
+        DeviceSpec::NdArray => Ok(task
+            .run::<burn::backend::Autodiff<burn::backend::NdArray, Balanced>>(Default::default())),
+        #[cfg(not(feature = "ndarray"))]
+        DeviceSpec::NdArray => Err(not_compiled(spec, "ndarray")),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(i) => {
+            run_probed::<burn::backend::Autodiff<burn::backend::Wgpu, Balanced>, T>(
+                spec,
+                if i == 0 {
+                    burn::backend::wgpu::WgpuDevice::DefaultDevice
+                } else {
+                    burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)
+                },
+                task,
+            )
+        }
+        #[cfg(not(feature = "wgpu"))]
+        DeviceSpec::Wgpu(_) => Err(not_compiled(spec, "wgpu")),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(i) => run_probed::<
+            burn::backend::Autodiff<burn::backend::Cuda, Balanced>,
+            T,
+        >(spec, burn::backend::cuda::CudaDevice::new(i), task),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => Err(not_compiled(spec, "cuda")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +313,7 @@ mod tests {
     #[test]
     fn cpu_runs_and_missing_backends_say_which_feature() {
         assert_eq!(with_backend(DeviceSpec::Cpu, Sum), Ok(6.0));
+        assert_eq!(with_checkpointing(DeviceSpec::Cpu, Sum), Ok(6.0));
         let e = with_backend_as(DeviceSpec::Cpu, FloatDType::Bf16, Sum).unwrap_err();
         assert!(e.to_string().contains("bf16 runs on cuda only"), "{e}");
         if !cfg!(feature = "cuda") {

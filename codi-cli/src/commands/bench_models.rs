@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::device::{with_backend_as, BackendTask, DeviceSpec, FloatDType};
+use crate::device::{with_backend_as, with_checkpointing, BackendTask, DeviceSpec, FloatDType};
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
@@ -73,6 +73,9 @@ pub struct Args {
     /// and the rest of the time (burn's own ops), for each workload's timed calls (on stderr).
     #[arg(long)]
     profile: bool,
+    /// Run the training step with burn-autodiff's balanced checkpointing (f32 only).
+    #[arg(long)]
+    checkpointing: bool,
 }
 
 impl Args {
@@ -382,7 +385,13 @@ pub fn run(mut args: Args, device: DeviceSpec) -> Result<()> {
     let mut codi_ms: Vec<(String, Vec<f64>)> = Vec::new();
     let mut torch_ms: HashMap<String, Vec<f64>> = HashMap::new();
     for round in 0..args.rounds {
-        for t in with_backend_as(device, args.dtype, Run { args: args.clone() })?? {
+        let run = Run { args: args.clone() };
+        let timings = match args.checkpointing {
+            true if args.dtype != FloatDType::F32 => bail!("--checkpointing runs in f32 only"),
+            true => with_checkpointing(device, run)??,
+            false => with_backend_as(device, args.dtype, run)??,
+        };
+        for t in timings {
             match codi_ms.iter_mut().find(|(w, _)| *w == t.workload) {
                 Some((_, v)) => v.push(t.ms),
                 None => codi_ms.push((t.workload, vec![t.ms])),

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::device::{with_backend, BackendTask, DeviceSpec};
+use crate::device::{with_backend, with_checkpointing, BackendTask, DeviceSpec};
 use anyhow::{anyhow, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args as ClapArgs;
@@ -58,6 +58,10 @@ pub struct Args {
     num_workers: Option<usize>,
     #[arg(long, value_parser = super::positive_seconds, default_value_t = 10.0)]
     log_every: f64,
+    /// Keep fewer activations for the backward pass: burn-autodiff's balanced checkpointing recomputes
+    /// element-wise ops' outputs instead (book: performance, "Activation checkpointing").
+    #[arg(long)]
+    checkpointing: bool,
     /// At the end, print where the run's time went per layer type (`bench models --profile`'s table), per
     /// training step; validation passes and checkpoints are included.
     #[arg(long)]
@@ -217,7 +221,11 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     }
     let start = Instant::now();
     codi_kernels::profile::set_enabled(args.profile);
-    let result = with_backend(device, Task(args.clone(), c.clone()));
+    let task = Task(args.clone(), c.clone());
+    let result = match args.checkpointing {
+        true => with_checkpointing(device, task),
+        false => with_backend(device, task),
+    };
     let profile = codi_kernels::profile::take();
     codi_kernels::profile::set_enabled(false);
     let mut summary = result??;
@@ -232,6 +240,7 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     }
     summary["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
     summary["wall_time_s"] = wall.into();
+    summary["checkpointing"] = args.checkpointing.into();
     summary["config"] = serde_json::from_str(&c.to_string())?;
     let out = PathBuf::from(summary["out"].as_str().unwrap_or("."));
     let file = out.join("distill.json");

@@ -11,7 +11,7 @@ use crate::distill::DistillConfig;
 use crate::pretrain::classifier::ClassifierPretrainConfig;
 use crate::pretrain::teacher::TeacherPretrainConfig;
 use crate::pretrain::vae::VaePretrainConfig;
-use crate::tasks::{InpaintConfig, SrConfig};
+use crate::tasks::{InpaintConfig, SrConfig, TaskKind};
 
 /// A config that knows its own bounds.
 pub trait Checked {
@@ -105,9 +105,13 @@ impl Checked for DistillConfig {
         let mut c = Check::new();
         train_loop(&mut c, &self.train);
         data(&mut c, &self.data);
+        // The degradation settings are checked against the image size of the task that uses them.
         let size = self.folder.as_ref().map_or(SIZE, |f| f.resolution);
-        sr(&mut c, &self.sr, size);
-        inpaint(&mut c, &self.inpaint, size);
+        match self.task {
+            TaskKind::SuperResolution => sr(&mut c, &self.sr, size),
+            TaskKind::Inpainting => inpaint(&mut c, &self.inpaint, size),
+            _ => {}
+        }
         if let Some(f) = &self.folder {
             folder(&mut c, f);
         }

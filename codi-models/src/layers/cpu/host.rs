@@ -10,7 +10,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{backend::Backend, DType, Tensor, TensorData, TensorPrimitive};
-use codi_core::backend::{CpuAutodiff, CpuBackend};
+use codi_core::backend::{CpuAutodiff, CpuAutodiffCheckpointed, CpuBackend};
 
 /// Whether the host kernels serve at all in this process: the CPU runs their AVX2 + FMA builds (without
 /// them burn-flex's own kernels are faster than the kernels' portable builds) and `CODI_GENERIC_OPS` does
@@ -173,10 +173,16 @@ pub fn token_major_to_primitive(
     CpuBackend::float_swap_dims(host_to_primitive(values, [b, n, h, d]), 1, 2)
 }
 
-/// Whether `B` is the autodiff CPU backend, `t` holds f32 and the host kernels are on: where an op with a
-/// host-kernel backward applies.
+/// Whether `B` is the autodiff CPU backend (with or without checkpointing), `t` holds f32 and the host
+/// kernels are on: where an op with a host-kernel backward applies. Both autodiff backends share one tensor
+/// type. A host op keeps what its backward needs in its own state, so it is recorded as compute-bound under
+/// either strategy; the checkpointing strategy then acts on burn's own (memory-bound) ops around it, which
+/// back up the host ops' outputs they may have to recompute from.
 pub fn on_cpu_autodiff_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
-    TypeId::of::<B>() == TypeId::of::<CpuAutodiff>() && t.dtype() == DType::F32 && host_kernels_on()
+    let b = TypeId::of::<B>();
+    (b == TypeId::of::<CpuAutodiff>() || b == TypeId::of::<CpuAutodiffCheckpointed>())
+        && t.dtype() == DType::F32
+        && host_kernels_on()
 }
 
 /// A tensor that passed [`on_cpu_autodiff_f32`] as the autodiff backend's primitive.
