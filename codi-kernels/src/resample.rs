@@ -21,7 +21,7 @@ pub fn planar_window(
         for (x, px) in row.chunks_exact(3).enumerate() {
             let x = if flip { cw - 1 - x } else { x };
             for c in 0..3 {
-                out[c * plane + y * cw + x] = px[c] as f32 * (1.0 / 255.0);
+                out[c * plane + y * cw + x] = px[c] as f32 / 255.0;
             }
         }
     }

@@ -247,13 +247,13 @@ where
             });
         }
     };
-    // A resumed run also cleans the checkpoints from before its resume, by burn-train's own rule.
-    if resumed.is_some() {
-        checkpoint::apply_retention(&run.dir, 2).map_err(|e| TrainError::Data {
-            file: run.dir.join("checkpoint"),
-            reason: format!("cannot remove an old checkpoint: {e}"),
-        })?;
-    }
+    // burn-train's rule once more, on the whole run folder: a resumed run's own pass covers only its epochs,
+    // and burn-train picks the best epoch from metrics its logger may not have written yet (under load an
+    // unbroken run kept epoch 1 of 3 with the validation loss falling).
+    checkpoint::apply_retention(&run.dir, 2).map_err(|e| TrainError::Data {
+        file: run.dir.join("checkpoint"),
+        reason: format!("cannot remove an old checkpoint: {e}"),
+    })?;
     if let Some(report) = run.divergence.data_report() {
         let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
             || "no epoch had completed".to_string(),
