@@ -8,7 +8,11 @@ use std::str::FromStr;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use codi_core::backend::{CpuAutodiff, CpuAutodiffCheckpointed};
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
+use burn::backend::Autodiff;
+use codi_core::backend::CpuBackend;
 use codi_core::CoreError;
 
 /// A device named on the command line.
@@ -193,16 +197,33 @@ pub fn with_backend_as<T: BackendTask>(
             }),
         };
     }
+    run_on::<NoCheckpointing, T>(spec, task)
+}
+
+/// Runs `task` in f32 on the backend `spec` names with burn-autodiff's balanced checkpointing: the outputs
+/// of memory-bound (element-wise) ops are recomputed in the backward pass instead of kept.
+pub fn with_checkpointing<T: BackendTask>(
+    spec: DeviceSpec,
+    task: T,
+) -> Result<T::Output, CoreError> {
+    run_on::<BalancedCheckpointing, T>(spec, task)
+}
+
+/// Runs `task` in f32 on `spec`'s backend, under autodiff with the checkpointing strategy `C`.
+fn run_on<C: CheckpointStrategy, T: BackendTask>(
+    spec: DeviceSpec,
+    task: T,
+) -> Result<T::Output, CoreError> {
     match spec {
-        DeviceSpec::Cpu => Ok(task.run::<CpuAutodiff>(Default::default())),
+        DeviceSpec::Cpu => Ok(task.run::<Autodiff<CpuBackend, C>>(Default::default())),
         #[cfg(feature = "ndarray")]
         DeviceSpec::NdArray => {
-            Ok(task.run::<burn::backend::Autodiff<burn::backend::NdArray>>(Default::default()))
+            Ok(task.run::<Autodiff<burn::backend::NdArray, C>>(Default::default()))
         }
         #[cfg(not(feature = "ndarray"))]
         DeviceSpec::NdArray => Err(not_compiled(spec, "ndarray")),
         #[cfg(feature = "wgpu")]
-        DeviceSpec::Wgpu(i) => run_probed::<burn::backend::Autodiff<burn::backend::Wgpu>, T>(
+        DeviceSpec::Wgpu(i) => run_probed::<Autodiff<burn::backend::Wgpu, C>, T>(
             spec,
             if i == 0 {
                 burn::backend::wgpu::WgpuDevice::DefaultDevice
@@ -214,50 +235,11 @@ pub fn with_backend_as<T: BackendTask>(
         #[cfg(not(feature = "wgpu"))]
         DeviceSpec::Wgpu(_) => Err(not_compiled(spec, "wgpu")),
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => run_probed::<burn::backend::Autodiff<burn::backend::Cuda>, T>(
+        DeviceSpec::Cuda(i) => run_probed::<Autodiff<burn::backend::Cuda, C>, T>(
             spec,
             burn::backend::cuda::CudaDevice::new(i),
             task,
         ),
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => Err(not_compiled(spec, "cuda")),
-    }
-}
-
-/// Runs `task` in f32 on the backend `spec` names with burn-autodiff's balanced checkpointing: the outputs
-/// of memory-bound (element-wise) ops are recomputed in the backward pass instead of kept.
-pub fn with_checkpointing<T: BackendTask>(
-    spec: DeviceSpec,
-    task: T,
-) -> Result<T::Output, CoreError> {
-    #[allow(unused_imports)]
-    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing as Balanced;
-    match spec {
-        DeviceSpec::Cpu => Ok(task.run::<CpuAutodiffCheckpointed>(Default::default())),
-        #[cfg(feature = "ndarray")]
-        DeviceSpec::NdArray => Ok(task
-            .run::<burn::backend::Autodiff<burn::backend::NdArray, Balanced>>(Default::default())),
-        #[cfg(not(feature = "ndarray"))]
-        DeviceSpec::NdArray => Err(not_compiled(spec, "ndarray")),
-        #[cfg(feature = "wgpu")]
-        DeviceSpec::Wgpu(i) => {
-            run_probed::<burn::backend::Autodiff<burn::backend::Wgpu, Balanced>, T>(
-                spec,
-                if i == 0 {
-                    burn::backend::wgpu::WgpuDevice::DefaultDevice
-                } else {
-                    burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)
-                },
-                task,
-            )
-        }
-        #[cfg(not(feature = "wgpu"))]
-        DeviceSpec::Wgpu(_) => Err(not_compiled(spec, "wgpu")),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => run_probed::<
-            burn::backend::Autodiff<burn::backend::Cuda, Balanced>,
-            T,
-        >(spec, burn::backend::cuda::CudaDevice::new(i), task),
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => Err(not_compiled(spec, "cuda")),
     }

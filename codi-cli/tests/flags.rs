@@ -1,19 +1,7 @@
 //! Bad flag values end the command with one clear error naming the flag or the problem, never a panic.
 
-use std::process::Command;
-
-fn codi(args: &[&str]) -> (bool, String) {
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let out = Command::new(env!("CARGO_BIN_EXE_codi"))
-        .args(args)
-        .current_dir(repo)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("the codi binary runs");
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.success(), text)
-}
+mod common;
+use common::codi;
 
 #[test]
 fn zero_negative_and_impossible_values_are_refused_by_name() {

@@ -3,23 +3,9 @@
 //! the book's tutorial "Distil your own Stable Diffusion model".
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn codi(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_codi"))
-        .args(args)
-        .current_dir(repo())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("the codi binary runs");
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.success(), text)
-}
+mod common;
+use common::{codi, repo};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("codi-your-data-{name}-{}", std::process::id()));

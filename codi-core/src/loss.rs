@@ -78,6 +78,10 @@ pub struct CodiLossConfig {
     pub guidance: GuidanceDistance,
     /// Weight λ of the guidance term.
     pub lambda: f64,
+    /// Weight of the consistency term (the paper's 1; 0 leaves the guidance term alone: the "without noise
+    /// consistency" ablation). Absent from files written before it existed: 1.
+    #[serde(default = "one")]
+    pub consistency_weight: f64,
     /// N intervals on the training grid (Δt = num_train_timesteps / N).
     pub intervals: usize,
     /// Whether t is shared by the batch or drawn per sample.
@@ -90,12 +94,17 @@ pub struct CodiLossConfig {
     pub boundary: BoundaryScalings,
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 impl Default for CodiLossConfig {
     fn default() -> Self {
         Self {
             consistency: ConsistencySpace::Noise,
             guidance: GuidanceDistance::Latent,
             lambda: 1.0,
+            consistency_weight: 1.0,
             intervals: 50,
             timesteps: TimestepSharing::Shared,
             step_model: OdeStepModel::Online,
@@ -165,7 +174,7 @@ pub struct CodiLossTerms<B: Backend> {
     pub consistency: Tensor<B, 1>,
     /// The guidance term (unweighted mean squared error between x̂_t and x in the guidance space).
     pub guidance: Tensor<B, 1>,
-    /// consistency + λ·guidance, the value to back-propagate.
+    /// w·consistency + λ·guidance, the value to back-propagate.
     pub total: Tensor<B, 1>,
 }
 
@@ -229,7 +238,8 @@ pub fn codi_loss<B: Backend>(
     let guidance = (guidance_map(online.x0.clone()) - guidance_map(x).detach())
         .powi_scalar(2)
         .mean();
-    let total = consistency.clone() + guidance.clone().mul_scalar(config.lambda);
+    let total = consistency.clone().mul_scalar(config.consistency_weight)
+        + guidance.clone().mul_scalar(config.lambda);
     CodiLossTerms {
         consistency,
         guidance,
@@ -380,8 +390,65 @@ mod tests {
         let terms = codi_loss(&c, &off, &target, x.clone(), &points, |v| v);
         assert!((to_vec(terms.guidance)[0] - 1.0).abs() < 1e-6);
         assert!((to_vec(terms.total)[0] - 0.25).abs() < 1e-6);
+        let no_consistency = CodiLossConfig {
+            consistency_weight: 0.0,
+            ..c
+        };
+        let terms = codi_loss(&no_consistency, &off, &target, x.clone(), &points, |v| v);
+        assert!((to_vec(terms.total)[0] - 0.25).abs() < 1e-6);
         // The true-noise step equals the predicted-noise step when the model predicts the true noise.
         let a = pf_ode_step(&online, Some(eps.clone()), a_s.clone(), s_s.clone());
         assert!(max_abs_diff(a, points.z_s.clone()) < 1e-6);
+    }
+
+    #[test]
+    fn a_consistency_weight_of_zero_removes_the_terms_gradient() {
+        type AB = burn::backend::Autodiff<B>;
+        let dev = Default::default();
+        let mut r = SeededNoise::new(9);
+        let shape = [2, 4, 3, 3];
+        let n: usize = shape.iter().product();
+        let leaf = |r: &mut SeededNoise| {
+            Tensor::<AB, 4>::from_data(TensorData::new(r.normals(n), shape), &dev).require_grad()
+        };
+        // The online ε̂ reaches only the consistency term, x̂ only the guidance term.
+        let (eps, x0) = (leaf(&mut r), leaf(&mut r));
+        let target = Prediction {
+            x0: leaf(&mut r),
+            eps: leaf(&mut r),
+        };
+        let x = leaf(&mut r).detach();
+        let points = CodiPoints {
+            t: vec![500; 2],
+            s: vec![480; 2],
+            z_t: x.clone(),
+            z_s: x.clone(),
+        };
+        let grad_of_eps = |weight: f64| {
+            let c = CodiLossConfig {
+                consistency_weight: weight,
+                ..Default::default()
+            };
+            let online = Prediction {
+                x0: x0.clone(),
+                eps: eps.clone(),
+            };
+            let grads = codi_loss(&c, &online, &target, x.clone(), &points, |v| v)
+                .total
+                .backward();
+            let g = eps.grad(&grads).map(|g| to_vec(g.abs().max()));
+            (
+                g.map_or(0.0, |v| v[0]),
+                to_vec(x0.grad(&grads).unwrap().abs().max())[0],
+            )
+        };
+        let (with, guided) = grad_of_eps(1.0);
+        assert!(with > 1e-3 && guided > 1e-3, "{with} {guided}");
+        let (without, still_guided) = grad_of_eps(0.0);
+        assert_eq!(without, 0.0, "no gradient through the consistency term");
+        assert_eq!(
+            still_guided, guided,
+            "the guidance term's gradient is untouched"
+        );
     }
 }

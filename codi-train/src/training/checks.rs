@@ -126,6 +126,7 @@ impl Checked for DistillConfig {
             )
             .counts("conditioning_embedding_out_channels", ch, 1, MAX_CHANNELS)
             .real("loss.lambda", loss.lambda, 0.0, 1e6)
+            .real("loss.consistency_weight", loss.consistency_weight, 0.0, 1e6)
             .count(
                 "loss.intervals",
                 loss.intervals,
