@@ -7,7 +7,7 @@ use common::codi;
 fn zero_negative_and_impossible_values_are_refused_by_name() {
     let out = std::env::temp_dir().join(format!("codi-flags-{}.png", std::process::id()));
     let out = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &["sample", "--prompt", "a bag", "--steps", "0", "--out", out],
             "--steps",
@@ -51,6 +51,10 @@ fn zero_negative_and_impossible_values_are_refused_by_name() {
             "--log-every",
         ),
         (&["pretrain", "vae", "--batch-size", "0"], "--batch-size"),
+        (
+            &["distill", "--task", "sr", "--data", "/no/such/photos"],
+            "--data /no/such/photos: no such folder",
+        ),
         (&["demo", "--pairs", "0"], "--pairs"),
     ];
     for (args, needle) in cases {

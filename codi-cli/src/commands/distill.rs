@@ -174,6 +174,14 @@ impl BackendTask for Task {
 
 pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     let (task, mode) = parse(&args)?;
+    // The default place of Fashion-MNIST has its own hint (how to install it); a folder the user named
+    // must exist.
+    if args.data != Path::new(DEFAULT_DIR) && !args.data.is_dir() {
+        return Err(anyhow!(
+            "--data {}: no such folder (an image folder, or Fashion-MNIST's IDX files)",
+            args.data.display()
+        ));
+    }
     let is_folder = is_image_folder(&args.data);
     let mut c = match &args.config {
         Some(f) => load_config::<DistillConfig>(f)?,
