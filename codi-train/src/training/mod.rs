@@ -237,10 +237,7 @@ where
     let result = match (launched, cause) {
         (Ok(result), None) => result,
         (_, cause) => {
-            let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
-                || "no earlier checkpoint".to_string(),
-                |e| format!("the checkpoint of epoch {e} is intact"),
-            );
+            let kept = intact(run, "no earlier checkpoint");
             return Err(TrainError::Data {
                 file: run.dir.clone(),
                 reason: format!("the run stopped: {}; {kept}", cause.unwrap_or_default()),
@@ -255,10 +252,7 @@ where
         reason: format!("cannot remove an old checkpoint: {e}"),
     })?;
     if let Some(report) = run.divergence.data_report() {
-        let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
-            || "no epoch had completed".to_string(),
-            |e| format!("the checkpoint of epoch {e} is intact"),
-        );
+        let kept = intact(run, "no epoch had completed");
         return Err(TrainError::Data {
             file: run.dir.clone(),
             reason: format!(
@@ -285,6 +279,14 @@ where
             history,
         },
     ))
+}
+
+/// What a stopped run kept: the latest checkpoint's epoch, or `none`.
+fn intact(run: &RunOptions, none: &str) -> String {
+    checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
+        || none.to_string(),
+        |e| format!("the checkpoint of epoch {e} is intact"),
+    )
 }
 
 /// The text of a caught panic.
