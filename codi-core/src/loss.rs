@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::boundary::BoundaryScalings;
 use crate::error::{invalid, CoreError};
-use crate::prediction::Prediction;
+use crate::prediction::{Prediction, PredictionType};
 use crate::tensor_ops::per_sample;
 
 /// Where the consistency term compares the two predictions.
@@ -69,9 +69,24 @@ pub enum TimestepSharing {
     PerSample,
 }
 
+/// What the adapted model is trained for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// CoDi: conditional consistency along the model's own PF-ODE plus conditional guidance.
+    #[default]
+    Consistency,
+    /// The plain denoising loss at t drawn over every training timestep: a conditional diffusion model (the
+    /// paper's "+ControlNet" teacher), sampled with DDIM or DPM-Solver over many steps, not distilled.
+    Denoising,
+}
+
 /// Every option of the loss, with the paper's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CodiLossConfig {
+    /// CoDi's loss, or the plain denoising loss of a conditional teacher. Absent from older files: CoDi.
+    #[serde(default)]
+    pub objective: Objective,
     /// Where the consistency term compares the online and target predictions.
     pub consistency: ConsistencySpace,
     /// Which distance the guidance term measures x̂_t against x with.
@@ -101,6 +116,7 @@ fn one() -> f64 {
 impl Default for CodiLossConfig {
     fn default() -> Self {
         Self {
+            objective: Objective::Consistency,
             consistency: ConsistencySpace::Noise,
             guidance: GuidanceDistance::Latent,
             lambda: 1.0,
@@ -149,6 +165,35 @@ pub fn timestep_pairs(
         .collect();
     let s = t.iter().map(|&t| (t - dt).max(0)).collect();
     Ok((t, s))
+}
+
+/// The timesteps of the plain denoising loss: one per sample, uniform over 0..T−1, from draws in [0, 1).
+pub fn denoising_timesteps(num_train_timesteps: usize, uniform: &[f32]) -> Vec<i64> {
+    let t = num_train_timesteps as i64;
+    uniform
+        .iter()
+        .map(|&u| ((u as f64 * t as f64) as i64).clamp(0, t - 1))
+        .collect()
+}
+
+/// The plain denoising loss: the mean squared error between the network's `output` at z = α·x + σ·ε and what
+/// a model of `kind` predicts there — ε, x, or v = α·ε − σ·x. alpha, sigma: \[batch\]
+pub fn denoising_loss<B: Backend>(
+    kind: PredictionType,
+    output: Tensor<B, 4>,
+    x: Tensor<B, 4>,
+    noise: Tensor<B, 4>,
+    alpha: Tensor<B, 1>,
+    sigma: Tensor<B, 1>,
+) -> Tensor<B, 1> {
+    let target = match kind {
+        PredictionType::Epsilon => noise,
+        PredictionType::Sample => x,
+        PredictionType::VPrediction => {
+            noise * per_sample::<B, 4>(alpha) - x * per_sample::<B, 4>(sigma)
+        }
+    };
+    (output - target).powi_scalar(2).mean()
 }
 
 /// One PF-ODE (DDIM, η = 0) step of a prediction to noise level (α_s, σ_s), without gradient:
@@ -449,6 +494,55 @@ mod tests {
         assert_eq!(
             still_guided, guided,
             "the guidance term's gradient is untouched"
+        );
+    }
+
+    #[test]
+    fn the_denoising_loss_regresses_what_each_parameterisation_predicts() {
+        let dev = Default::default();
+        let mut r = SeededNoise::new(3);
+        let shape = [2, 1, 2, 2];
+        let (x, eps, out) = (
+            randn(&mut r, shape),
+            randn(&mut r, shape),
+            randn(&mut r, shape),
+        );
+        let (a, s) = ([0.6f32, 0.8], [0.8f32, 0.6]);
+        let alpha = Tensor::<B, 1>::from_floats(a, &dev);
+        let sigma = Tensor::<B, 1>::from_floats(s, &dev);
+        let (xv, ev, ov) = (to_vec(x.clone()), to_vec(eps.clone()), to_vec(out.clone()));
+        let by_hand = |target: &dyn Fn(usize) -> f32| {
+            (0..8).map(|i| (ov[i] - target(i)).powi(2)).sum::<f32>() / 8.0
+        };
+        let loss = |kind| {
+            let l = denoising_loss(
+                kind,
+                out.clone(),
+                x.clone(),
+                eps.clone(),
+                alpha.clone(),
+                sigma.clone(),
+            );
+            to_vec(l)[0]
+        };
+        let cases: [(PredictionType, f32); 3] = [
+            (PredictionType::Epsilon, by_hand(&|i| ev[i])),
+            (PredictionType::Sample, by_hand(&|i| xv[i])),
+            (
+                PredictionType::VPrediction,
+                by_hand(&|i| a[i / 4] * ev[i] - s[i / 4] * xv[i]),
+            ),
+        ];
+        for (kind, want) in cases {
+            assert!(
+                (loss(kind) - want).abs() < 1e-6,
+                "{kind:?}: {} vs {want}",
+                loss(kind)
+            );
+        }
+        assert_eq!(
+            denoising_timesteps(1000, &[0.0, 0.4999, 0.99999]),
+            vec![0, 499, 999]
         );
     }
 }

@@ -70,6 +70,12 @@ impl<B: Backend> ConditionalPipeline<B> {
         })
     }
 
+    /// Whether the adapter is a conditional teacher (trained with the plain denoising loss): it is sampled over
+    /// many DDIM steps, not with the CoDi sampler.
+    pub fn is_teacher(&self) -> bool {
+        self.info.loss.objective == codi_core::loss::Objective::Denoising
+    }
+
     /// The CoDi sampler on the grid the adapter was distilled on.
     pub fn codi_sampler(&self, steps: usize) -> Sampler {
         Sampler::new(

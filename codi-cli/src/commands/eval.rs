@@ -103,6 +103,8 @@ impl BackendTask for TaskEvalRun {
         let classifier = Classifier::<B::InnerBackend>::from_dir(&a.classifier, &device)?;
         let steps = super::parse_step_counts(&a.step_counts)?;
         let kind = match a.sampler.as_deref() {
+            // A conditional teacher is scored over DDIM steps, a distilled adapter with the CoDi sampler.
+            None if pipe.is_teacher() => Some(SamplerKind::ddim()),
             None | Some("codi") => None,
             Some(name) => Some(SamplerKind::from_name(name)?),
         };

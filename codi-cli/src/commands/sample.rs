@@ -46,7 +46,7 @@ pub struct Args {
     /// Samples per prompt (grid columns).
     #[arg(long, value_parser = super::at_least_one, default_value_t = 8)]
     batch: usize,
-    /// Sampling steps (default: 50 for text-to-image, 4 with --task).
+    /// Sampling steps (default: 50 for text-to-image and a conditional teacher, 4 for a distilled adapter).
     #[arg(long, value_parser = super::at_least_one)]
     steps: Option<usize>,
     /// ddim | dpmpp | codi | lcm (default: ddim for text-to-image, codi with --task)
@@ -189,8 +189,10 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
             task.name()
         );
     }
-    let steps = a.steps.unwrap_or(4);
+    // A conditional teacher samples like its backbone: 50 DDIM steps unless asked otherwise.
+    let steps = a.steps.unwrap_or(if pipe.is_teacher() { 50 } else { 4 });
     let sampler = match a.sampler.as_deref() {
+        None if pipe.is_teacher() => Sampler::new(SamplerKind::ddim(), steps),
         None | Some("codi") => pipe.codi_sampler(steps),
         Some(other) => Sampler::new(SamplerKind::from_name(other)?, steps),
     };

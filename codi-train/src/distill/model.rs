@@ -7,8 +7,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use codi_core::loss::{
-    codi_loss, pf_ode_step, timestep_pairs, CodiLossConfig, CodiPoints, GuidanceDistance,
-    OdeStepModel, StepNoise,
+    codi_loss, denoising_loss, denoising_timesteps, pf_ode_step, timestep_pairs, CodiLossConfig,
+    CodiPoints, GuidanceDistance, Objective, OdeStepModel, StepNoise,
 };
 use codi_core::tensor_ops::per_sample;
 use codi_core::{NoiseSchedule, Prediction, PredictionType};
@@ -71,6 +71,9 @@ fn losses<B: Backend>(
     guidance_map: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>,
 ) -> StepOutput<B> {
     let cfg = &settings.loss;
+    if cfg.objective == Objective::Denoising {
+        return denoising(settings, schedule, online, batch);
+    }
     let pt = settings.prediction_type;
     let n = batch.x.dims()[0];
     let dev = batch.x.device();
@@ -109,6 +112,33 @@ fn losses<B: Backend>(
         vec![terms.consistency.detach(), terms.guidance.detach()],
         n,
     )
+}
+
+/// The conditional teacher's loss: the plain denoising loss of the adapted model at t drawn per sample over
+/// every training timestep. Its terms: consistency 0 (none), guidance ‖x̂_t − x‖² (reported, not trained).
+fn denoising<B: Backend>(
+    settings: &StepSettings,
+    schedule: &NoiseSchedule,
+    online: &CodiNet<B>,
+    batch: DistillBatch<B>,
+) -> StepOutput<B> {
+    let n = batch.x.dims()[0];
+    let dev = batch.x.device();
+    let t = denoising_timesteps(schedule.num_train_timesteps(), &batch.uniform);
+    let (a_t, s_t) = schedule.alpha_sigma::<B>(&t, &dev);
+    let z_t = batch.x.clone() * per_sample::<B, 4>(a_t.clone())
+        + batch.noise.clone() * per_sample::<B, 4>(s_t.clone());
+    let out = online.forward(
+        z_t.clone(),
+        timesteps_tensor::<B>(&t, &dev),
+        batch.text,
+        batch.cond,
+    );
+    let pt = settings.prediction_type;
+    let x0 = Prediction::from_output(pt, out.clone().detach(), z_t, a_t.clone(), s_t.clone()).x0;
+    let loss = denoising_loss(pt, out, batch.x.clone(), batch.noise, a_t, s_t);
+    let guidance = (x0 - batch.x).powi_scalar(2).mean();
+    StepOutput::new(loss, vec![guidance.zeros_like(), guidance], n)
 }
 
 /// (name, higher is better) of [`StepOutput::terms`].

@@ -12,6 +12,7 @@ use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use codi_core::loss::denoising_loss;
 use codi_core::tensor_ops::per_sample;
 use codi_core::{NoiseSchedule, NoiseScheduleConfig, PredictionType, SeededNoise};
 use codi_models::tokenizer::TextTokenizer;
@@ -132,17 +133,15 @@ impl<B: Backend> TeacherTraining<B> {
         let ab = self.schedule.gather_alpha_bar(batch.timesteps.clone());
         let alpha = ab.clone().sqrt();
         let sigma = ab.neg().add_scalar(1.0).sqrt();
-        let (a4, s4) = (per_sample::<B, 4>(alpha), per_sample::<B, 4>(sigma));
+        let (a4, s4) = (
+            per_sample::<B, 4>(alpha.clone()),
+            per_sample::<B, 4>(sigma.clone()),
+        );
         let x = batch.latents;
-        let z = x.clone() * a4.clone() + batch.noise.clone() * s4.clone();
+        let z = x.clone() * a4 + batch.noise.clone() * s4;
         let text = self.text_encoder.forward(batch.ids).last_hidden_state;
         let out = self.unet.forward(z, batch.timesteps.float(), text);
-        let target = match self.prediction_type {
-            PredictionType::Epsilon => batch.noise,
-            PredictionType::Sample => x,
-            PredictionType::VPrediction => batch.noise * a4 - x * s4,
-        };
-        let loss = (out - target).powi_scalar(2).mean();
+        let loss = denoising_loss(self.prediction_type, out, x, batch.noise, alpha, sigma);
         StepOutput::new(loss, vec![], n)
     }
 }
