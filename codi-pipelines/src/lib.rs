@@ -8,6 +8,7 @@ pub mod adapter;
 pub mod conditional;
 /// The crate's error type.
 pub mod error;
+pub mod figures;
 pub mod image_file;
 pub mod image_io;
 pub mod plot;

@@ -51,25 +51,37 @@ pub fn dataset_features<B: Backend>(
     (out, dim)
 }
 
-/// Feature statistics of images in [0, 1], each a flat 3 × size × size vector, classified in batches.
-fn image_stats<B: Backend>(
+/// Classifier features and labels of images in [0, 1], each a flat 3 × size × size vector, classified in
+/// batches. → (n × dim features, dim, labels)
+pub fn image_features<B: Backend>(
     classifier: &Classifier<B>,
     images: &[Vec<f32>],
     size: usize,
     device: &B::Device,
-) -> FeatureStats {
-    let mut feats = Vec::new();
-    let mut dim = 0;
+) -> (Vec<f32>, usize, Vec<usize>) {
+    let (mut feats, mut dim, mut labels) = (Vec::new(), 0, Vec::new());
     for chunk in images.chunks(256) {
         let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
         let t = Tensor::<B, 4>::from_data(
             burn::tensor::TensorData::new(flat, [chunk.len(), 3, size, size]),
             device,
         );
-        let (f, d, _) = features_and_labels(classifier, t);
+        let (f, d, l) = features_and_labels(classifier, t);
         feats.extend(f);
+        labels.extend(l);
         dim = d;
     }
+    (feats, dim, labels)
+}
+
+/// Feature statistics of images in [0, 1], each a flat 3 × size × size vector.
+fn image_stats<B: Backend>(
+    classifier: &Classifier<B>,
+    images: &[Vec<f32>],
+    size: usize,
+    device: &B::Device,
+) -> FeatureStats {
+    let (feats, dim, _) = image_features(classifier, images, size, device);
     FeatureStats::from_features(&feats, dim)
 }
 
@@ -235,6 +247,82 @@ fn score<B: Backend>(
     }
 }
 
+/// The conditional model's outputs for `pairs`, in batches of `batch`, from noise seeded by `seed` (the same
+/// draws for every sampler). → one 3 × size × size image in [0, 1] per pair, and each batch's wall time
+pub fn sample_pairs<B: Backend>(
+    pipe: &codi_pipelines::ConditionalPipeline<B>,
+    pairs: &[crate::tasks::TaskPair],
+    sampler: &Sampler,
+    guidance: f64,
+    seed: u64,
+    batch: usize,
+    device: &B::Device,
+) -> Result<Sampled, TrainError> {
+    let cc = pipe.info.condition_channels;
+    let mut noise = SeededNoise::new(seed);
+    let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(pairs.len());
+    let mut batch_seconds = Vec::new();
+    for chunk in pairs.chunks(batch.max(1)) {
+        let start = std::time::Instant::now();
+        let (cond, _) = crate::distill::data::pairs_tensors::<B>(chunk, cc, device);
+        let texts: Vec<&str> = chunk.iter().map(|p| p.text.as_str()).collect();
+        let img = pipe.generate(
+            cond,
+            &texts,
+            sampler,
+            guidance,
+            &mut noise,
+            device,
+            |_, _| {},
+        )?;
+        let per = img.dims()[1] * img.dims()[2] * img.dims()[3];
+        let v = codi_core::tensor_ops::to_vec(img);
+        outputs.extend(v.chunks(per).map(|c| c.to_vec()));
+        batch_seconds.push((chunk.len(), start.elapsed().as_secs_f64()));
+    }
+    Ok(Sampled {
+        images: outputs,
+        batch_seconds,
+    })
+}
+
+/// What [`sample_pairs`] made.
+pub struct Sampled {
+    pub images: Vec<Vec<f32>>,
+    /// (images, seconds) per batch, the images read back included.
+    pub batch_seconds: Vec<(usize, f64)>,
+}
+
+impl Sampled {
+    /// The median wall time of the batches of `batch` images (the last, smaller one when there is no full
+    /// one), per image, in milliseconds.
+    pub fn median_ms_per_image(&self, batch: usize) -> Option<f64> {
+        let full: Vec<&(usize, f64)> = self.batch_seconds.iter().filter(|b| b.0 == batch).collect();
+        let pool = if full.is_empty() {
+            self.batch_seconds.iter().collect()
+        } else {
+            full
+        };
+        let mut per: Vec<f64> = pool
+            .iter()
+            .map(|(n, s)| s * 1e3 / (*n).max(1) as f64)
+            .collect();
+        per.sort_by(f64::total_cmp);
+        per.get(per.len() / 2).copied()
+    }
+}
+
+/// The condition of a pair as an RGB image for a grid: fewer than three channels (a depth map, a custom task's
+/// grey image) show the first one as grey.
+pub fn condition_as_rgb(pair: &crate::tasks::TaskPair, condition_channels: usize) -> Vec<f32> {
+    let plane = pair.size * pair.size;
+    if condition_channels < 3 {
+        pair.condition[..plane].repeat(3)
+    } else {
+        pair.condition[..3 * plane].to_vec()
+    }
+}
+
 /// Samples `pairs` at each step count with the CoDi sampler (or `sampler_kind`) and scores them (FD only with a
 /// classifier). → (report, grid rows: condition shown as RGB, one
 /// sample per step count, ground truth — for the first `grid_rows` pairs)
@@ -258,15 +346,7 @@ pub fn evaluate_task<B: Backend>(
     let targets: Vec<Vec<f32>> = pairs.iter().map(|p| p.target.clone()).collect();
     let target_stats = classifier.map(|c| image_stats(c, &targets, size, device));
     let fd = classifier.zip(target_stats.as_ref());
-    let shown = |p: &crate::tasks::TaskPair| -> Vec<f32> {
-        let plane = size * size;
-        // Fewer than three channels (a depth map, a custom task's grey image): the first one as grey.
-        if cc < 3 {
-            p.condition[..plane].repeat(3)
-        } else {
-            p.condition[..3 * plane].to_vec()
-        }
-    };
+    let shown = |p: &crate::tasks::TaskPair| condition_as_rgb(p, cc);
     let mut scores = Vec::new();
     let mut grid_cols: Vec<Vec<Vec<f32>>> = Vec::new();
     for &steps in step_counts {
@@ -274,24 +354,7 @@ pub fn evaluate_task<B: Backend>(
             Some(kind) => codi_core::Sampler::new(kind, steps),
             None => pipe.codi_sampler(steps),
         };
-        let mut noise = SeededNoise::new(seed);
-        let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(pairs.len());
-        for chunk in pairs.chunks(batch.max(1)) {
-            let (cond, _) = crate::distill::data::pairs_tensors::<B>(chunk, cc, device);
-            let texts: Vec<&str> = chunk.iter().map(|p| p.text.as_str()).collect();
-            let img = pipe.generate(
-                cond,
-                &texts,
-                &sampler,
-                guidance,
-                &mut noise,
-                device,
-                |_, _| {},
-            )?;
-            let per = 3 * size * size;
-            let v = codi_core::tensor_ops::to_vec(img);
-            outputs.extend(v.chunks(per).map(|c| c.to_vec()));
-        }
+        let outputs = sample_pairs(pipe, pairs, &sampler, guidance, seed, batch, device)?.images;
         println!(
             "[eval] {} steps: {} pairs ({:.0} s)",
             steps,

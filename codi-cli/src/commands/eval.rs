@@ -1,4 +1,5 @@
-//! `codi eval teacher`: class agreement and FD of text-to-image samples (classifier features).
+//! `codi eval teacher`: class agreement and FD of text-to-image samples (classifier features); `codi eval task`:
+//! a conditional model's scores by step count; `codi eval compare`: several models of one task side by side.
 
 use std::path::PathBuf;
 
@@ -11,6 +12,7 @@ use codi_models::classifier::Classifier;
 use codi_pipelines::image_io::save_grid;
 use codi_pipelines::ConditionalPipeline;
 use codi_pipelines::TextToImage;
+use codi_train::compare::{compare, write_report, CompareSettings, MethodSpec};
 use codi_train::data::fashion_mnist::{FashionMnist, Split, DEFAULT_DIR};
 use codi_train::distill::data::eval_pairs;
 use codi_train::distill::data::PairMaker;
@@ -24,6 +26,9 @@ pub enum Target {
     Teacher,
     /// A distilled adapter: PSNR, SSIM and FD against the ground truth at each step count.
     Task,
+    /// Several models of one task (`--methods`) on the same test pairs: results.json, results.md (the paper's
+    /// Table 1 layout), fd-vs-steps.svg and grid.svg in `--out`.
+    Compare,
 }
 
 #[derive(ClapArgs, Clone)]
@@ -62,9 +67,23 @@ pub struct Args {
     grid: Option<PathBuf>,
     #[arg(long, value_parser = super::at_least_one, default_value_t = 10)]
     grid_columns: usize,
-    /// Write the report as JSON here.
+    /// Write the report as JSON here (compare: the folder for its files).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// compare: the task every method is for (checked against their adapters).
+    #[arg(long)]
+    task: Option<String>,
+    /// compare: a JSON file listing {label, adapter, runs: [{sampler, steps}]}, or comma-separated
+    /// LABEL=DIR (a conditional teacher is scored with DDIM 50/20/8/4 and DPM-Solver++ 4, a distilled adapter
+    /// with the CoDi sampler at 1/2/4/8 steps).
+    #[arg(long)]
+    methods: Option<String>,
+    /// compare: pairs shown in the grid.
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 8)]
+    grid_rows: usize,
+    /// compare: the step count of each method shown in the grid (a teacher also at its most steps).
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 4)]
+    grid_steps: usize,
 }
 
 /// Prints the report, writes it to `--out` and the grid (`columns` wide) to `--grid` when asked.
@@ -89,6 +108,36 @@ fn report_out<B: burn::tensor::backend::Backend>(
     Ok(())
 }
 
+/// The test pairs of an adapter's task, made as its distillation made them (degradation settings, image folder
+/// columns and resolution), seeded by `--seed`.
+fn test_pairs(
+    a: &Args,
+    adapter: &std::path::Path,
+    info: &codi_pipelines::AdapterInfo,
+) -> Result<Vec<codi_train::tasks::TaskPair>> {
+    let distill_cfg = load_distill_config(adapter, info)?;
+    let maker = PairMaker::Builtin {
+        task: info.task_kind()?,
+        sr: distill_cfg.sr.clone(),
+        inpaint: distill_cfg.inpaint.clone(),
+    };
+    // An image folder is scored at the resolution (and with the columns) the adapter was trained with.
+    let folder = codi_train::data::imagefolder::is_image_folder(&a.data).then(|| {
+        distill_cfg
+            .folder
+            .clone()
+            .unwrap_or_else(codi_train::data::imagefolder::FolderConfig::new)
+    });
+    let source = task_source(
+        &maker,
+        &distill_cfg.data,
+        folder.as_ref(),
+        &a.data,
+        Split::Test,
+    )?;
+    Ok(eval_pairs(source, maker, a.seed + 1, a.samples)?)
+}
+
 struct TaskEvalRun(Args);
 
 impl BackendTask for TaskEvalRun {
@@ -108,27 +157,7 @@ impl BackendTask for TaskEvalRun {
             None | Some("codi") => None,
             Some(name) => Some(SamplerKind::from_name(name)?),
         };
-        let distill_cfg = load_distill_config(&adapter, &pipe.info)?;
-        let maker = PairMaker::Builtin {
-            task: pipe.info.task_kind()?,
-            sr: distill_cfg.sr.clone(),
-            inpaint: distill_cfg.inpaint.clone(),
-        };
-        // An image folder is scored at the resolution (and with the columns) the adapter was trained with.
-        let folder = codi_train::data::imagefolder::is_image_folder(&a.data).then(|| {
-            distill_cfg
-                .folder
-                .clone()
-                .unwrap_or_else(codi_train::data::imagefolder::FolderConfig::new)
-        });
-        let source = task_source(
-            &maker,
-            &distill_cfg.data,
-            folder.as_ref(),
-            &a.data,
-            Split::Test,
-        )?;
-        let pairs = eval_pairs(source, maker, a.seed + 1, a.samples)?;
+        let pairs = test_pairs(&a, &adapter, &pipe.info)?;
         let (report, grid) = evaluate_task(
             &pipe,
             Some(&classifier),
@@ -177,9 +206,53 @@ impl BackendTask for Task {
     }
 }
 
+struct CompareRun(Args);
+
+impl BackendTask for CompareRun {
+    type Output = Result<()>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let a = self.0;
+        let list = a.methods.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("eval compare needs --methods (a JSON file or LABEL=DIR,…)")
+        })?;
+        let out = a
+            .out
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("eval compare needs --out DIR"))?;
+        let methods = MethodSpec::parse_list(list)?;
+        // The pairs are made as the first method's distillation made them; compare checks every adapter's task.
+        let first = &methods[0].adapter;
+        let (_, info) = codi_pipelines::adapter::read_adapter_info(first)?;
+        if let Some(task) = a.task.as_deref().filter(|t| *t != info.task) {
+            anyhow::bail!(
+                "--task {task}, but {} is an adapter for {}",
+                first.display(),
+                info.task
+            );
+        }
+        let pairs = test_pairs(&a, first, &info)?;
+        let classifier = Classifier::<B::InnerBackend>::from_dir(&a.classifier, &device)?;
+        let settings = CompareSettings {
+            guidance: a.guidance.unwrap_or(1.0),
+            seed: a.seed,
+            batch: a.batch,
+            grid_rows: a.grid_rows,
+            grid_steps: a.grid_steps,
+        };
+        let (comparison, grid) =
+            compare(&a.model, &methods, &pairs, &classifier, &settings, &device)?;
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        for file in write_report(&out, &comparison, &grid, &command)? {
+            println!("wrote {}", file.display());
+        }
+        Ok(())
+    }
+}
+
 pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     match args.target {
         Target::Teacher => with_backend(device, Task(args))?,
         Target::Task => with_backend(device, TaskEvalRun(args))?,
+        Target::Compare => with_backend(device, CompareRun(args))?,
     }
 }
