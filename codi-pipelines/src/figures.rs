@@ -42,7 +42,21 @@ fn draw_svg(
     std::fs::rename(&tmp, file).map_err(|e| data_err(file, e))
 }
 
-/// A value against the number of sampling steps (log-scaled axis), one line with markers per series; `floor`
+/// Line colours that stay apart on white (the Tableau 10 palette).
+const LINE_COLOURS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// A positive value (FD) against the number of sampling steps, both axes log-scaled, one line with markers per series; `floor`
 /// draws a dashed horizontal reference (a step-free baseline such as bicubic upsampling).
 pub fn steps_plot(
     file: &Path,
@@ -60,24 +74,33 @@ pub fn steps_plot(
     if !lo.is_finite() || !hi.is_finite() {
         return Err(data_err(file, "nothing finite to plot"));
     }
-    let pad = ((hi - lo) * 0.08).max(1e-6);
+    if lo <= 0.0 {
+        return Err(data_err(
+            file,
+            "the values are drawn on a log scale and must be positive",
+        ));
+    }
     draw_svg(file, (820, 520), |root| {
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(44)
             .y_label_area_size(64)
-            .build_cartesian_2d((0.8f64..max_steps * 1.25).log_scale(), lo - pad..hi + pad)
+            .build_cartesian_2d(
+                (0.8f64..max_steps * 1.25).log_scale(),
+                (lo * 0.8..hi * 1.25).log_scale(),
+            )
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
             .x_desc("sampling steps")
             .y_desc(y_label)
             .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.1}"))
             .draw()
             .map_err(|e| e.to_string())?;
         for (i, s) in series.iter().enumerate() {
-            let colour = Palette99::pick(i).to_rgba();
+            let colour = LINE_COLOURS[i % LINE_COLOURS.len()].to_rgba();
             let pts: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x as f64, y)).collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
@@ -119,14 +142,18 @@ pub fn labelled_grid(
 ) -> Result<(), PipelineError> {
     let rows = columns.iter().map(|c| c.1.len()).max().unwrap_or(0);
     let cell = (size * scale) as i32;
-    let (gap, head) = (8i32, 44i32);
+    // Labels wider than a cell wrap at spaces (about 7 pixels per character at this size).
+    let labels: Vec<Vec<String>> = columns
+        .iter()
+        .map(|c| split_label(&c.0, (cell / 7).max(8) as usize))
+        .collect();
+    let lines = labels.iter().map(Vec::len).max().unwrap_or(1) as i32;
+    let (gap, head) = (8i32, 12 + 16 * lines);
     let width = columns.len() as i32 * (cell + gap) + gap;
     let height = head + rows as i32 * (cell + gap) + gap;
     draw_svg(file, (width as u32, height as u32), |root| {
-        for (c, (label, images)) in columns.iter().enumerate() {
+        for (c, ((_, images), lines)) in columns.iter().zip(&labels).enumerate() {
             let x = gap + c as i32 * (cell + gap);
-            // Labels wider than a cell are split over two lines at a space.
-            let lines = split_label(label, (cell / 7).max(8) as usize);
             for (k, line) in lines.iter().enumerate() {
                 let style = ("sans-serif", 13).into_font().color(&BLACK);
                 root.draw(&Text::new(line.clone(), (x, 6 + 16 * k as i32), style))
@@ -162,19 +189,19 @@ fn upscale_rgb8(image: &[f32], size: usize, scale: usize) -> Vec<u8> {
     out
 }
 
+/// Splits a label into lines of at most `width` characters at spaces (a longer word keeps its own line).
 fn split_label(label: &str, width: usize) -> Vec<String> {
-    if label.chars().count() <= width {
-        return vec![label.to_string()];
+    let mut lines: Vec<String> = Vec::new();
+    for word in label.split(' ').filter(|w| !w.is_empty()) {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
     }
-    let cut = label
-        .char_indices()
-        .filter(|&(i, c)| c == ' ' && i <= width)
-        .map(|(i, _)| i)
-        .next_back();
-    match cut {
-        Some(i) => vec![label[..i].to_string(), label[i + 1..].to_string()],
-        None => vec![label.to_string()],
-    }
+    lines
 }
 
 #[cfg(test)]
@@ -222,8 +249,13 @@ mod tests {
     fn long_labels_wrap_at_a_space() {
         assert_eq!(split_label("short", 10), vec!["short"]);
         assert_eq!(
-            split_label("teacher frozen DDIM 50", 12),
-            vec!["teacher", "frozen DDIM 50"]
+            split_label("Teacher, frozen backbone (LDM + ControlNet), ddim 50", 18),
+            vec![
+                "Teacher, frozen",
+                "backbone (LDM +",
+                "ControlNet), ddim",
+                "50"
+            ]
         );
     }
 }
