@@ -78,7 +78,10 @@ fn eval_compare_writes_the_table_the_plot_and_the_grid() {
         ("Teacher", "ddim", 20),
         ("Teacher", "ddim", 8),
         ("Teacher", "ddim", 4),
+        ("Teacher", "ddim", 2),
+        ("Teacher", "ddim", 1),
         ("Teacher", "dpmpp", 4),
+        ("Teacher", "dpmpp", 2),
         ("PE-CoDi", "codi", 1),
         ("PE-CoDi", "codi", 2),
         ("PE-CoDi", "codi", 4),
@@ -102,7 +105,7 @@ fn eval_compare_writes_the_table_the_plot_and_the_grid() {
         "the teacher's budget is reported"
     );
     assert_eq!(
-        rows[5]["train_steps"], 900,
+        rows[8]["train_steps"], 900,
         "the committed adapter's budget is reported"
     );
     assert!(rows[0]["ms_per_image"].as_f64().unwrap() > 0.0);

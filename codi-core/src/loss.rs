@@ -45,6 +45,9 @@ pub enum OdeStepModel {
     Ema,
     /// The frozen pre-trained teacher (the paper's "without distilling the PF-ODE" ablation).
     Teacher,
+    /// A frozen copy of the adapted model the run started from: with a conditional teacher as the start
+    /// (`init_from`), the two-stage consistency distillation (CM-II) the paper compares with.
+    Initial,
 }
 
 /// Which noise the PF-ODE step uses.

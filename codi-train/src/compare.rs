@@ -30,8 +30,8 @@ pub struct SamplerRuns {
 pub struct MethodSpec {
     pub label: String,
     pub adapter: PathBuf,
-    /// Default: a conditional teacher with DDIM at 50, 20, 8 and 4 steps and DPM-Solver++(2M) at 4; a distilled
-    /// adapter with the CoDi sampler at 1, 2, 4 and 8 steps.
+    /// Default: a conditional teacher with DDIM at 50, 20, 8, 4, 2 and 1 steps and DPM-Solver++(2M) at 4
+    /// and 2; a distilled adapter with the CoDi sampler at 1, 2, 4 and 8 steps.
     #[serde(default)]
     pub runs: Vec<SamplerRuns>,
 }
@@ -92,7 +92,7 @@ impl MethodSpec {
             steps: steps.to_vec(),
         };
         if is_teacher {
-            vec![run("ddim", &[50, 20, 8, 4]), run("dpmpp", &[4])]
+            vec![run("ddim", &[50, 20, 8, 4, 2, 1]), run("dpmpp", &[4, 2])]
         } else {
             vec![run("codi", &[1, 2, 4, 8])]
         }
@@ -212,7 +212,7 @@ pub fn compare<B: Backend>(
             }
             _ => task = Some(pipe.info.task.clone()),
         }
-        let (train_steps, train_wall_s) = training_budget(&method.adapter)?;
+        let (train_steps, train_wall_s) = training_budget(&method.adapter, 4)?;
         let runs = method.runs_for(is_teacher);
         let most = runs.iter().flat_map(|r| r.steps.iter().copied()).max();
         for run in &runs {
@@ -276,8 +276,13 @@ pub fn compare<B: Backend>(
     Ok((comparison, grid))
 }
 
-/// (optimizer steps of the config, wall time of the run) from the folder's `distill.json`, when it has one.
-fn training_budget(adapter: &Path) -> Result<(Option<usize>, Option<f64>), TrainError> {
+/// (optimizer steps of the config, wall time of the run) from the folder's `distill.json`, when it has one; a
+/// run started from another (`init_from`, a second stage) adds that run's budget, so a two-stage method is
+/// charged for both stages (`stages_left` bounds a chain of them).
+fn training_budget(
+    adapter: &Path,
+    stages_left: usize,
+) -> Result<(Option<usize>, Option<f64>), TrainError> {
     let file = adapter.join("distill.json");
     if !file.exists() {
         return Ok((None, None));
@@ -288,7 +293,17 @@ fn training_budget(adapter: &Path) -> Result<(Option<usize>, Option<f64>), Train
         .as_u64()
         .zip(train["steps_per_epoch"].as_u64())
         .map(|(e, s)| (e * s) as usize);
-    Ok((steps, v["wall_time_s"].as_f64()))
+    let wall = v["wall_time_s"].as_f64();
+    match v["config"]["init_from"].as_str() {
+        Some(first) if stages_left > 1 => {
+            let (first_steps, first_wall) = training_budget(Path::new(first), stages_left - 1)?;
+            Ok((
+                steps.zip(first_steps).map(|(a, b)| a + b),
+                wall.zip(first_wall).map(|(a, b)| a + b),
+            ))
+        }
+        _ => Ok((steps, wall)),
+    }
 }
 
 fn score<B: Backend>(

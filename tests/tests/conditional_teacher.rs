@@ -1,16 +1,22 @@
-//! The conditional teacher (`loss.objective: "denoising"`): the adapted model trained with the plain denoising
-//! loss. Its training step's loss must be that loss, computed here by hand from the same network call.
+//! The conditional teacher (`loss.objective: "denoising"`) and its second stage. The teacher's training step
+//! must be the plain denoising loss, computed here by hand from the same network call; consistency
+//! distillation from it (CM-II: `init_from` + `loss.step_model: "initial"`) must start from its weights and
+//! take the PF-ODE step with the frozen start, not with the model being trained.
 
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
 use burn::train::TrainStep;
 use codi_core::backend::CpuBackend;
-use codi_core::loss::{CodiLossConfig, Objective};
+use codi_core::loss::{
+    codi_loss, pf_ode_step, timestep_pairs, CodiLossConfig, CodiPoints, ConsistencySpace,
+    Objective, OdeStepModel, TimestepSharing,
+};
+use codi_core::tensor_ops::per_sample;
 use codi_core::tensor_ops::to_vec;
-use codi_core::{NoiseScheduleConfig, PredictionType, SeededNoise};
+use codi_core::{NoiseScheduleConfig, Prediction, PredictionType, SeededNoise};
 use codi_models::fresh::copy_with_fresh_ids;
 use codi_models::ControlNetConfig;
-use codi_pipelines::DistillMode;
+use codi_pipelines::{CodiNet, DistillMode, TaskKind};
 use codi_train::distill::data::DistillBatch;
 use codi_train::distill::model::{Distillation, StepSettings};
 
@@ -93,4 +99,183 @@ fn the_conditional_teachers_loss_is_the_plain_denoising_loss() {
             "{kind:?}: {loss} vs {want}"
         );
     }
+}
+
+/// The CM-II step: online model at (z_t, t); ẑ_s one DDIM step of the frozen start (here the backbone before
+/// training, the online backbone replaced by another); the EMA target at (ẑ_s, s); sample-space consistency.
+#[test]
+fn two_stage_consistency_takes_the_ode_step_with_the_frozen_start() {
+    let dev = Default::default();
+    let (unet_cfg, _) = codi_tests::tiny_teacher_configs();
+    let unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
+    let adapter = copy_with_fresh_ids(
+        &ControlNetConfig::new(unet_cfg.clone())
+            .with_conditioning_channels(3)
+            .with_conditioning_embedding_out_channels(vec![8, 8, 16])
+            .init_from_unet(&unet, &dev),
+    );
+    let other_unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
+    let schedule = NoiseScheduleConfig::sd15().init().unwrap();
+    let mut r = SeededNoise::new(5);
+    let batch = DistillBatch {
+        x: normals(&mut r, [2, 4, 8, 8]),
+        cond: normals(&mut r, [2, 3, 32, 32]).abs().clamp_max(1.0),
+        text: Tensor::from_data(TensorData::new(r.normals(2 * 5 * 16), [2, 5, 16]), &dev),
+        noise: normals(&mut r, [2, 4, 8, 8]),
+        uniform: vec![0.3, 0.7],
+    };
+    let loss_cfg = |step_model| CodiLossConfig {
+        consistency: ConsistencySpace::Sample,
+        lambda: 0.0,
+        timesteps: TimestepSharing::PerSample,
+        step_model,
+        ..Default::default()
+    };
+    let step_loss = |step_model| {
+        let mut model = Distillation::new(
+            unet.clone(),
+            adapter.clone(),
+            DistillMode::Codi,
+            None,
+            None,
+            schedule.clone(),
+            StepSettings {
+                loss: loss_cfg(step_model),
+                prediction_type: PredictionType::Epsilon,
+                ema_decay: 0.99,
+                grad_clip: 1.0,
+                divergence: Default::default(),
+            },
+        );
+        model.online.unet = other_unet.clone();
+        to_vec(TrainStep::step(&model, batch.clone()).item.loss)[0]
+    };
+    let got = step_loss(OdeStepModel::Initial);
+
+    let cfg = loss_cfg(OdeStepModel::Initial);
+    let (t, s) = timestep_pairs(&cfg, 1000, 2, &batch.uniform).unwrap();
+    let (a_t, s_t) = schedule.alpha_sigma::<AB>(&t, &dev);
+    let (a_s, s_s) = schedule.alpha_sigma::<AB>(&s, &dev);
+    let z_t = batch.x.clone() * per_sample::<AB, 4>(a_t.clone())
+        + batch.noise.clone() * per_sample::<AB, 4>(s_t.clone());
+    let times = |v: &[i64]| {
+        Tensor::<AB, 1>::from_floats(
+            v.iter().map(|&x| x as f32).collect::<Vec<_>>().as_slice(),
+            &dev,
+        )
+    };
+    let start = CodiNet {
+        unet: unet.clone(),
+        adapter: adapter.clone(),
+    };
+    let online = CodiNet {
+        unet: other_unet.clone(),
+        adapter: adapter.clone(),
+    };
+    let call = |net: &CodiNet<AB>, z: Tensor<AB, 4>, ts: &[i64]| {
+        net.forward(z, times(ts), batch.text.clone(), batch.cond.clone())
+    };
+    let eps = PredictionType::Epsilon;
+    let online_pred = Prediction::from_output(
+        eps,
+        call(&online, z_t.clone(), &t),
+        z_t.clone(),
+        a_t.clone(),
+        s_t.clone(),
+    );
+    let start_pred =
+        Prediction::from_output(eps, call(&start, z_t.clone(), &t), z_t.clone(), a_t, s_t);
+    let z_s = pf_ode_step(&start_pred, None, a_s.clone(), s_s.clone());
+    // The EMA target starts as a copy of the start.
+    let target = Prediction::from_output(eps, call(&start, z_s.clone(), &s), z_s.clone(), a_s, s_s);
+    let points = CodiPoints { t, s, z_t, z_s };
+    let want =
+        to_vec(codi_loss(&cfg, &online_pred, &target, batch.x.clone(), &points, |v| v).total)[0];
+    let own_step = step_loss(OdeStepModel::Online);
+    eprintln!("CM-II step loss {got}, by hand {want}, with the online model's own step {own_step}");
+    assert!(
+        (got - want).abs() <= 1e-5 * want.max(1e-3),
+        "{got} vs {want}"
+    );
+    assert!(
+        (got - own_step).abs() > 1e-3 * want,
+        "the step model made no difference: {got} vs {own_step}"
+    );
+}
+
+/// A second stage starts from the first's weights: with a learning rate too small to move them, the exported
+/// adapter equals the committed super-resolution teacher's; a run of another task is refused by name.
+#[test]
+fn a_run_started_from_a_conditional_teacher_begins_at_its_weights() {
+    use codi_train::distill::{distill, export::load_distill_config};
+    use codi_train::training::{RunOptions, TrainLoopConfig};
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (teacher_pipe, start) = (
+        repo.join("assets/tiny"),
+        repo.join("assets/tiny/baselines/sr/teacher-pe"),
+    );
+    let (_, info) = codi_pipelines::adapter::read_adapter_info(&start).unwrap();
+    let mut cfg = load_distill_config(&start, &info).unwrap();
+    cfg.loss = CodiLossConfig {
+        consistency: ConsistencySpace::Sample,
+        lambda: 0.0,
+        step_model: OdeStepModel::Initial,
+        ..Default::default()
+    };
+    cfg.init_from = Some(start.clone());
+    cfg.export_ema = false;
+    cfg.train = TrainLoopConfig::new()
+        .with_batch_size(2)
+        .with_num_epochs(1)
+        .with_steps_per_epoch(2)
+        .with_valid_items(2)
+        .with_learning_rate(1e-12)
+        .with_weight_decay(0.0);
+    cfg.data = cfg.data.clone().with_scenes_train(8).with_scenes_test(4);
+    let root = codi_tests::TempDir::new("two-stage");
+    let fashion = codi_tests::fixture("fashion-mnist-subset");
+    let dev = Default::default();
+    let out = root.join("out");
+    distill::<AB>(
+        &cfg,
+        &teacher_pipe,
+        &fashion,
+        &RunOptions::new(root.join("run")),
+        &out,
+        &dev,
+    )
+    .unwrap();
+    let read = |dir: &std::path::Path| {
+        codi_tests::read_safetensors(&dir.join("controlnet/diffusion_pytorch_model.safetensors"))
+    };
+    let (want, got) = (read(&start), read(&out));
+    assert_eq!(want.len(), got.len());
+    let worst = want
+        .iter()
+        .map(|(k, (_, w))| {
+            w.iter()
+                .zip(&got[k].1)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+        })
+        .fold(0.0, f32::max);
+    eprintln!(
+        "{} adapter tensors, max |start − after 2 steps at lr 1e-12| = {worst:e}",
+        want.len()
+    );
+    assert!(worst <= 1e-6, "{worst}");
+
+    cfg.task = TaskKind::Inpainting;
+    let err = distill::<AB>(
+        &cfg,
+        &teacher_pipe,
+        &fashion,
+        &RunOptions::new(root.join("run2")),
+        &root.join("out2"),
+        &dev,
+    )
+    .err()
+    .expect("an sr run cannot start an inpainting run")
+    .to_string();
+    assert!(err.contains("init_from") && err.contains("\"sr\""), "{err}");
 }

@@ -45,6 +45,10 @@ pub struct Args {
     /// Output folder. Default: assets/tiny/adapters/<task> (PE-CoDi) or assets/tiny/codi-<task> (CoDi).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Start from the output folder of an earlier run of the task (its adapter, and its backbone for
+    /// --mode codi from a codi run): the config's `init_from`.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
     #[arg(long, value_parser = super::at_least_one)]
     epochs: Option<usize>,
     #[arg(long, value_parser = super::at_least_one)]
@@ -207,6 +211,9 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
                 task.name()
             ));
         }
+    }
+    if let Some(dir) = &args.init_from {
+        c.init_from = Some(dir.clone());
     }
     if let Some(v) = args.epochs {
         c.train.num_epochs = v;

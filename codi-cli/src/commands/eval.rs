@@ -74,8 +74,8 @@ pub struct Args {
     #[arg(long)]
     task: Option<String>,
     /// compare: a JSON file listing {label, adapter, runs: [{sampler, steps}]}, or comma-separated
-    /// LABEL=DIR (a conditional teacher is scored with DDIM 50/20/8/4 and DPM-Solver++ 4, a distilled adapter
-    /// with the CoDi sampler at 1/2/4/8 steps).
+    /// LABEL=DIR (a conditional teacher is scored with DDIM 50/20/8/4/2/1 and DPM-Solver++ 4/2, a
+    /// distilled adapter with the CoDi sampler at 1/2/4/8 steps).
     #[arg(long)]
     methods: Option<String>,
     /// compare: pairs shown in the grid.

@@ -5,9 +5,10 @@
 pub mod data;
 pub mod ema;
 pub mod export;
+pub mod init;
 pub mod model;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -64,6 +65,10 @@ pub struct DistillConfig {
     /// Export the EMA weights (else the online ones).
     #[config(default = true)]
     pub export_ema: bool,
+    /// Start from the output folder of an earlier run of the same task (its adapter, and its backbone when
+    /// both runs train theirs) instead of a fresh adapter: a second stage, e.g. consistency distillation of a
+    /// conditional teacher. Relative to the working directory.
+    pub init_from: Option<PathBuf>,
 }
 
 /// The task's source of pairs for a split: the image folder `dir` when `folder` is set, else the embedded
@@ -219,7 +224,20 @@ pub fn distill_with<B: AutodiffBackend>(
         )
         .with_fusion(config.fusion)
         .with_conditioning_embedding_zero_out(config.conditioning_embedding_zero_out);
-    let adapter = adapter_cfg.init_from_unet(&unet, device);
+    let (unet, adapter) = match &config.init_from {
+        Some(dir) => init::load_start(
+            dir,
+            &maker.name(),
+            config.mode,
+            (&unet_dir, unet),
+            &adapter_cfg,
+            device,
+        )?,
+        None => {
+            let adapter = adapter_cfg.init_from_unet(&unet, device);
+            (unet, adapter)
+        }
+    };
     let teacher = (config.loss.step_model == OdeStepModel::Teacher)
         .then(|| copy_with_fresh_ids(&unet).no_grad());
     let guidance_vae = match config.loss.guidance {

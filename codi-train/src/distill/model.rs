@@ -42,6 +42,9 @@ pub struct Distillation<B: Backend> {
     pub ema_unet: Option<UNet2DConditionModel<B>>,
     /// The frozen pre-trained UNet, when it takes the PF-ODE step.
     pub teacher: Option<UNet2DConditionModel<B>>,
+    /// A frozen copy of the adapted model at the start, when it takes the PF-ODE step
+    /// ([`OdeStepModel::Initial`]).
+    pub initial: Option<CodiNet<B>>,
     /// The frozen VAE, when the guidance distance is measured after decoding.
     pub vae: Option<AutoencoderKL<B>>,
     #[module(skip)]
@@ -146,7 +149,8 @@ pub const TERMS: [(&str, bool); 2] = [("consistency", false), ("guidance", false
 
 impl<B: Backend> Distillation<B> {
     /// The distiller around a backbone and its adapter. PE-CoDi freezes the backbone (the EMA target shares
-    /// it); CoDi trains it and keeps an EMA copy. The EMA adapter starts as a copy of the adapter.
+    /// it); CoDi trains it and keeps an EMA copy. The EMA adapter starts as a copy of the adapter; so does the
+    /// frozen initial model when the loss takes its PF-ODE step with it.
     pub fn new(
         unet: UNet2DConditionModel<B>,
         adapter: ControlNetModel<B>,
@@ -156,6 +160,10 @@ impl<B: Backend> Distillation<B> {
         schedule: NoiseSchedule,
         settings: StepSettings,
     ) -> Self {
+        let initial = (settings.loss.step_model == OdeStepModel::Initial).then(|| CodiNet {
+            unet: copy_with_fresh_ids(&unet).no_grad(),
+            adapter: copy_with_fresh_ids(&adapter).no_grad(),
+        });
         let (online_unet, ema_unet) = match mode {
             DistillMode::PeCodi => (unet.no_grad(), None),
             DistillMode::Codi => {
@@ -171,6 +179,7 @@ impl<B: Backend> Distillation<B> {
             },
             ema_unet,
             teacher,
+            initial,
             vae,
             schedule,
             settings,
@@ -220,10 +229,17 @@ impl<B: AutodiffBackend> TrainStep for Distillation<B> {
                 Tensor::from_inner(u.forward(z.inner(), t.inner(), text.inner()))
             }
         });
+        let initial = self.initial.as_ref().map(|n| n.valid());
+        let initial_fn = initial.as_ref().map(|n| {
+            move |z: Tensor<B, 4>, t: Tensor<B, 1>, text: Tensor<B, 3>, cond: Tensor<B, 4>| {
+                Tensor::from_inner(n.forward(z.inner(), t.inner(), text.inner(), cond.inner()))
+            }
+        });
         let step_net: Option<NetFn<'_, B>> = match self.settings.loss.step_model {
             OdeStepModel::Online => None,
             OdeStepModel::Ema => Some(&target_fn),
             OdeStepModel::Teacher => teacher_fn.as_ref().map(|f| f as &dyn Fn(_, _, _, _) -> _),
+            OdeStepModel::Initial => initial_fn.as_ref().map(|f| f as &dyn Fn(_, _, _, _) -> _),
         };
         let map = self.guidance_map();
         let out = losses(

@@ -12,6 +12,7 @@ use crate::pretrain::classifier::ClassifierPretrainConfig;
 use crate::pretrain::teacher::TeacherPretrainConfig;
 use crate::pretrain::vae::VaePretrainConfig;
 use crate::tasks::{InpaintConfig, SrConfig, TaskKind};
+use codi_core::loss::OdeStepModel;
 
 /// A config that knows its own bounds.
 pub trait Checked {
@@ -117,6 +118,15 @@ impl Checked for DistillConfig {
         }
         let ch = &self.conditioning_embedding_out_channels;
         let loss = &self.loss;
+        c.require(
+            loss.step_model != OdeStepModel::Initial || self.init_from.is_some(),
+            || {
+                "loss.step_model \"initial\" takes the PF-ODE step with the model the run starts from: \
+                 name that run's output folder in init_from (without it the start is the backbone alone: \
+                 use \"teacher\")"
+                    .into()
+            },
+        );
         c.real("ema_decay", self.ema_decay, 0.0, 1.0)
             .entries(
                 "conditioning_embedding_out_channels",
