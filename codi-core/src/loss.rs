@@ -110,10 +110,36 @@ pub struct CodiLossConfig {
     pub step_noise: StepNoise,
     /// For the x-space consistency term.
     pub boundary: BoundaryScalings,
+    /// Classifier-free guidance folded into the PF-ODE step (the paper's released code): the step model's
+    /// output becomes u + w·(c − u) from the captioned and the empty prompt, with w drawn per sample
+    /// uniformly in [min, max) (equal bounds: a fixed w). \[1, 1\], also for files written before it
+    /// existed: no guidance, one forward less.
+    #[serde(default = "no_cfg")]
+    pub cfg_scale: [f64; 2],
 }
 
 fn one() -> f64 {
     1.0
+}
+
+fn no_cfg() -> [f64; 2] {
+    [1.0, 1.0]
+}
+
+impl CodiLossConfig {
+    /// Whether the PF-ODE step is guided (it then needs the empty prompt's prediction too).
+    pub fn folds_cfg(&self) -> bool {
+        self.objective == Objective::Consistency && self.cfg_scale != no_cfg()
+    }
+
+    /// The guidance weight of each sample from its uniform draw in [0, 1).
+    pub fn cfg_weights(&self, uniform: &[f32]) -> Vec<f32> {
+        let [lo, hi] = self.cfg_scale;
+        uniform
+            .iter()
+            .map(|&u| (lo + (hi - lo) * u as f64) as f32)
+            .collect()
+    }
 }
 
 impl Default for CodiLossConfig {
@@ -129,6 +155,7 @@ impl Default for CodiLossConfig {
             step_model: OdeStepModel::Online,
             step_noise: StepNoise::Predicted,
             boundary: BoundaryScalings::default(),
+            cfg_scale: no_cfg(),
         }
     }
 }

@@ -23,6 +23,20 @@ pub struct SamplerRuns {
     /// codi | ddim | dpmpp | lcm
     pub sampler: String,
     pub steps: Vec<usize>,
+    /// Classifier-free guidance scale of these runs (default: the comparison's `--guidance`); shown in the
+    /// sampler's name, e.g. `ddim w=3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f64>,
+}
+
+impl SamplerRuns {
+    /// The sampler's name in the table and plot: with its guidance scale when it has its own.
+    fn label(&self) -> String {
+        match self.guidance {
+            Some(w) => format!("{} w={w}", self.sampler),
+            None => self.sampler.clone(),
+        }
+    }
 }
 
 /// One compared model: a `codi distill` output folder and how it is sampled.
@@ -78,6 +92,12 @@ impl MethodSpec {
                         m.label, r.sampler
                     )));
                 }
+                if let Some(w) = r.guidance.filter(|w| !(w.is_finite() && *w >= 0.0)) {
+                    return Err(TrainError::Config(format!(
+                        "--methods: {}: {} has guidance {w}: must be a finite number of at least 0",
+                        m.label, r.sampler
+                    )));
+                }
             }
         }
         Ok(methods)
@@ -90,6 +110,7 @@ impl MethodSpec {
         let run = |sampler: &str, steps: &[usize]| SamplerRuns {
             sampler: sampler.into(),
             steps: steps.to_vec(),
+            guidance: None,
         };
         if is_teacher {
             vec![run("ddim", &[50, 20, 8, 4, 2, 1]), run("dpmpp", &[4, 2])]
@@ -221,7 +242,8 @@ pub fn compare<B: Backend>(
                     "codi" => pipe.codi_sampler(steps),
                     name => Sampler::new(SamplerKind::from_name(name)?, steps),
                 };
-                let (g, s, b) = (settings.guidance, settings.seed, settings.batch);
+                let g = run.guidance.unwrap_or(settings.guidance);
+                let (s, b) = (settings.seed, settings.batch);
                 let sampled = sample_pairs(&pipe, pairs, &sampler, g, s, b, device)?;
                 let mut row = score(
                     classifier,
@@ -232,7 +254,7 @@ pub fn compare<B: Backend>(
                     device,
                 );
                 row.method = method.label.clone();
-                row.sampler = run.sampler.clone();
+                row.sampler = run.label();
                 row.steps = steps;
                 row.ms_per_image = sampled.median_ms_per_image(b);
                 row.train_steps = train_steps;
@@ -246,7 +268,7 @@ pub fn compare<B: Backend>(
                     start.elapsed().as_secs_f64()
                 );
                 if steps == settings.grid_steps || (is_teacher && Some(steps) == most) {
-                    let label = format!("{}, {} {steps}", method.label, run.sampler);
+                    let label = format!("{}, {} {steps}", method.label, run.label());
                     grid.push((label, sampled.images[..shown].to_vec()));
                 }
                 rows.push(row);
@@ -481,16 +503,28 @@ mod tests {
         let file = dir.join("m.json");
         std::fs::write(
             &file,
-            r#"[{"label": "T", "adapter": "x", "runs": [{"sampler": "ddim", "steps": [4]}]}]"#,
+            r#"[{"label": "T", "adapter": "x", "runs": [{"sampler": "ddim", "steps": [4], "guidance": 3}]}]"#,
         )
         .unwrap();
         let m = MethodSpec::parse_list(file.to_str().unwrap()).unwrap();
+        let runs = m[0].runs_for(true);
         assert_eq!(
-            m[0].runs_for(true),
+            runs,
             vec![SamplerRuns {
                 sampler: "ddim".into(),
-                steps: vec![4]
+                steps: vec![4],
+                guidance: Some(3.0),
             }]
+        );
+        assert_eq!(runs[0].label(), "ddim w=3");
+        std::fs::write(
+            &file,
+            r#"[{"label": "T", "adapter": "x", "runs": [{"sampler": "ddim", "steps": [4], "guidance": -1}]}]"#,
+        )
+        .unwrap();
+        assert!(
+            MethodSpec::parse_list(file.to_str().unwrap()).is_err(),
+            "a negative guidance scale"
         );
         std::fs::write(
             &file,

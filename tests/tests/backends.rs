@@ -74,6 +74,8 @@ fn train_step<B: AutodiffBackend>(device: &B::Device) -> (f32, Vec<f32>) {
             .detach(),
         noise: latent(&mut noise),
         uniform: noise.uniform(2),
+        uncond_text: None,
+        guidance_uniform: vec![0.5, 0.5],
     };
     let settings = StepSettings {
         loss: pipe.info.loss,

@@ -114,6 +114,8 @@ impl<AB: AutodiffBackend> StepBench<AB> {
             text: Tensor::from_inner(inputs.text.clone()),
             noise: Tensor::from_inner(inputs.noise.clone()),
             uniform: vec![UNIFORM; n],
+            uncond_text: None,
+            guidance_uniform: vec![0.5; n],
         };
         Self {
             device: inputs.x.device(),

@@ -29,3 +29,12 @@ impl<B: Backend, C: Denoiser<B>, U: Denoiser<B>> Denoiser<B> for Guided<C, U> {
         u.clone() + (c - u).mul_scalar(self.scale)
     }
 }
+
+/// Classifier-free guidance with a weight per sample: u + w·(c − u). c, u: [b, c, h, w]; scale: \[b\]
+pub fn guide_per_sample<B: Backend>(
+    cond: Tensor<B, 4>,
+    uncond: Tensor<B, 4>,
+    scale: Tensor<B, 1>,
+) -> Tensor<B, 4> {
+    uncond.clone() + (cond - uncond) * crate::tensor_ops::per_sample::<B, 4>(scale)
+}

@@ -8,7 +8,7 @@ mod guidance;
 
 pub use codi::{codi_step, lcm_step};
 pub use ddim::{ddim_step, DdimStep};
-pub use guidance::Guided;
+pub use guidance::{guide_per_sample, Guided};
 
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};

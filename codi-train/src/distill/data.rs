@@ -399,7 +399,9 @@ where
 }
 
 /// x: [b, c, h, w] target latents; cond: [b, cc, H, W] in [0, 1]; text: [b, tokens, hidden];
-/// noise: [b, c, h, w]; uniform: draws in [0, 1) for the timesteps (one per sample).
+/// noise: [b, c, h, w]; uniform: draws in [0, 1) for the timesteps (one per sample); uncond_text: the
+/// empty prompt's embedding [b, tokens, hidden], when the loss folds classifier-free guidance in;
+/// guidance_uniform: draws in [0, 1) for its weight (one per sample).
 #[derive(Debug, Clone)]
 pub struct DistillBatch<B: Backend> {
     pub x: Tensor<B, 4>,
@@ -407,6 +409,8 @@ pub struct DistillBatch<B: Backend> {
     pub text: Tensor<B, 3>,
     pub noise: Tensor<B, 4>,
     pub uniform: Vec<f32>,
+    pub uncond_text: Option<Tensor<B, 3>>,
+    pub guidance_uniform: Vec<f32>,
 }
 
 #[derive(Clone)]
@@ -414,6 +418,8 @@ pub struct DistillBatcher {
     pub text: Arc<dyn TextEmbedder>,
     pub vae: Arc<dyn LatentEncoder>,
     pub condition_channels: usize,
+    /// Embed the empty prompt too (classifier-free guidance folded into the loss).
+    pub unconditional: bool,
 }
 
 impl<B: Backend> Batcher<B, TaskItem, DistillBatch<B>> for DistillBatcher {
@@ -438,11 +444,19 @@ impl<B: Backend> Batcher<B, TaskItem, DistillBatch<B>> for DistillBatcher {
         }
         let mut noise = Vec::with_capacity(n * c * h * w);
         let mut uniform = Vec::with_capacity(n);
+        let mut guidance_uniform = Vec::with_capacity(n);
         for i in &items {
             let mut r = codi_core::SeededNoise::new(i.key);
             uniform.push(r.uniform(1)[0]);
             noise.extend(r.normals(c * h * w));
+            // Drawn last, so the draws before it are those of a run without guidance.
+            guidance_uniform.push(r.uniform(1)[0]);
         }
+        let uncond_text = self.unconditional.then(|| {
+            let (v, d) = self.text.embed("");
+            let all: Vec<f32> = (0..n).flat_map(|_| v.iter().copied()).collect();
+            Tensor::from_data(TensorData::new(all, [n, d[0], d[1]]), device)
+        });
         DistillBatch {
             x: Tensor::from_data(TensorData::new(x, [n, c, h, w]), device),
             cond: Tensor::from_data(
@@ -452,6 +466,8 @@ impl<B: Backend> Batcher<B, TaskItem, DistillBatch<B>> for DistillBatcher {
             text: Tensor::from_data(TensorData::new(text, [n, td[0], td[1]]), device),
             noise: Tensor::from_data(TensorData::new(noise, [n, c, h, w]), device),
             uniform,
+            uncond_text,
+            guidance_uniform,
         }
     }
 }

@@ -276,6 +276,7 @@ pub fn distill_with<B: AutodiffBackend>(
         text: Arc::new(text),
         vae: Arc::new(vae),
         condition_channels: maker.condition_channels(),
+        unconditional: config.loss.folds_cfg(),
     };
     // The data order continues from the checkpoint's epoch, so a resumed run sees the same batches.
     let start_epoch = crate::training::completed_epochs(run);

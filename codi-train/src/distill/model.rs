@@ -10,6 +10,7 @@ use codi_core::loss::{
     codi_loss, denoising_loss, denoising_timesteps, pf_ode_step, timestep_pairs, CodiLossConfig,
     CodiPoints, GuidanceDistance, Objective, OdeStepModel, StepNoise,
 };
+use codi_core::sampler::guide_per_sample;
 use codi_core::tensor_ops::per_sample;
 use codi_core::{NoiseSchedule, Prediction, PredictionType};
 use codi_models::{AutoencoderKL, ControlNetModel, UNet2DConditionModel};
@@ -96,11 +97,28 @@ fn losses<B: Backend>(
         batch.text.clone(),
         batch.cond.clone(),
     );
+    let online_out = out.clone().detach();
     let online_pred = Prediction::from_output(pt, out, z_t.clone(), a_t.clone(), s_t.clone());
-    let step_pred = match step_net {
-        None => online_pred.clone().detach(),
-        Some(f) => {
-            let o = f(z_t.clone(), tt, batch.text.clone(), batch.cond.clone()).detach();
+    // The step model's output for a text embedding, without gradient.
+    let step_out = |text: Tensor<B, 3>| match step_net {
+        None => online
+            .forward(z_t.clone(), tt.clone(), text, batch.cond.clone())
+            .detach(),
+        Some(f) => f(z_t.clone(), tt.clone(), text, batch.cond.clone()).detach(),
+    };
+    let uncond = batch.uncond_text.clone().filter(|_| cfg.folds_cfg());
+    let step_pred = match (step_net, uncond) {
+        (None, None) => online_pred.clone().detach(),
+        (_, uncond) => {
+            let mut o = match step_net {
+                None => online_out,
+                Some(_) => step_out(batch.text.clone()),
+            };
+            if let Some(u) = uncond {
+                let w = cfg.cfg_weights(&batch.guidance_uniform);
+                let w = Tensor::from_data(TensorData::new(w, [n]), &dev);
+                o = guide_per_sample(o, step_out(u), w);
+            }
             Prediction::from_output(pt, o, z_t.clone(), a_t.clone(), s_t.clone())
         }
     };

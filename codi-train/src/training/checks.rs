@@ -137,6 +137,13 @@ impl Checked for DistillConfig {
             .counts("conditioning_embedding_out_channels", ch, 1, MAX_CHANNELS)
             .real("loss.lambda", loss.lambda, 0.0, 1e6)
             .real("loss.consistency_weight", loss.consistency_weight, 0.0, 1e6)
+            .real("loss.cfg_scale[0]", loss.cfg_scale[0], 0.0, 1e3)
+            .real(
+                "loss.cfg_scale[1]",
+                loss.cfg_scale[1],
+                loss.cfg_scale[0],
+                1e3,
+            )
             .count(
                 "loss.intervals",
                 loss.intervals,

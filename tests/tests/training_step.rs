@@ -1,7 +1,8 @@
-//! The conditional teacher (`loss.objective: "denoising"`) and its second stage. The teacher's training step
-//! must be the plain denoising loss, computed here by hand from the same network call; consistency
-//! distillation from it (CM-II: `init_from` + `loss.step_model: "initial"`) must start from its weights and
-//! take the PF-ODE step with the frozen start, not with the model being trained.
+//! The training step's loss for the objectives and options the paper's baselines and ablations need, each
+//! against a computation from the same network calls. The conditional teacher (`loss.objective:
+//! "denoising"`) must train the plain denoising loss; consistency distillation from it (CM-II: `init_from` +
+//! `loss.step_model: "initial"`) must start from its weights and take the PF-ODE step with the frozen start;
+//! classifier-free guidance folded in (`loss.cfg_scale`) must step along the guided ODE.
 
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
@@ -11,6 +12,7 @@ use codi_core::loss::{
     codi_loss, pf_ode_step, timestep_pairs, CodiLossConfig, CodiPoints, ConsistencySpace,
     Objective, OdeStepModel, TimestepSharing,
 };
+use codi_core::sampler::guide_per_sample;
 use codi_core::tensor_ops::per_sample;
 use codi_core::tensor_ops::to_vec;
 use codi_core::{NoiseScheduleConfig, Prediction, PredictionType, SeededNoise};
@@ -47,6 +49,8 @@ fn the_conditional_teachers_loss_is_the_plain_denoising_loss() {
         text: Tensor::from_data(TensorData::new(r.normals(2 * 5 * 16), [2, 5, 16]), &dev),
         noise: normals(&mut r, [2, 4, 8, 8]),
         uniform: vec![0.25, 0.875],
+        uncond_text: None,
+        guidance_uniform: vec![0.5, 0.5],
     };
     for kind in [PredictionType::Epsilon, PredictionType::VPrediction] {
         let settings = StepSettings {
@@ -123,6 +127,8 @@ fn two_stage_consistency_takes_the_ode_step_with_the_frozen_start() {
         text: Tensor::from_data(TensorData::new(r.normals(2 * 5 * 16), [2, 5, 16]), &dev),
         noise: normals(&mut r, [2, 4, 8, 8]),
         uniform: vec![0.3, 0.7],
+        uncond_text: None,
+        guidance_uniform: vec![0.5, 0.5],
     };
     let loss_cfg = |step_model| CodiLossConfig {
         consistency: ConsistencySpace::Sample,
@@ -278,4 +284,97 @@ fn a_run_started_from_a_conditional_teacher_begins_at_its_weights() {
     .expect("an sr run cannot start an inpainting run")
     .to_string();
     assert!(err.contains("init_from") && err.contains("\"sr\""), "{err}");
+}
+
+/// CoDi with guidance folded in: the online model's own step uses u + w·(c − u) with w = lo + (hi − lo)·draw
+/// per sample, the target and the online prediction stay conditional.
+#[test]
+fn folded_guidance_steps_along_the_guided_ode() {
+    let dev = Default::default();
+    let (unet_cfg, _) = codi_tests::tiny_teacher_configs();
+    let unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
+    let adapter = copy_with_fresh_ids(
+        &ControlNetConfig::new(unet_cfg)
+            .with_conditioning_channels(3)
+            .with_conditioning_embedding_out_channels(vec![8, 8, 16])
+            .init_from_unet(&unet, &dev),
+    );
+    let schedule = NoiseScheduleConfig::sd15().init().unwrap();
+    let mut r = SeededNoise::new(23);
+    let text = |r: &mut SeededNoise| {
+        Tensor::<AB, 3>::from_data(TensorData::new(r.normals(2 * 5 * 16), [2, 5, 16]), &dev)
+    };
+    let batch = DistillBatch {
+        x: normals(&mut r, [2, 4, 8, 8]),
+        cond: normals(&mut r, [2, 3, 32, 32]).abs().clamp_max(1.0),
+        text: text(&mut r),
+        noise: normals(&mut r, [2, 4, 8, 8]),
+        uniform: vec![0.6, 0.6],
+        uncond_text: Some(text(&mut r)),
+        guidance_uniform: vec![0.25, 0.5],
+    };
+    // The consistency term alone: the guidance term does not see the step.
+    let loss_cfg = |cfg_scale| CodiLossConfig {
+        cfg_scale,
+        lambda: 0.0,
+        ..Default::default()
+    };
+    let model = |cfg_scale| {
+        Distillation::new(
+            unet.clone(),
+            adapter.clone(),
+            DistillMode::PeCodi,
+            None,
+            None,
+            schedule.clone(),
+            StepSettings {
+                loss: loss_cfg(cfg_scale),
+                prediction_type: PredictionType::Epsilon,
+                ema_decay: 0.99,
+                grad_clip: 1.0,
+                divergence: Default::default(),
+            },
+        )
+    };
+    let step_loss =
+        |cfg_scale| to_vec(TrainStep::step(&model(cfg_scale), batch.clone()).item.loss)[0];
+    let got = step_loss([2.0, 14.0]);
+
+    // w = 2 + 12·draw: 5 and 8.
+    let cfg = loss_cfg([2.0, 14.0]);
+    let (t, s) = timestep_pairs(&cfg, 1000, 2, &batch.uniform).unwrap();
+    let (a_t, s_t) = schedule.alpha_sigma::<AB>(&t, &dev);
+    let (a_s, s_s) = schedule.alpha_sigma::<AB>(&s, &dev);
+    let z_t = batch.x.clone() * per_sample::<AB, 4>(a_t.clone())
+        + batch.noise.clone() * per_sample::<AB, 4>(s_t.clone());
+    let times = |v: &[i64]| {
+        let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        Tensor::<AB, 1>::from_data(TensorData::new(v, [2]), &dev)
+    };
+    let net = model([1.0, 1.0]).online;
+    let call = |z: Tensor<AB, 4>, ts: &[i64], text: Tensor<AB, 3>| {
+        net.forward(z, times(ts), text, batch.cond.clone())
+    };
+    let eps = PredictionType::Epsilon;
+    let c = call(z_t.clone(), &t, batch.text.clone());
+    let u = call(z_t.clone(), &t, batch.uncond_text.clone().unwrap());
+    let w = Tensor::<AB, 1>::from_floats([5.0, 8.0], &dev);
+    let guided = guide_per_sample(c.clone(), u, w);
+    let online = Prediction::from_output(eps, c, z_t.clone(), a_t.clone(), s_t.clone());
+    let step = Prediction::from_output(eps, guided, z_t.clone(), a_t, s_t);
+    let z_s = pf_ode_step(&step, None, a_s.clone(), s_s.clone());
+    let target_out = call(z_s.clone(), &s, batch.text.clone());
+    let target = Prediction::from_output(eps, target_out, z_s.clone(), a_s, s_s);
+    let points = CodiPoints { t, s, z_t, z_s };
+    let want = to_vec(codi_loss(&cfg, &online, &target, batch.x.clone(), &points, |v| v).total)[0];
+    let unguided = step_loss([1.0, 1.0]);
+    eprintln!("guided step loss {got}, by hand {want}, unguided {unguided}");
+    assert!(
+        (got - want).abs() <= 1e-5 * want.max(1e-3),
+        "{got} vs {want}"
+    );
+    assert!(
+        (got - unguided).abs() > 0.1 * want,
+        "guidance made no difference: {got} vs {unguided}"
+    );
 }
