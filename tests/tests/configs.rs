@@ -36,6 +36,13 @@ fn every_shipped_config_loads_with_no_unknown_key() {
     load_config::<VaePretrainConfig>(&pretrain.join("vae.json")).unwrap();
     load_config::<TeacherPretrainConfig>(&pretrain.join("teacher.json")).unwrap();
     load_config::<ClassifierPretrainConfig>(&pretrain.join("classifier.json")).unwrap();
+    // The method lists of `codi eval compare` (book: "Reproducing the paper").
+    let compare = json_files(&repo().join("configs/compare"));
+    assert!(!compare.is_empty());
+    for f in &compare {
+        codi_train::compare::MethodSpec::parse_list(f.to_str().unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    }
     // The distillation configs saved beside the committed adapters.
     let tiny = repo().join("assets/tiny");
     for dir in [
