@@ -17,7 +17,7 @@ use codi_core::tensor_ops::per_sample;
 use codi_core::tensor_ops::to_vec;
 use codi_core::{NoiseScheduleConfig, Prediction, PredictionType, SeededNoise};
 use codi_models::fresh::copy_with_fresh_ids;
-use codi_models::ControlNetConfig;
+use codi_models::{ControlNetConfig, ControlNetModel, UNet2DConditionModel};
 use codi_pipelines::{CodiNet, DistillMode, TaskKind};
 use codi_train::distill::data::DistillBatch;
 use codi_train::distill::model::{Distillation, StepSettings};
@@ -29,11 +29,15 @@ fn normals(r: &mut SeededNoise, shape: [usize; 4]) -> Tensor<AB, 4> {
     Tensor::from_data(TensorData::new(r.normals(n), shape), &Default::default())
 }
 
-#[test]
-fn the_conditional_teachers_loss_is_the_plain_denoising_loss() {
+/// The tiny backbone, an adapter for a 3-channel condition, and SD's schedule. Burn initialises parameters
+/// lazily: they are materialised here, so every clone holds the same values.
+fn tiny_nets() -> (
+    UNet2DConditionModel<AB>,
+    ControlNetModel<AB>,
+    codi_core::NoiseSchedule,
+) {
     let dev = Default::default();
     let (unet_cfg, _) = codi_tests::tiny_teacher_configs();
-    // Burn initialises parameters lazily: materialised here, every clone below holds the same values.
     let unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
     let adapter = copy_with_fresh_ids(
         &ControlNetConfig::new(unet_cfg)
@@ -41,7 +45,13 @@ fn the_conditional_teachers_loss_is_the_plain_denoising_loss() {
             .with_conditioning_embedding_out_channels(vec![8, 8, 16])
             .init_from_unet(&unet, &dev),
     );
-    let schedule = NoiseScheduleConfig::sd15().init().unwrap();
+    (unet, adapter, NoiseScheduleConfig::sd15().init().unwrap())
+}
+
+#[test]
+fn the_conditional_teachers_loss_is_the_plain_denoising_loss() {
+    let dev = Default::default();
+    let (unet, adapter, schedule) = tiny_nets();
     let mut r = SeededNoise::new(11);
     let batch = DistillBatch {
         x: normals(&mut r, [2, 4, 8, 8]),
@@ -110,16 +120,9 @@ fn the_conditional_teachers_loss_is_the_plain_denoising_loss() {
 #[test]
 fn two_stage_consistency_takes_the_ode_step_with_the_frozen_start() {
     let dev = Default::default();
-    let (unet_cfg, _) = codi_tests::tiny_teacher_configs();
-    let unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
-    let adapter = copy_with_fresh_ids(
-        &ControlNetConfig::new(unet_cfg.clone())
-            .with_conditioning_channels(3)
-            .with_conditioning_embedding_out_channels(vec![8, 8, 16])
-            .init_from_unet(&unet, &dev),
-    );
+    let (unet, adapter, schedule) = tiny_nets();
+    let unet_cfg = codi_tests::tiny_teacher_configs().0;
     let other_unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
-    let schedule = NoiseScheduleConfig::sd15().init().unwrap();
     let mut r = SeededNoise::new(5);
     let batch = DistillBatch {
         x: normals(&mut r, [2, 4, 8, 8]),
@@ -291,15 +294,7 @@ fn a_run_started_from_a_conditional_teacher_begins_at_its_weights() {
 #[test]
 fn folded_guidance_steps_along_the_guided_ode() {
     let dev = Default::default();
-    let (unet_cfg, _) = codi_tests::tiny_teacher_configs();
-    let unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
-    let adapter = copy_with_fresh_ids(
-        &ControlNetConfig::new(unet_cfg)
-            .with_conditioning_channels(3)
-            .with_conditioning_embedding_out_channels(vec![8, 8, 16])
-            .init_from_unet(&unet, &dev),
-    );
-    let schedule = NoiseScheduleConfig::sd15().init().unwrap();
+    let (unet, adapter, schedule) = tiny_nets();
     let mut r = SeededNoise::new(23);
     let text = |r: &mut SeededNoise| {
         Tensor::<AB, 3>::from_data(TensorData::new(r.normals(2 * 5 * 16), [2, 5, 16]), &dev)
