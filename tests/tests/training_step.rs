@@ -48,31 +48,52 @@ fn tiny_nets() -> (
     (unet, adapter, NoiseScheduleConfig::sd15().init().unwrap())
 }
 
+/// Two random samples (latents, conditions, texts, noise) with the timestep draws `uniform`; no
+/// unconditional text.
+fn random_batch(seed: u64, uniform: [f32; 2]) -> DistillBatch<AB> {
+    let mut r = SeededNoise::new(seed);
+    DistillBatch {
+        x: normals(&mut r, [2, 4, 8, 8]),
+        cond: normals(&mut r, [2, 3, 32, 32]).abs().clamp_max(1.0),
+        text: random_text(&mut r),
+        noise: normals(&mut r, [2, 4, 8, 8]),
+        uniform: uniform.to_vec(),
+        uncond_text: None,
+        guidance_uniform: vec![0.5, 0.5],
+    }
+}
+
+fn random_text(r: &mut SeededNoise) -> Tensor<AB, 3> {
+    Tensor::from_data(
+        TensorData::new(r.normals(2 * 5 * 16), [2, 5, 16]),
+        &Default::default(),
+    )
+}
+
+/// The step's settings around a loss: EMA 0.99, gradient clip 1.
+fn settings(loss: CodiLossConfig, prediction_type: PredictionType) -> StepSettings {
+    StepSettings {
+        loss,
+        prediction_type,
+        ema_decay: 0.99,
+        grad_clip: 1.0,
+        divergence: Default::default(),
+    }
+}
+
 #[test]
 fn the_conditional_teachers_loss_is_the_plain_denoising_loss() {
     let dev = Default::default();
     let (unet, adapter, schedule) = tiny_nets();
-    let mut r = SeededNoise::new(11);
-    let batch = DistillBatch {
-        x: normals(&mut r, [2, 4, 8, 8]),
-        cond: normals(&mut r, [2, 3, 32, 32]).abs().clamp_max(1.0),
-        text: Tensor::from_data(TensorData::new(r.normals(2 * 5 * 16), [2, 5, 16]), &dev),
-        noise: normals(&mut r, [2, 4, 8, 8]),
-        uniform: vec![0.25, 0.875],
-        uncond_text: None,
-        guidance_uniform: vec![0.5, 0.5],
-    };
+    let batch = random_batch(11, [0.25, 0.875]);
     for kind in [PredictionType::Epsilon, PredictionType::VPrediction] {
-        let settings = StepSettings {
-            loss: CodiLossConfig {
+        let settings = settings(
+            CodiLossConfig {
                 objective: Objective::Denoising,
                 ..Default::default()
             },
-            prediction_type: kind,
-            ema_decay: 0.99,
-            grad_clip: 1.0,
-            divergence: Default::default(),
-        };
+            kind,
+        );
         let model = Distillation::new(
             unet.clone(),
             adapter.clone(),
@@ -123,16 +144,7 @@ fn two_stage_consistency_takes_the_ode_step_with_the_frozen_start() {
     let (unet, adapter, schedule) = tiny_nets();
     let unet_cfg = codi_tests::tiny_teacher_configs().0;
     let other_unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
-    let mut r = SeededNoise::new(5);
-    let batch = DistillBatch {
-        x: normals(&mut r, [2, 4, 8, 8]),
-        cond: normals(&mut r, [2, 3, 32, 32]).abs().clamp_max(1.0),
-        text: Tensor::from_data(TensorData::new(r.normals(2 * 5 * 16), [2, 5, 16]), &dev),
-        noise: normals(&mut r, [2, 4, 8, 8]),
-        uniform: vec![0.3, 0.7],
-        uncond_text: None,
-        guidance_uniform: vec![0.5, 0.5],
-    };
+    let batch = random_batch(5, [0.3, 0.7]);
     let loss_cfg = |step_model| CodiLossConfig {
         consistency: ConsistencySpace::Sample,
         lambda: 0.0,
@@ -148,13 +160,7 @@ fn two_stage_consistency_takes_the_ode_step_with_the_frozen_start() {
             None,
             None,
             schedule.clone(),
-            StepSettings {
-                loss: loss_cfg(step_model),
-                prediction_type: PredictionType::Epsilon,
-                ema_decay: 0.99,
-                grad_clip: 1.0,
-                divergence: Default::default(),
-            },
+            settings(loss_cfg(step_model), PredictionType::Epsilon),
         );
         model.online.unet = other_unet.clone();
         to_vec(TrainStep::step(&model, batch.clone()).item.loss)[0]
@@ -295,18 +301,10 @@ fn a_run_started_from_a_conditional_teacher_begins_at_its_weights() {
 fn folded_guidance_steps_along_the_guided_ode() {
     let dev = Default::default();
     let (unet, adapter, schedule) = tiny_nets();
-    let mut r = SeededNoise::new(23);
-    let text = |r: &mut SeededNoise| {
-        Tensor::<AB, 3>::from_data(TensorData::new(r.normals(2 * 5 * 16), [2, 5, 16]), &dev)
-    };
     let batch = DistillBatch {
-        x: normals(&mut r, [2, 4, 8, 8]),
-        cond: normals(&mut r, [2, 3, 32, 32]).abs().clamp_max(1.0),
-        text: text(&mut r),
-        noise: normals(&mut r, [2, 4, 8, 8]),
-        uniform: vec![0.6, 0.6],
-        uncond_text: Some(text(&mut r)),
+        uncond_text: Some(random_text(&mut SeededNoise::new(24))),
         guidance_uniform: vec![0.25, 0.5],
+        ..random_batch(23, [0.6, 0.6])
     };
     // The consistency term alone: the guidance term does not see the step.
     let loss_cfg = |cfg_scale| CodiLossConfig {
@@ -322,13 +320,7 @@ fn folded_guidance_steps_along_the_guided_ode() {
             None,
             None,
             schedule.clone(),
-            StepSettings {
-                loss: loss_cfg(cfg_scale),
-                prediction_type: PredictionType::Epsilon,
-                ema_decay: 0.99,
-                grad_clip: 1.0,
-                divergence: Default::default(),
-            },
+            settings(loss_cfg(cfg_scale), PredictionType::Epsilon),
         )
     };
     let step_loss =

@@ -99,28 +99,30 @@ fn losses<B: Backend>(
     );
     let online_out = out.clone().detach();
     let online_pred = Prediction::from_output(pt, out, z_t.clone(), a_t.clone(), s_t.clone());
-    // The step model's output for a text embedding, without gradient.
-    let step_out = |text: Tensor<B, 3>| match step_net {
-        None => online
-            .forward(z_t.clone(), tt.clone(), text, batch.cond.clone())
-            .detach(),
-        Some(f) => f(z_t.clone(), tt.clone(), text, batch.cond.clone()).detach(),
-    };
     let uncond = batch.uncond_text.clone().filter(|_| cfg.folds_cfg());
-    let step_pred = match (step_net, uncond) {
-        (None, None) => online_pred.clone().detach(),
-        (_, uncond) => {
-            let mut o = match step_net {
-                None => online_out,
-                Some(_) => step_out(batch.text.clone()),
-            };
-            if let Some(u) = uncond {
+    let step_pred = if step_net.is_none() && uncond.is_none() {
+        online_pred.clone().detach()
+    } else {
+        // The step model's output for a text embedding, without gradient.
+        let step_out = |text: Tensor<B, 3>| match step_net {
+            None => online
+                .forward(z_t.clone(), tt.clone(), text, batch.cond.clone())
+                .detach(),
+            Some(f) => f(z_t.clone(), tt.clone(), text, batch.cond.clone()).detach(),
+        };
+        let captioned = match step_net {
+            None => online_out,
+            Some(_) => step_out(batch.text.clone()),
+        };
+        let o = match uncond {
+            Some(u) => {
                 let w = cfg.cfg_weights(&batch.guidance_uniform);
                 let w = Tensor::from_data(TensorData::new(w, [n]), &dev);
-                o = guide_per_sample(o, step_out(u), w);
+                guide_per_sample(captioned, step_out(u), w)
             }
-            Prediction::from_output(pt, o, z_t.clone(), a_t.clone(), s_t.clone())
-        }
+            None => captioned,
+        };
+        Prediction::from_output(pt, o, z_t.clone(), a_t.clone(), s_t.clone())
     };
     let true_noise = (cfg.step_noise == StepNoise::True).then(|| batch.noise.clone());
     let z_s = pf_ode_step(&step_pred, true_noise, a_s.clone(), s_s.clone());
