@@ -128,6 +128,70 @@ pub fn tiny_teacher_configs() -> (
     (unet, text)
 }
 
+/// The data of the end-to-end runs: the Fashion-MNIST subset fixture and a few scenes.
+pub fn tiny_data() -> codi_train::data::mixed::DataConfig {
+    codi_train::data::mixed::DataConfig::new()
+        .with_scenes_train(24)
+        .with_scenes_test(8)
+}
+
+/// A few steps of batch 4 per epoch.
+pub fn quick_loop(epochs: usize) -> codi_train::training::TrainLoopConfig {
+    codi_train::training::TrainLoopConfig::new()
+        .with_batch_size(4)
+        .with_num_epochs(epochs)
+        .with_steps_per_epoch(4)
+        .with_valid_items(8)
+        .with_learning_rate(2e-3)
+}
+
+/// A tiny pipeline in `root/pipe`: VAE f = 4 and [`tiny_teacher_configs`]' teacher, one short epoch each
+/// (run folders `root/vae-run`, `root/t-run`). → the pipeline folder
+pub fn tiny_pipeline(root: &Path) -> PathBuf {
+    use codi_train::pretrain::teacher::{pretrain_teacher, TeacherPretrainConfig};
+    use codi_train::pretrain::vae::{pretrain_vae, VaePretrainConfig};
+    use codi_train::training::RunOptions;
+    type B = burn::backend::Autodiff<codi_core::backend::CpuBackend>;
+    let fashion = fixture("fashion-mnist-subset");
+    let dev = Default::default();
+    let pipe = root.join("pipe");
+    let vae = VaePretrainConfig::new(
+        codi_models::AutoencoderKLConfig::new(vec![8, 16, 16]).with_norm_num_groups(4),
+        quick_loop(1),
+        tiny_data(),
+    );
+    let vae_run = RunOptions::new(root.join("vae-run"));
+    pretrain_vae::<B>(&vae, &fashion, &vae_run, &pipe.join("vae"), &dev).unwrap();
+    let (unet, text) = tiny_teacher_configs();
+    let teacher = TeacherPretrainConfig::new(unet, text, quick_loop(1), tiny_data());
+    let teacher_run = RunOptions::new(root.join("t-run"));
+    pretrain_teacher::<B>(
+        &teacher,
+        &fashion,
+        &pipe.join("vae"),
+        &teacher_run,
+        &pipe,
+        &dev,
+    )
+    .unwrap();
+    pipe
+}
+
+struct Values(Vec<f32>);
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Values {
+    fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
+        self.0.extend(codi_core::tensor_ops::to_vec(p.val()));
+    }
+}
+
+/// Every float parameter of `m`, in module order.
+pub fn param_values<B: Backend, M: burn::module::Module<B>>(m: &M) -> Vec<f32> {
+    let mut v = Values(Vec::new());
+    m.visit(&mut v);
+    v.0
+}
+
 /// A fresh scratch folder under the system temp dir, removed when dropped (also when the test fails).
 pub struct TempDir(PathBuf);
 

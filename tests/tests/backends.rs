@@ -74,6 +74,7 @@ fn train_step<B: AutodiffBackend>(device: &B::Device) -> (f32, Vec<f32>) {
             .detach(),
         noise: latent(&mut noise),
         uniform: noise.uniform(2),
+        shared_uniform: 0.5,
         uncond_text: None,
         guidance_uniform: vec![0.5, 0.5],
     };
@@ -83,6 +84,7 @@ fn train_step<B: AutodiffBackend>(device: &B::Device) -> (f32, Vec<f32>) {
         ema_decay: 0.95,
         grad_clip: 0.0,
         divergence: Default::default(),
+        replica: None,
     };
     let dist = Distillation::new(
         pipe.net.unet.clone(),

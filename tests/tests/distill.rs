@@ -10,7 +10,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use codi_core::backend::CpuBackend;
 use codi_models::{AutoencoderKLConfig, UNet2DConditionModel, UNet2DConditionModelConfig};
 use codi_pipelines::TaskKind;
-use codi_tests::fixture;
+use codi_tests::{fixture, param_values, quick_loop, tiny_data, tiny_pipeline};
 use codi_train::data::mixed::DataConfig;
 use codi_train::distill::{distill, DistillConfig, DistillMode};
 use codi_train::pretrain::teacher::{pretrain_teacher, TeacherPretrainConfig};
@@ -33,55 +33,10 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-fn data() -> DataConfig {
-    DataConfig::new().with_scenes_train(24).with_scenes_test(8)
-}
-
-fn quick(epochs: usize) -> TrainLoopConfig {
-    TrainLoopConfig::new()
-        .with_batch_size(4)
-        .with_num_epochs(epochs)
-        .with_steps_per_epoch(4)
-        .with_valid_items(8)
-        .with_learning_rate(2e-3)
-}
-
 fn run(dir: &Path, resume: bool) -> RunOptions {
     let mut r = RunOptions::new(dir);
     r.resume = resume;
     r
-}
-
-/// A tiny pipeline: VAE f = 4 and a small teacher, one short epoch each.
-fn pipeline(root: &Path) -> PathBuf {
-    let fashion = fixture("fashion-mnist-subset");
-    let dev = Default::default();
-    let pipe = root.join("pipe");
-    let vae = VaePretrainConfig::new(
-        AutoencoderKLConfig::new(vec![8, 16, 16]).with_norm_num_groups(4),
-        quick(1),
-        data(),
-    );
-    pretrain_vae::<B>(
-        &vae,
-        &fashion,
-        &run(&root.join("vae-run"), false),
-        &pipe.join("vae"),
-        &dev,
-    )
-    .unwrap();
-    let (unet, text) = codi_tests::tiny_teacher_configs();
-    let teacher = TeacherPretrainConfig::new(unet, text, quick(1), data());
-    pretrain_teacher::<B>(
-        &teacher,
-        &fashion,
-        &pipe.join("vae"),
-        &run(&root.join("t-run"), false),
-        &pipe,
-        &dev,
-    )
-    .unwrap();
-    pipe
 }
 
 /// What the end-to-end tests start from: the lock that serialises them, a fresh folder, a tiny pipeline in
@@ -96,24 +51,12 @@ fn setup(
 ) {
     let lock = serial();
     let root = tmp(name);
-    let pipe = pipeline(&root);
+    let pipe = tiny_pipeline(&root);
     (lock, root, pipe, fixture("fashion-mnist-subset"))
 }
 
-struct Values(Vec<f32>);
-impl<Bk: Backend> ModuleVisitor<Bk> for Values {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Bk, D>>) {
-        self.0.extend(codi_core::tensor_ops::to_vec(p.val()));
-    }
-}
-fn values<Bk: Backend, M: Module<Bk>>(m: &M) -> Vec<f32> {
-    let mut v = Values(Vec::new());
-    m.visit(&mut v);
-    v.0
-}
-
 fn config(task: TaskKind, mode: DistillMode, epochs: usize) -> DistillConfig {
-    DistillConfig::new(task, mode, quick(epochs), data())
+    DistillConfig::new(task, mode, quick_loop(epochs), tiny_data())
         .with_conditioning_embedding_out_channels(vec![8, 8, 16])
 }
 
@@ -121,7 +64,7 @@ fn config(task: TaskKind, mode: DistillMode, epochs: usize) -> DistillConfig {
 fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
     let (_serial, root, pipe, fashion) = setup("pe");
     let dev = Default::default();
-    let backbone = values(
+    let backbone = param_values(
         &UNet2DConditionModel::<CpuBackend>::from_diffusers_dir(&pipe.join("unet"), &dev).unwrap(),
     );
 
@@ -137,7 +80,7 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
     .unwrap();
     assert_eq!(full.report.history.steps, 12);
     assert_eq!(
-        values(&full.model.online.unet),
+        param_values(&full.model.online.unet),
         backbone,
         "PE-CoDi changed the backbone"
     );
@@ -149,7 +92,7 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
         "{:?}",
         full.report.history.valid
     );
-    let adapter = values(&full.model.online.adapter);
+    let adapter = param_values(&full.model.online.adapter);
 
     // Interrupted after epoch 1, then resumed to 3: the same adapter, bit for bit.
     let cut = root.join("cut");
@@ -178,13 +121,13 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
         |run: &Path| codi_train::training::checkpoint::complete_epochs(&run.join("checkpoint"));
     assert_eq!(epochs(&cut), epochs(&root.join("full")));
     assert_eq!(
-        values(&resumed.model.online.adapter),
+        param_values(&resumed.model.online.adapter),
         adapter,
         "resumed run differs"
     );
     assert_eq!(
-        values(&resumed.model.ema_adapter),
-        values(&full.model.ema_adapter)
+        param_values(&resumed.model.ema_adapter),
+        param_values(&full.model.ema_adapter)
     );
     assert_eq!(loss(&resumed.report, 3), loss(&full.report, 3));
     // The per-batch metric logs (what `codi curves` draws): every epoch under its own number, identical to
@@ -294,7 +237,7 @@ fn pe_codi_trains_only_the_adapter_and_resumes_step_for_step() {
     };
     let source = codi_train::distill::task_source(
         &maker,
-        &data(),
+        &tiny_data(),
         None,
         &fashion,
         codi_train::data::fashion_mnist::Split::Test,
@@ -345,7 +288,7 @@ fn the_adapted_model_equals_the_backbone_at_step_zero() {
     use codi_models::{ControlNetConfig, FusionKind};
     use codi_pipelines::CodiNet;
     let root = tmp("zero");
-    let pipe = pipeline(&root);
+    let pipe = tiny_pipeline(&root);
     let dev = Default::default();
     let unet =
         UNet2DConditionModel::<CpuBackend>::from_diffusers_dir(&pipe.join("unet"), &dev).unwrap();
@@ -400,7 +343,7 @@ fn the_adapted_model_equals_the_backbone_at_step_zero() {
 fn codi_trains_backbone_and_adapter_for_every_task() {
     let (_serial, root, pipe, fashion) = setup("codi");
     let dev = Default::default();
-    let backbone = values(
+    let backbone = param_values(
         &UNet2DConditionModel::<CpuBackend>::from_diffusers_dir(&pipe.join("unet"), &dev).unwrap(),
     );
     for task in TaskKind::EMBEDDED {
@@ -425,7 +368,7 @@ fn codi_trains_backbone_and_adapter_for_every_task() {
         );
         if mode == DistillMode::Codi {
             assert_ne!(
-                values(&d.model.online.unet),
+                param_values(&d.model.online.unet),
                 backbone,
                 "CoDi should train the backbone"
             );
@@ -477,8 +420,8 @@ fn a_custom_task_distils_its_loss_falls_and_its_adapter_samples() {
     let valid = &done.report.history.valid;
     let loss = |e: usize| valid.iter().find(|x| x.0 == e).unwrap().1["Loss"];
     assert!(loss(3) < loss(1), "{valid:?}");
-    assert_eq!(done.info.task, "colorize");
-    assert_eq!(done.info.condition_channels, 1);
+    assert_eq!(done.info.as_ref().unwrap().task, "colorize");
+    assert_eq!(done.info.as_ref().unwrap().condition_channels, 1);
 
     let cp = codi_pipelines::ConditionalPipeline::<CpuBackend>::load(&pipe, &out, &dev).unwrap();
     let err = cp.info.task_kind().unwrap_err().to_string();
@@ -552,7 +495,7 @@ fn poison(file: &Path) {
         .into_iter()
         .map(|(name, t)| {
             assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-            let n = t.data().len() / 4;
+            let n = t.tiny_data().len() / 4;
             let data = f32::NAN.to_le_bytes().repeat(n);
             (name, data, t.shape().to_vec(), t.dtype())
         })

@@ -58,6 +58,7 @@ fn random_batch(seed: u64, uniform: [f32; 2]) -> DistillBatch<AB> {
         text: random_text(&mut r),
         noise: normals(&mut r, [2, 4, 8, 8]),
         uniform: uniform.to_vec(),
+        shared_uniform: uniform[0],
         uncond_text: None,
         guidance_uniform: vec![0.5, 0.5],
     }
@@ -78,6 +79,7 @@ fn settings(loss: CodiLossConfig, prediction_type: PredictionType) -> StepSettin
         ema_decay: 0.99,
         grad_clip: 1.0,
         divergence: Default::default(),
+        replica: None,
     }
 }
 

@@ -101,6 +101,7 @@ impl<AB: AutodiffBackend> StepBench<AB> {
                 ema_decay: EMA_DECAY,
                 grad_clip: GRAD_CLIP,
                 divergence: Default::default(),
+                replica: None,
             },
         );
         let mut optim = AdamWConfig::new()
@@ -114,6 +115,7 @@ impl<AB: AutodiffBackend> StepBench<AB> {
             text: Tensor::from_inner(inputs.text.clone()),
             noise: Tensor::from_inner(inputs.noise.clone()),
             uniform: vec![UNIFORM; n],
+            shared_uniform: UNIFORM,
             uncond_text: None,
             guidance_uniform: vec![0.5; n],
         };

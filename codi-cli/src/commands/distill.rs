@@ -13,6 +13,7 @@ use codi_pipelines::TaskKind;
 use codi_train::data::fashion_mnist::DEFAULT_DIR;
 use codi_train::data::imagefolder::{is_image_folder, FolderConfig};
 use codi_train::distill::{distill, preset_for, DistillConfig, DistillMode};
+use codi_train::training::replicas::{replica_devices, start_orchestrator, Replica, Topology};
 use codi_train::training::{load_config, RunOptions};
 
 #[derive(ClapArgs, Clone)]
@@ -66,10 +67,54 @@ pub struct Args {
     /// element-wise ops' outputs instead (book: performance, "Activation checkpointing").
     #[arg(long)]
     checkpointing: bool,
+    #[command(flatten)]
+    replicas: ReplicaArgs,
     /// At the end, print where the run's time went per layer type (`bench models --profile`'s table), per
     /// training step; validation passes and checkpoints are included.
     #[arg(long)]
     profile: bool,
+}
+
+/// Data-parallel training through burn's collective (book: training on several devices).
+#[derive(ClapArgs, Clone)]
+pub struct ReplicaArgs {
+    /// Replicas on this machine, one per device (the CPU backend runs them all on the CPU); each trains on
+    /// --batch-size items of every batch. Default: the config's `devices` (1).
+    #[arg(long, value_parser = super::at_least_one)]
+    devices: Option<usize>,
+    /// Machines (processes) in the run, each started with the same command and its own --node-rank.
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one)]
+    nodes: usize,
+    /// This machine's place among --nodes, from 0; node 0 runs the orchestrator and writes the checkpoints
+    /// and the output.
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// HOST:PORT of node 0's orchestrator (with --nodes above 1).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// HOST:PORT at which the other machines reach this one's tensor service. Default on one machine
+    /// (a loopback --coordinator): the coordinator's port + 1 + --node-rank.
+    #[arg(long)]
+    node_address: Option<String>,
+    /// Seconds a replica waits for the others at a gradient exchange before ending the run with an error
+    /// (a machine that stopped); the first replica's validation pass and checkpoint count in the wait.
+    #[arg(long, value_parser = super::positive_seconds, default_value_t = 600.0)]
+    peer_timeout: f64,
+}
+
+impl ReplicaArgs {
+    fn topology(&self, config_devices: usize) -> Result<Topology> {
+        let t = Topology {
+            devices: self.devices.unwrap_or(config_devices),
+            nodes: self.nodes,
+            node_rank: self.node_rank,
+            coordinator: self.coordinator.clone(),
+            node_address: self.node_address.clone(),
+            timeout: std::time::Duration::from_secs_f64(self.peer_timeout),
+        };
+        t.check().map_err(|e| anyhow!(e))?;
+        Ok(t)
+    }
 }
 
 /// How an image folder is read (diffusers' training-script flags).
@@ -145,12 +190,12 @@ fn parse(args: &Args) -> Result<(TaskKind, DistillMode)> {
     Ok((task, mode))
 }
 
-struct Task(Args, DistillConfig);
+struct Task(Args, DistillConfig, Topology);
 
 impl BackendTask for Task {
-    type Output = Result<serde_json::Value>;
+    type Output = Result<Option<serde_json::Value>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let (a, c) = (self.0, self.1);
+        let (a, c, topology) = (self.0, self.1, self.2);
         let name = format!("{}-{}", c.mode.name(), c.task.name());
         let mut run = RunOptions::new(
             a.run
@@ -163,16 +208,50 @@ impl BackendTask for Task {
             DistillMode::PeCodi => a.teacher.join("adapters").join(c.task.name()),
             DistillMode::Codi => a.teacher.join(format!("codi-{}", c.task.name())),
         });
-        let d = distill::<B>(&c, &a.teacher, &a.data, &run, &out, &device)?;
-        Ok(serde_json::json!({
-            "out": out,
-            "adapter": d.info,
-            "started_at_epoch": d.report.start_epoch,
-            "optimizer_steps_this_run": d.report.history.steps,
-            "skipped_images": d.skipped_images,
-            "train_epoch_means": d.report.history.train,
-            "valid_epoch_means": d.report.history.valid,
-        }))
+        let train = |run: &RunOptions, device: &B::Device| -> Result<Option<serde_json::Value>> {
+            let d = distill::<B>(&c, &a.teacher, &a.data, run, &out, device)?;
+            Ok(d.info.map(|info| {
+                serde_json::json!({
+                    "out": out,
+                    "adapter": info,
+                    "started_at_epoch": d.report.start_epoch,
+                    "optimizer_steps_this_run": d.report.history.steps,
+                    "skipped_images": d.skipped_images,
+                    "train_epoch_means": d.report.history.train,
+                    "valid_epoch_means": d.report.history.valid,
+                })
+            }))
+        };
+        if topology == Topology::single() {
+            return train(&run, &device);
+        }
+        if topology.nodes > 1 && topology.node_rank == 0 {
+            let coordinator = topology.coordinator.as_deref().unwrap_or_default();
+            let port = coordinator.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+            start_orchestrator(port.unwrap_or_default()).map_err(|e| anyhow!(e))?;
+        }
+        let devices = replica_devices::<B>(&device, topology.devices).map_err(|e| anyhow!(e))?;
+        let results: Vec<Result<Option<serde_json::Value>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = devices
+                .iter()
+                .enumerate()
+                .map(|(local, device)| {
+                    let mut run = run.clone();
+                    run.replica = Some(Replica::new(&topology, local));
+                    let train = &train;
+                    scope.spawn(move || train(&run, device))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a replica panicked"))))
+                .collect()
+        });
+        let mut summary = None;
+        for r in results {
+            summary = summary.or(r?);
+        }
+        Ok(summary)
     }
 }
 
@@ -236,14 +315,24 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     }
     let start = Instant::now();
     codi_kernels::profile::set_enabled(args.profile);
-    let task = Task(args.clone(), c.clone());
+    if let Some(v) = args.replicas.devices {
+        c.devices = v;
+    }
+    let topology = args.replicas.topology(c.devices)?;
+    let task = Task(args.clone(), c.clone(), topology);
     let result = match args.checkpointing {
         true => with_checkpointing(device, task),
         false => with_backend(device, task),
     };
     let profile = codi_kernels::profile::take();
     codi_kernels::profile::set_enabled(false);
-    let mut summary = result??;
+    let Some(mut summary) = result?? else {
+        println!(
+            "node {}: its replicas finished; node 0 writes the output",
+            args.replicas.node_rank
+        );
+        return Ok(());
+    };
     let wall = start.elapsed().as_secs_f64();
     if args.profile {
         let steps = c.train.num_epochs * c.train.steps_per_epoch;

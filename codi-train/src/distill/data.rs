@@ -198,6 +198,9 @@ fn grey(rgb: &[f32]) -> Vec<f32> {
 pub struct TaskItem {
     pub pair: TaskPair,
     pub key: u64,
+    /// The noise key of the first item of the (whole, all replicas') batch this item belongs to: the
+    /// batch-shared timestep is drawn from it. Its own key outside training batches.
+    pub batch_key: u64,
 }
 
 /// The pair made from source item `first` (its randomness from `key`). A folder image that cannot be read is
@@ -215,7 +218,8 @@ fn pair_at(
             Ok(pair) => {
                 return Ok(pair.map(|pair| TaskItem {
                     pair,
-                    key: mix(key, 2, 0),
+                    key: noise_key(key),
+                    batch_key: noise_key(key),
                 }))
             }
             Err(e) => match source {
@@ -229,6 +233,11 @@ fn pair_at(
         }
     }
     unreachable!("the last try returns")
+}
+
+/// The key of an item's diffusion noise from the key of its position.
+fn noise_key(position_key: u64) -> u64 {
+    mix(position_key, 2, 0)
 }
 
 /// A pair for a loader: an error stops the run through `watch` (the loader's batch goes on without it).
@@ -257,6 +266,37 @@ pub struct EpochPairs {
     pub epoch: Arc<AtomicUsize>,
     /// Stops the run at an unreadable image.
     pub watch: Option<DivergenceWatch>,
+    /// Which part of every batch this loader reads.
+    pub shard: Shard,
+}
+
+/// One replica's part of every batch in data-parallel training: with `count` replicas of batch `batch`
+/// each, the whole batch is `count × batch` consecutive positions, and replica `index` reads the
+/// `index`-th `batch` of them — so the replicas together read what one device with the whole batch reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+    /// Items per batch on one replica.
+    pub batch: usize,
+}
+
+impl Shard {
+    /// One device reading whole batches of `batch`.
+    pub fn whole(batch: usize) -> Self {
+        Self {
+            index: 0,
+            count: 1,
+            batch,
+        }
+    }
+
+    /// The epoch position of this shard's item `index`, and that of its whole batch's first item.
+    pub fn position(&self, index: usize) -> (usize, usize) {
+        let whole = self.batch.max(1) * self.count;
+        let first = index / self.batch.max(1) * whole;
+        (first + self.index * self.batch + index % self.batch.max(1), first)
+    }
 }
 
 impl EpochPairs {
@@ -275,9 +315,14 @@ impl Dataset<TaskItem> for EpochPairs {
             return None;
         }
         let e = self.epoch.load(Ordering::SeqCst) as u64;
-        let key = mix(self.seed, e, index as u64);
+        let (position, batch_first) = self.shard.position(index);
+        let key = mix(self.seed, e, position as u64);
         let src = (key % self.source.len() as u64) as usize;
-        pair_or_stop(pair_at(&self.source, &self.maker, src, key), &self.watch)
+        let item = pair_or_stop(pair_at(&self.source, &self.maker, src, key), &self.watch)?;
+        Some(TaskItem {
+            batch_key: noise_key(mix(self.seed, e, batch_first as u64)),
+            ..item
+        })
     }
     fn len(&self) -> usize {
         self.len
@@ -399,7 +444,8 @@ where
 }
 
 /// x: [b, c, h, w] target latents; cond: [b, cc, H, W] in [0, 1]; text: [b, tokens, hidden];
-/// noise: [b, c, h, w]; uniform: draws in [0, 1) for the timesteps (one per sample); uncond_text: the
+/// noise: [b, c, h, w]; uniform: draws in [0, 1) for the timesteps (one per sample); shared_uniform: the
+/// draw of a batch-shared timestep (the whole batch's first item's, also on a replica); uncond_text: the
 /// empty prompt's embedding [b, tokens, hidden], when the loss folds classifier-free guidance in;
 /// guidance_uniform: draws in [0, 1) for its weight (one per sample).
 #[derive(Debug, Clone)]
@@ -409,6 +455,7 @@ pub struct DistillBatch<B: Backend> {
     pub text: Tensor<B, 3>,
     pub noise: Tensor<B, 4>,
     pub uniform: Vec<f32>,
+    pub shared_uniform: f32,
     pub uncond_text: Option<Tensor<B, 3>>,
     pub guidance_uniform: Vec<f32>,
 }
@@ -452,6 +499,8 @@ impl<B: Backend> Batcher<B, TaskItem, DistillBatch<B>> for DistillBatcher {
             // Drawn last, so the draws before it are those of a run without guidance.
             guidance_uniform.push(r.uniform(1)[0]);
         }
+        // The first draw of an item's noise is its timestep's (above).
+        let shared_uniform = codi_core::SeededNoise::new(items[0].batch_key).uniform(1)[0];
         let uncond_text = self.unconditional.then(|| {
             let (v, d) = self.text.embed("");
             let all: Vec<f32> = (0..n).flat_map(|_| v.iter().copied()).collect();
@@ -466,6 +515,7 @@ impl<B: Backend> Batcher<B, TaskItem, DistillBatch<B>> for DistillBatcher {
             text: Tensor::from_data(TensorData::new(text, [n, td[0], td[1]]), device),
             noise: Tensor::from_data(TensorData::new(noise, [n, c, h, w]), device),
             uniform,
+            shared_uniform,
             uncond_text,
             guidance_uniform,
         }

@@ -33,7 +33,9 @@ use crate::tasks::{InpaintConfig, SrConfig, TaskKind};
 use crate::training::checks::Checked;
 use crate::training::{fit, ordered_loader, FitReport, RunOptions, TrainLoopConfig};
 use codi_pipelines::SchedulerFile;
-use data::{DistillBatcher, EpochPairs, FixedPairs, FrozenText, FrozenVae, PairMaker, TaskSource};
+use data::{
+    DistillBatcher, EpochPairs, FixedPairs, FrozenText, FrozenVae, PairMaker, Shard, TaskSource,
+};
 use model::{Distillation, StepSettings, TERMS};
 
 #[derive(Config, Debug)]
@@ -69,6 +71,10 @@ pub struct DistillConfig {
     /// both runs train theirs) instead of a fresh adapter: a second stage, e.g. consistency distillation of a
     /// conditional teacher. Relative to the working directory.
     pub init_from: Option<PathBuf>,
+    /// Data-parallel replicas on this machine (`--devices`): each trains on `train.batch_size` items of
+    /// every batch, so a step sees `devices × batch_size` (times the nodes, with `--nodes`).
+    #[config(default = 1)]
+    pub devices: usize,
 }
 
 /// The task's source of pairs for a split: the image folder `dir` when `folder` is set, else the embedded
@@ -171,6 +177,18 @@ pub fn condition_embedding_channels(vae_factor: usize) -> Vec<usize> {
     [16, 32, 96, 256, 256, 256, 256, 256][..levels.min(8)].to_vec()
 }
 
+/// Held while a run builds its networks (see [`distill_with`]).
+static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Reads every parameter once, so lazily initialised ones draw their random values now.
+struct Materialize;
+
+impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
 /// Distils the text-to-image pipeline in `teacher_dir` for `config.task` and writes the result to `out`.
 pub fn distill<B: AutodiffBackend>(
     config: &DistillConfig,
@@ -196,6 +214,9 @@ pub fn distill_with<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Distilled<B::InnerBackend>, TrainError> {
     config.check().map_err(TrainError::Config)?;
+    // Replicas in one process build their networks one at a time: the CPU backend's random initialisation
+    // draws from one process-wide generator, and the first replica must draw what one device would.
+    let building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     B::seed(device, config.train.seed);
     let unet_dir = teacher_dir.join("unet");
     let unet_file = unet_dir.join("config.json");
@@ -257,8 +278,19 @@ pub fn distill_with<B: AutodiffBackend>(
             ema_decay: config.ema_decay,
             grad_clip: config.train.grad_clip,
             divergence: run.divergence.clone(),
+            replica: run.replica.clone(),
         },
     );
+    model.visit(&mut Materialize);
+    drop(building);
+    let model = match &run.replica {
+        Some(replica) => {
+            let fail = |e: String| TrainError::Config(format!("replica {}: {e}", replica.rank));
+            replica.register::<B::InnerBackend>(device).map_err(fail)?;
+            replica.share_parameters(model).map_err(fail)?
+        }
+        None => model,
+    };
 
     let text = FrozenText::new(
         CLIPTextModel::<B::InnerBackend>::from_pretrained_dir(
@@ -290,12 +322,25 @@ pub fn distill_with<B: AutodiffBackend>(
         len: config.train.steps_per_epoch * config.train.batch_size,
         epoch: Arc::new(AtomicUsize::new(start_epoch)),
         watch: Some(run.divergence.clone()),
+        shard: match &run.replica {
+            Some(r) => Shard {
+                index: r.rank,
+                count: r.world,
+                batch: config.train.batch_size,
+            },
+            None => Shard::whole(config.train.batch_size),
+        },
     };
     let valid = FixedPairs {
         source: task_source(&maker, &config.data, folder, data_dir, Split::Test)?,
         maker,
         seed: config.train.seed,
-        len: config.train.valid_items,
+        // Validation runs once, on the first replica.
+        len: if run.is_primary() {
+            config.train.valid_items
+        } else {
+            0
+        },
         watch: Some(run.divergence.clone()),
     };
     let skipped = [&train.source, &valid.source].map(|s| match s {
@@ -331,7 +376,22 @@ pub fn distill_with<B: AutodiffBackend>(
         &TERMS,
         run,
     )?;
-    let info = export::save(&trained, config, &task_name, &adapter_cfg, teacher_dir, out)?;
+    if let Some(replica) = &run.replica {
+        replica
+            .finish::<B::InnerBackend>()
+            .map_err(|e| TrainError::Config(format!("replica {}: {e}", replica.rank)))?;
+    }
+    let info = match run.is_primary() {
+        true => Some(export::save(
+            &trained,
+            config,
+            &task_name,
+            &adapter_cfg,
+            teacher_dir,
+            out,
+        )?),
+        false => None,
+    };
     let skipped_images = skipped
         .iter()
         .flatten()
@@ -349,7 +409,8 @@ pub fn distill_with<B: AutodiffBackend>(
 pub struct Distilled<B: burn::tensor::backend::Backend> {
     pub model: Distillation<B>,
     pub report: FitReport,
-    pub info: codi_pipelines::AdapterInfo,
+    /// What was saved; none on a data-parallel replica other than the first (it saves nothing).
+    pub info: Option<codi_pipelines::AdapterInfo>,
     /// Folder images that could not be read and were skipped (`skip_bad_images`).
     pub skipped_images: usize,
 }

@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, TensorData};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use codi_core::loss::{
     codi_loss, denoising_loss, denoising_timesteps, pf_ode_step, timestep_pairs, CodiLossConfig,
-    CodiPoints, GuidanceDistance, Objective, OdeStepModel, StepNoise,
+    CodiPoints, GuidanceDistance, Objective, OdeStepModel, StepNoise, TimestepSharing,
 };
 use codi_core::sampler::guide_per_sample;
 use codi_core::tensor_ops::per_sample;
@@ -32,6 +32,8 @@ pub struct StepSettings {
     pub grad_clip: f64,
     /// Where a non-finite gradient is reported (the run's [`crate::training::RunOptions::divergence`]).
     pub divergence: crate::training::divergence::DivergenceWatch,
+    /// The data-parallel replica whose gradients are averaged with the others' before clipping.
+    pub replica: Option<crate::training::replicas::Replica>,
 }
 
 #[derive(Module, Debug)]
@@ -81,7 +83,12 @@ fn losses<B: Backend>(
     let pt = settings.prediction_type;
     let n = batch.x.dims()[0];
     let dev = batch.x.device();
-    let (t, s) = timestep_pairs(cfg, schedule.num_train_timesteps(), n, &batch.uniform)
+    // One timestep per batch is drawn from the whole batch's first item: the same on every replica.
+    let draws = match cfg.timesteps {
+        TimestepSharing::Shared => std::slice::from_ref(&batch.shared_uniform),
+        TimestepSharing::PerSample => &batch.uniform[..],
+    };
+    let (t, s) = timestep_pairs(cfg, schedule.num_train_timesteps(), n, draws)
         .expect("the config was validated");
     let (a_t, s_t) = schedule.alpha_sigma::<B>(&t, &dev);
     let (a_s, s_s) = schedule.alpha_sigma::<B>(&s, &dev);
@@ -286,6 +293,19 @@ impl<B: AutodiffBackend> TrainStep for Distillation<B> {
         // The norm is taken even without clipping: a non-finite gradient must stop the run, not reach the
         // parameters.
         let max_norm = if clip > 0.0 { clip } else { f64::INFINITY };
+        let grads = match &self.settings.replica {
+            Some(replica) => match replica.mean_gradients::<BB, _>(&self, grads) {
+                Ok(mean) => mean,
+                Err(e) => {
+                    self.settings.divergence.report_gradient(format!(
+                        "the gradients could not be averaged over the replicas ({e}; the parameters were \
+                         not updated)"
+                    ));
+                    return self;
+                }
+            },
+            None => grads,
+        };
         let (grads, norm) = clip_global_norm::<BB, _>(&self, grads, max_norm);
         if !norm.is_finite() {
             self.settings.divergence.report_gradient(format!(

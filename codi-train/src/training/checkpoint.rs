@@ -16,9 +16,20 @@ use serde::{de::DeserializeOwned, Serialize};
 pub struct AtomicRecorder {
     inner: NamedMpkFileRecorder<FullPrecisionSettings>,
     failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// A follower's: saves nothing and loads the file of the same name from this folder (the checkpoints
+    /// the first replica of a data-parallel run writes).
+    follows: Option<PathBuf>,
 }
 
 impl AtomicRecorder {
+    /// A recorder that writes nothing and reads the checkpoints in `dir`.
+    pub fn follower(dir: &Path) -> Self {
+        Self {
+            follows: Some(dir.to_path_buf()),
+            ..Self::default()
+        }
+    }
+
     /// The first save that failed, if any: the file and the reason.
     pub fn failure(&self) -> Option<String> {
         self.failure
@@ -48,6 +59,9 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
     type LoadArgs = PathBuf;
 
     fn save_item<I: Serialize>(&self, item: I, file: PathBuf) -> Result<(), RecorderError> {
+        if self.follows.is_some() {
+            return Ok(());
+        }
         let ext = <Self as FileRecorder<B>>::file_extension();
         let final_path = file.with_extension(ext);
         // The inner recorder sets the extension itself, so the temporary name differs in its stem.
@@ -69,6 +83,9 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
     }
 
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
+        if let (Some(dir), Some(name)) = (&self.follows, file.file_name()) {
+            *file = dir.join(name);
+        }
         Recorder::<B>::load_item(&self.inner, file)
     }
 }

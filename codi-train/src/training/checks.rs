@@ -116,6 +116,9 @@ impl Checked for DistillConfig {
         if let Some(f) = &self.folder {
             folder(&mut c, f);
         }
+        c.require(self.devices >= 1, || {
+            format!("devices is {}: at least one device trains", self.devices)
+        });
         let ch = &self.conditioning_embedding_out_channels;
         let loss = &self.loss;
         c.require(

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod lr;
 pub mod output;
 pub mod renderer;
+pub mod replicas;
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,10 @@ pub struct RunOptions {
     pub log_every: Duration,
     /// Stops the run at the first non-finite loss or gradient; a model reports its gradients here.
     pub divergence: divergence::DivergenceWatch,
+    /// This run's replica in data-parallel training (none: one device). Replicas other than the first keep
+    /// their metric logs in `dir/replicas/<rank>`, print nothing, write no checkpoint and resume from the
+    /// first's.
+    pub replica: Option<replicas::Replica>,
 }
 
 impl RunOptions {
@@ -92,6 +97,20 @@ impl RunOptions {
             resume: false,
             log_every: Duration::from_secs(10),
             divergence: divergence::DivergenceWatch::default(),
+            replica: None,
+        }
+    }
+
+    /// Whether this run writes checkpoints and logs: one device, or the first replica.
+    pub fn is_primary(&self) -> bool {
+        self.replica.as_ref().is_none_or(|r| r.is_primary())
+    }
+
+    /// Where burn-train writes this replica's metric logs: the run folder for the first.
+    fn own_dir(&self) -> PathBuf {
+        match &self.replica {
+            Some(r) if !r.is_primary() => self.dir.join("replicas").join(r.rank.to_string()),
+            _ => self.dir.clone(),
         }
     }
 }
@@ -155,15 +174,20 @@ where
     M: TrainStep<Output = StepOutput<B>> + AutodiffModule<B> + Display + 'static,
     M::InnerModule: InferenceStep<Output = StepOutput<B::InnerBackend>>,
 {
-    std::fs::create_dir_all(&run.dir).map_err(|e| TrainError::Data {
-        file: run.dir.clone(),
+    let own_dir = run.own_dir();
+    std::fs::create_dir_all(&own_dir).map_err(|e| TrainError::Data {
+        file: own_dir.clone(),
         reason: format!("cannot create the run folder: {e}"),
     })?;
-    let _lock = lock::RunLock::acquire(&run.dir)?;
-    checkpoint::remove_incomplete(&run.dir.join("checkpoint")).map_err(|e| TrainError::Data {
-        file: run.dir.join("checkpoint"),
-        reason: format!("cannot remove an incomplete checkpoint: {e}"),
-    })?;
+    let _lock = lock::RunLock::acquire(&own_dir)?;
+    if run.is_primary() {
+        checkpoint::remove_incomplete(&run.dir.join("checkpoint")).map_err(|e| {
+            TrainError::Data {
+                file: run.dir.join("checkpoint"),
+                reason: format!("cannot remove an incomplete checkpoint: {e}"),
+            }
+        })?;
+    }
     let checkpoint = if run.resume {
         checkpoint::latest_epoch(&run.dir.join("checkpoint"))
     } else {
@@ -184,14 +208,16 @@ where
         None => {}
     }
     let history = Arc::new(Mutex::new(History::default()));
-    let renderer = LogRenderer::new(
-        name,
-        run.log_every,
-        Some(&run.dir.join("train.log")),
-        history.clone(),
-    );
-    let recorder = checkpoint::AtomicRecorder::default();
-    let mut training = SupervisedTraining::new(&run.dir, train, valid)
+    let (renderer, recorder) = if run.is_primary() {
+        let log = run.dir.join("train.log");
+        let renderer = LogRenderer::new(name, run.log_every, Some(&log), history.clone());
+        (renderer, checkpoint::AtomicRecorder::default())
+    } else {
+        let renderer = LogRenderer::new(name, run.log_every, None, history.clone()).quiet();
+        let checkpoints = run.dir.join("checkpoint");
+        (renderer, checkpoint::AtomicRecorder::follower(&checkpoints))
+    };
+    let mut training = SupervisedTraining::new(&own_dir, train, valid)
         .metric_train_numeric(LossMetric::new())
         .metric_train_numeric(LearningRateMetric::new())
         .metric_valid_numeric(LossMetric::new())
@@ -216,7 +242,7 @@ where
         .init::<B, M>();
     let resumed = checkpoint.filter(|&e| e < loop_cfg.num_epochs);
     let kept = match resumed {
-        Some(_) => Some(EpochOneLogs::set_aside(&run.dir)?),
+        Some(_) => Some(EpochOneLogs::set_aside(&own_dir)?),
         None => None,
     };
     // A checkpoint that cannot be written (a full disk) panics in burn-train's checkpointer thread, which
@@ -247,10 +273,12 @@ where
     // burn-train's rule once more, on the whole run folder: a resumed run's own pass covers only its epochs,
     // and burn-train picks the best epoch from metrics its logger may not have written yet (under load an
     // unbroken run kept epoch 1 of 3 with the validation loss falling).
-    checkpoint::apply_retention(&run.dir, 2).map_err(|e| TrainError::Data {
-        file: run.dir.join("checkpoint"),
-        reason: format!("cannot remove an old checkpoint: {e}"),
-    })?;
+    if run.is_primary() {
+        checkpoint::apply_retention(&run.dir, 2).map_err(|e| TrainError::Data {
+            file: run.dir.join("checkpoint"),
+            reason: format!("cannot remove an old checkpoint: {e}"),
+        })?;
+    }
     if let Some(report) = run.divergence.data_report() {
         let kept = intact(run, "no epoch had completed");
         return Err(TrainError::Data {

@@ -81,6 +81,8 @@ pub struct LogRenderer {
     lr: Option<f64>,
     /// The id burn-train registered that metric under.
     lr_id: Option<MetricId>,
+    /// Print nothing (a data-parallel replica other than the first).
+    quiet: bool,
 }
 
 impl LogRenderer {
@@ -106,10 +108,20 @@ impl LogRenderer {
             history,
             lr: None,
             lr_id: None,
+            quiet: false,
         }
     }
 
+    /// A renderer that prints nothing and only keeps the history.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
+    }
+
     fn emit(&mut self, line: String) {
+        if self.quiet {
+            return;
+        }
         println!("{line}");
         if let Some(f) = &mut self.log {
             let _ = writeln!(f, "{line}");
