@@ -46,7 +46,7 @@ enum Command {
     /// Pretrain a part of the embedded default (VAE, text-to-image teacher, evaluation classifier).
     Pretrain(commands::pretrain::Args),
     /// Distil the pretrained pipeline into a few-step conditional model (CoDi / PE-CoDi).
-    Distill(commands::distill::Args),
+    Distill(Box<commands::distill::Args>),
     /// Training curves (loss terms per step, validation means) of burn-train runs, as an SVG.
     Curves(commands::curves::Args),
     /// Run every committed adapter in a few steps on bundled test images: a grid per task and a summary.
@@ -92,7 +92,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Schedule(args) => commands::schedule::run(args, cli.device),
         Command::Inspect(args) => commands::inspect::run(args, cli.device),
         Command::Pretrain(args) => commands::pretrain::run(args, cli.device),
-        Command::Distill(args) => commands::distill::run(args, cli.device),
+        Command::Distill(args) => commands::distill::run(*args, cli.device),
         Command::Curves(args) => commands::curves::run(args),
         Command::Demo(args) => commands::demo::run(args, cli.device),
         Command::Sample(args) => commands::sample::run(args, cli.device),

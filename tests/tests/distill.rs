@@ -5,17 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::Tensor;
 use codi_core::backend::CpuBackend;
-use codi_models::{AutoencoderKLConfig, UNet2DConditionModel, UNet2DConditionModelConfig};
+use codi_models::{UNet2DConditionModel, UNet2DConditionModelConfig};
 use codi_pipelines::TaskKind;
 use codi_tests::{fixture, param_values, quick_loop, tiny_data, tiny_pipeline};
-use codi_train::data::mixed::DataConfig;
 use codi_train::distill::{distill, DistillConfig, DistillMode};
-use codi_train::pretrain::teacher::{pretrain_teacher, TeacherPretrainConfig};
-use codi_train::pretrain::vae::{pretrain_vae, VaePretrainConfig};
-use codi_train::training::{RunOptions, TrainLoopConfig};
+use codi_train::training::RunOptions;
 
 type B = Autodiff<CpuBackend>;
 
@@ -495,7 +491,7 @@ fn poison(file: &Path) {
         .into_iter()
         .map(|(name, t)| {
             assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-            let n = t.tiny_data().len() / 4;
+            let n = t.data().len() / 4;
             let data = f32::NAN.to_le_bytes().repeat(n);
             (name, data, t.shape().to_vec(), t.dtype())
         })

@@ -20,9 +20,14 @@ fn config(batch: usize, epochs: usize) -> DistillConfig {
     let mut train = quick_loop(epochs);
     train.batch_size = batch;
     train.steps_per_epoch = 3;
-    DistillConfig::new(TaskKind::SuperResolution, DistillMode::PeCodi, train, tiny_data())
-        .with_conditioning_embedding_out_channels(vec![8, 8, 16])
-        .with_ema_decay(0.9)
+    DistillConfig::new(
+        TaskKind::SuperResolution,
+        DistillMode::PeCodi,
+        train,
+        tiny_data(),
+    )
+    .with_conditioning_embedding_out_channels(vec![8, 8, 16])
+    .with_ema_decay(0.9)
 }
 
 fn run_options(dir: &Path, resume: bool) -> RunOptions {
@@ -64,10 +69,7 @@ fn replicated(
 fn relative_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     diff / scale
 }
 
@@ -97,7 +99,14 @@ fn two_replicas_train_like_one_device_with_the_doubled_batch_and_resume_alike() 
         &Default::default(),
     )
     .unwrap();
-    let two = replicated(2, &config(4, 2), &pipe, &root.join("two"), false, &root.join("out-two"));
+    let two = replicated(
+        2,
+        &config(4, 2),
+        &pipe,
+        &root.join("two"),
+        false,
+        &root.join("out-two"),
+    );
 
     assert_eq!(two[0].report.history.steps, 6);
     let adapter = param_values(&one.model.online.adapter);

@@ -22,6 +22,8 @@ pub enum Bench {
     Models(super::bench_models::Args),
     /// Images per second an image folder yields for training (read, decoded, cut, resized).
     Data(super::bench_data::Args),
+    /// One gradient all-reduce between data-parallel replicas, by parameter count.
+    Allreduce(super::bench_allreduce::Args),
 }
 
 #[derive(ClapArgs, Clone)]
@@ -253,7 +255,7 @@ impl Bench {
     pub fn threads(&self) -> Option<usize> {
         match self {
             Bench::Models(args) => args.threads(),
-            Bench::Ops(_) | Bench::Data(_) => None,
+            Bench::Ops(_) | Bench::Data(_) | Bench::Allreduce(_) => None,
         }
     }
 }
@@ -262,6 +264,7 @@ pub fn run(cmd: Bench, device: DeviceSpec) -> Result<()> {
     match cmd {
         Bench::Models(args) => super::bench_models::run(args, device),
         Bench::Data(args) => super::bench_data::run(args),
+        Bench::Allreduce(args) => super::bench_allreduce::run(args, device),
         Bench::Ops(args) => {
             let json = args.json;
             let rows = with_backend(device, Ops(args))?;

@@ -227,7 +227,9 @@ impl BackendTask for Task {
         }
         if topology.nodes > 1 && topology.node_rank == 0 {
             let coordinator = topology.coordinator.as_deref().unwrap_or_default();
-            let port = coordinator.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+            let port = coordinator
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse().ok());
             start_orchestrator(port.unwrap_or_default()).map_err(|e| anyhow!(e))?;
         }
         let devices = replica_devices::<B>(&device, topology.devices).map_err(|e| anyhow!(e))?;
@@ -244,7 +246,10 @@ impl BackendTask for Task {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a replica panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a replica panicked")))
+                })
                 .collect()
         });
         let mut summary = None;
@@ -316,9 +321,9 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     let start = Instant::now();
     codi_kernels::profile::set_enabled(args.profile);
     if let Some(v) = args.replicas.devices {
-        c.devices = v;
+        c.devices = Some(v);
     }
-    let topology = args.replicas.topology(c.devices)?;
+    let topology = args.replicas.topology(c.devices.unwrap_or(1))?;
     let task = Task(args.clone(), c.clone(), topology);
     let result = match args.checkpointing {
         true => with_checkpointing(device, task),

@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_allreduce;
 pub mod bench_data;
 pub mod bench_models;
 pub(crate) mod bench_profile;

@@ -295,7 +295,10 @@ impl Shard {
     pub fn position(&self, index: usize) -> (usize, usize) {
         let whole = self.batch.max(1) * self.count;
         let first = index / self.batch.max(1) * whole;
-        (first + self.index * self.batch + index % self.batch.max(1), first)
+        (
+            first + self.index * self.batch + index % self.batch.max(1),
+            first,
+        )
     }
 }
 

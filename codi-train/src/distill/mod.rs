@@ -71,10 +71,9 @@ pub struct DistillConfig {
     /// both runs train theirs) instead of a fresh adapter: a second stage, e.g. consistency distillation of a
     /// conditional teacher. Relative to the working directory.
     pub init_from: Option<PathBuf>,
-    /// Data-parallel replicas on this machine (`--devices`): each trains on `train.batch_size` items of
-    /// every batch, so a step sees `devices × batch_size` (times the nodes, with `--nodes`).
-    #[config(default = 1)]
-    pub devices: usize,
+    /// Data-parallel replicas on this machine (`--devices`); absent: 1. Each trains on `train.batch_size`
+    /// items of every batch, so a step sees `devices × batch_size` (times the nodes, with `--nodes`).
+    pub devices: Option<usize>,
 }
 
 /// The task's source of pairs for a split: the image folder `dir` when `folder` is set, else the embedded
@@ -184,7 +183,10 @@ static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 struct Materialize;
 
 impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<B, D>>) {
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+    ) {
         let _ = param.val();
     }
 }

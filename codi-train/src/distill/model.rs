@@ -297,9 +297,10 @@ impl<B: AutodiffBackend> TrainStep for Distillation<B> {
             Some(replica) => match replica.mean_gradients::<BB, _>(&self, grads) {
                 Ok(mean) => mean,
                 Err(e) => {
-                    self.settings.divergence.report_gradient(format!(
-                        "the gradients could not be averaged over the replicas ({e}; the parameters were \
-                         not updated)"
+                    let rank = replica.rank;
+                    self.settings.divergence.report_failure(format!(
+                        "replica {rank} could not average its gradients with the other replicas ({e}): a \
+                         replica or node has stopped or cannot be reached"
                     ));
                     return self;
                 }

@@ -116,8 +116,8 @@ impl Checked for DistillConfig {
         if let Some(f) = &self.folder {
             folder(&mut c, f);
         }
-        c.require(self.devices >= 1, || {
-            format!("devices is {}: at least one device trains", self.devices)
+        c.require(self.devices != Some(0), || {
+            "devices is 0: at least one device trains".into()
         });
         let ch = &self.conditioning_embedding_out_channels;
         let loss = &self.loss;

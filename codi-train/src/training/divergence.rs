@@ -22,6 +22,8 @@ pub struct DivergenceWatch {
     report: Arc<Mutex<Option<String>>>,
     /// The first data error.
     data: Arc<Mutex<Option<String>>>,
+    /// The first failure of something else the run needs (the other replicas).
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for DivergenceWatch {
@@ -49,6 +51,24 @@ impl DivergenceWatch {
             self.interrupter.stop(Some(&what));
             *d = Some(what);
         }
+    }
+
+    /// Called when the run cannot go on for a reason other than its numbers or data (the other replicas of
+    /// a data-parallel run are gone): stops it.
+    pub fn report_failure(&self, what: String) {
+        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            self.interrupter.stop(Some(&what));
+            *f = Some(what);
+        }
+    }
+
+    /// The failure that stopped the run, if any.
+    pub fn failure_report(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The data error that stopped the run, if any.

@@ -289,6 +289,13 @@ where
             ),
         });
     }
+    if let Some(report) = run.divergence.failure_report() {
+        let kept = intact(run, "no epoch had completed");
+        return Err(TrainError::Data {
+            file: run.dir.clone(),
+            reason: format!("the run stopped: {report}; {kept}: resume it with --resume"),
+        });
+    }
     if let Some(report) = run.divergence.report() {
         let kept = checkpoint::latest_epoch(&run.dir.join("checkpoint")).map_or_else(
             || "no epoch had completed: nothing was checkpointed".to_string(),

@@ -176,7 +176,10 @@ impl Replica {
             world: topology.world(),
             local,
             topology: topology.clone(),
-            waiting: Watchdog::start(topology.node_rank * topology.devices + local, topology.timeout),
+            waiting: Watchdog::start(
+                topology.node_rank * topology.devices + local,
+                topology.timeout,
+            ),
         }
     }
 
@@ -202,6 +205,14 @@ impl Replica {
         self.waiting.guard("leaving the collective", || {
             burn_collective::finish_collective::<B>(self.peer())
         })
+    }
+
+    /// The mean of `values` over the replicas (one all-reduce; `codi bench allreduce` times it).
+    pub fn all_reduce_mean<B: Backend>(
+        &self,
+        values: Tensor<B, 1>,
+    ) -> Result<Tensor<B, 1>, String> {
+        self.all_reduce(values, ReduceOperation::Mean)
     }
 
     fn all_reduce<B: Backend, const D: usize>(
@@ -239,7 +250,10 @@ impl Replica {
 
     /// `module` with replica 0's parameter values on every replica (a sum in which the others add zeros:
     /// burn-collective broadcasts on one machine only).
-    pub fn share_parameters<B: AutodiffBackend, M: Module<B>>(&self, module: M) -> Result<M, String> {
+    pub fn share_parameters<B: AutodiffBackend, M: Module<B>>(
+        &self,
+        module: M,
+    ) -> Result<M, String> {
         let mut gather = Gather::<B::InnerBackend>::default();
         module.visit(&mut GatherParameters {
             gather: &mut gather,
@@ -368,7 +382,11 @@ impl<B: AutodiffBackend, I: Iterator<Item = Tensor<B::InnerBackend, 1>>> ModuleM
         let (id, tensor, mapper) = param.consume();
         let flat = self.values.next().expect("one value per parameter");
         let shared = Tensor::from_inner(flat.reshape(tensor.dims()));
-        Param::from_mapped_value(id, shared.set_require_grad(tensor.is_require_grad()), mapper)
+        Param::from_mapped_value(
+            id,
+            shared.set_require_grad(tensor.is_require_grad()),
+            mapper,
+        )
     }
 }
 
@@ -472,7 +490,9 @@ mod tests {
     fn several_machines_need_the_node_address() {
         let e = nodes("10.0.0.1:4100", None).check().unwrap_err();
         assert!(e.contains("--node-address"), "{e}");
-        assert!(nodes("10.0.0.1:4100", Some("10.0.0.2:4101")).check().is_ok());
+        assert!(nodes("10.0.0.1:4100", Some("10.0.0.2:4101"))
+            .check()
+            .is_ok());
         let e = nodes("10.0.0.1", None).check().unwrap_err();
         assert!(e.contains("HOST:PORT"), "{e}");
         let e = Topology {
