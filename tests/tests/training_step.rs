@@ -29,14 +29,18 @@ fn normals(r: &mut SeededNoise, shape: [usize; 4]) -> Tensor<AB, 4> {
     Tensor::from_data(TensorData::new(r.normals(n), shape), &Default::default())
 }
 
-/// The tiny backbone, an adapter for a 3-channel condition, and SD's schedule. Burn initialises parameters
-/// lazily: they are materialised here, so every clone holds the same values.
+/// The tiny backbone, an adapter for a 3-channel condition, and SD's schedule, the same in every test: drawn
+/// from the seeded process-wide generator while no other test draws. Burn initialises parameters lazily: they
+/// are materialised here, so every clone holds the same values.
 fn tiny_nets() -> (
     UNet2DConditionModel<AB>,
     ControlNetModel<AB>,
     codi_core::NoiseSchedule,
 ) {
+    static DRAWING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _drawing = DRAWING.lock().unwrap_or_else(|e| e.into_inner());
     let dev = Default::default();
+    <AB as burn::tensor::backend::Backend>::seed(&dev, 0);
     let (unet_cfg, _) = codi_tests::tiny_teacher_configs();
     let unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
     let adapter = copy_with_fresh_ids(

@@ -347,7 +347,7 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
             super::bench_profile::table("the run", unit, &profile, steps)
         );
     }
-    summary["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
+    summary["command"] = super::command_line().into();
     summary["wall_time_s"] = wall.into();
     summary["checkpointing"] = args.checkpointing.into();
     summary["config"] = serde_json::from_str(&c.to_string())?;

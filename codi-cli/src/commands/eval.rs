@@ -241,7 +241,7 @@ impl BackendTask for CompareRun {
         };
         let (comparison, grid) =
             compare(&a.model, &methods, &pairs, &classifier, &settings, &device)?;
-        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let command = super::command_line();
         for file in write_report(&out, &comparison, &grid, &command)? {
             println!("wrote {}", file.display());
         }

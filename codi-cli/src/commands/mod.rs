@@ -13,6 +13,15 @@ pub mod pretrain;
 pub mod sample;
 pub mod schedule;
 
+/// The command line as a user types it (`codi` and the arguments), for the records a run writes: the path
+/// of the binary that ran says nothing to a reader.
+pub fn command_line() -> String {
+    std::iter::once("codi".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `--step-counts 1,2,4` → [1, 2, 4]; each at least 1.
 pub fn parse_step_counts(s: &str) -> anyhow::Result<Vec<usize>> {
     let v: Vec<usize> = s

@@ -192,9 +192,8 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     }
     let wall = start.elapsed().as_secs_f64();
     let name = args.part.name();
-    let command: Vec<String> = std::env::args().collect();
     let summary = serde_json::json!({
-        "command": command.join(" "),
+        "command": super::command_line(),
         "device": device.to_string(),
         "wall_time_s": wall,
         "started_at_epoch": fit.start_epoch,
