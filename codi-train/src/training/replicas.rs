@@ -5,7 +5,7 @@
 //!
 //! burn-collective's operations block until every replica has joined them and know no timeout: a replica or
 //! machine that stops would leave the others waiting for ever. A watchdog ends the process with an error
-//! instead, once a collective operation has waited longer than [`Replica::timeout`].
+//! instead, once a collective operation has waited longer than [`Topology::timeout`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
