@@ -222,7 +222,7 @@ impl BackendTask for Task {
                 })
             }))
         };
-        if topology == Topology::single() {
+        if topology.world() == 1 {
             return train(&run, &device);
         }
         if topology.nodes > 1 && topology.node_rank == 0 {

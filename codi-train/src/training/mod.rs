@@ -193,13 +193,13 @@ where
     } else {
         None
     };
-    if run.resume && checkpoint.is_none() {
+    if run.resume && checkpoint.is_none() && run.is_primary() {
         println!(
             "[{name}] no checkpoint in {} yet: starting from scratch",
             run.dir.display()
         );
     }
-    match checkpoint {
+    match checkpoint.filter(|_| run.is_primary()) {
         Some(e) if e >= loop_cfg.num_epochs => println!(
             "[{name}] the checkpoint of epoch {e} completes the run's {} epochs: exporting it",
             loop_cfg.num_epochs
