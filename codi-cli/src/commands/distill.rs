@@ -225,12 +225,11 @@ impl BackendTask for Task {
         if topology.world() == 1 {
             return train(&run, &device);
         }
-        if topology.nodes > 1 && topology.node_rank == 0 {
-            let coordinator = topology.coordinator.as_deref().unwrap_or_default();
-            let port = coordinator
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse().ok());
-            start_orchestrator(port.unwrap_or_default()).map_err(|e| anyhow!(e))?;
+        if let Some(port) = topology
+            .orchestrator_port()
+            .filter(|_| topology.node_rank == 0)
+        {
+            start_orchestrator(port).map_err(|e| anyhow!(e))?;
         }
         let devices = replica_devices::<B>(&device, topology.devices).map_err(|e| anyhow!(e))?;
         let results: Vec<Result<Option<serde_json::Value>>> = std::thread::scope(|scope| {

@@ -90,6 +90,12 @@ impl Topology {
         Ok(format!("{host}:{}", port as usize + 1 + self.node_rank))
     }
 
+    /// The port node 0's orchestrator listens on (`--coordinator`'s), when the run spans several nodes.
+    pub fn orchestrator_port(&self) -> Option<u16> {
+        let coordinator = self.coordinator.as_deref().filter(|_| self.nodes > 1)?;
+        host_port(coordinator, "--coordinator").ok().map(|(_, p)| p)
+    }
+
     /// burn-collective's configuration, the same on every replica of the run.
     fn collective_config(&self) -> Result<CollectiveConfig, String> {
         let config = CollectiveConfig::default()
