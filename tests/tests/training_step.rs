@@ -29,16 +29,21 @@ fn normals(r: &mut SeededNoise, shape: [usize; 4]) -> Tensor<AB, 4> {
     Tensor::from_data(TensorData::new(r.normals(n), shape), &Default::default())
 }
 
-/// The tiny backbone, an adapter for a 3-channel condition, and SD's schedule, the same in every test: drawn
-/// from the seeded process-wide generator while no other test draws. Burn initialises parameters lazily: they
+/// Burn's CPU backend draws from one process-wide generator: the tests here run one at a time, so each draws
+/// its networks from the seeded generator alone.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The tiny backbone, an adapter for a 3-channel condition, and SD's schedule, the same in every test (drawn
+/// from the seeded generator; call under [`serial`]). Burn initialises parameters lazily: they
 /// are materialised here, so every clone holds the same values.
 fn tiny_nets() -> (
     UNet2DConditionModel<AB>,
     ControlNetModel<AB>,
     codi_core::NoiseSchedule,
 ) {
-    static DRAWING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _drawing = DRAWING.lock().unwrap_or_else(|e| e.into_inner());
     let dev = Default::default();
     <AB as burn::tensor::backend::Backend>::seed(&dev, 0);
     let (unet_cfg, _) = codi_tests::tiny_teacher_configs();
@@ -89,6 +94,7 @@ fn settings(loss: CodiLossConfig, prediction_type: PredictionType) -> StepSettin
 
 #[test]
 fn the_conditional_teachers_loss_is_the_plain_denoising_loss() {
+    let _serial = serial();
     let dev = Default::default();
     let (unet, adapter, schedule) = tiny_nets();
     let batch = random_batch(11, [0.25, 0.875]);
@@ -146,6 +152,7 @@ fn the_conditional_teachers_loss_is_the_plain_denoising_loss() {
 /// training, the online backbone replaced by another); the EMA target at (ẑ_s, s); sample-space consistency.
 #[test]
 fn two_stage_consistency_takes_the_ode_step_with_the_frozen_start() {
+    let _serial = serial();
     let dev = Default::default();
     let (unet, adapter, schedule) = tiny_nets();
     let unet_cfg = codi_tests::tiny_teacher_configs().0;
@@ -228,6 +235,7 @@ fn two_stage_consistency_takes_the_ode_step_with_the_frozen_start() {
 /// adapter equals the committed super-resolution teacher's; a run of another task is refused by name.
 #[test]
 fn a_run_started_from_a_conditional_teacher_begins_at_its_weights() {
+    let _serial = serial();
     use codi_train::distill::{distill, export::load_distill_config};
     use codi_train::training::{RunOptions, TrainLoopConfig};
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -305,6 +313,7 @@ fn a_run_started_from_a_conditional_teacher_begins_at_its_weights() {
 /// per sample, the target and the online prediction stay conditional.
 #[test]
 fn folded_guidance_steps_along_the_guided_ode() {
+    let _serial = serial();
     let dev = Default::default();
     let (unet, adapter, schedule) = tiny_nets();
     let batch = DistillBatch {
