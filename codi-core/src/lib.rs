@@ -11,6 +11,7 @@ pub mod loss;
 pub mod metrics;
 pub mod noise;
 pub mod prediction;
+pub mod progressive;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor_ops;

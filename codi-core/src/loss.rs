@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::boundary::BoundaryScalings;
 use crate::error::{invalid, CoreError};
 use crate::prediction::{Prediction, PredictionType};
+use crate::progressive::ProgressiveConfig;
 use crate::tensor_ops::per_sample;
 
 /// Where the consistency term compares the two predictions.
@@ -82,6 +83,10 @@ pub enum Objective {
     /// The plain denoising loss at t drawn over every training timestep: a conditional diffusion model (the
     /// paper's "+ControlNet" teacher), sampled with DDIM or DPM-Solver over many steps, not distilled.
     Denoising,
+    /// One round of progressive distillation (the paper's guided-distillation baseline, GD-II): the student
+    /// matches in one DDIM step two DDIM steps of the model the run starts from ([`OdeStepModel::Initial`]),
+    /// on the grid of [`CodiLossConfig::progressive`].
+    Progressive,
 }
 
 /// Every option of the loss, with the paper's defaults.
@@ -116,6 +121,9 @@ pub struct CodiLossConfig {
     /// existed: no guidance, one forward less.
     #[serde(default = "no_cfg")]
     pub cfg_scale: [f64; 2],
+    /// The student's steps and grid of a [`Objective::Progressive`] round (unused otherwise).
+    #[serde(default)]
+    pub progressive: ProgressiveConfig,
 }
 
 fn one() -> f64 {
@@ -127,9 +135,10 @@ fn no_cfg() -> [f64; 2] {
 }
 
 impl CodiLossConfig {
-    /// Whether the PF-ODE step is guided (it then needs the empty prompt's prediction too).
+    /// Whether the PF-ODE step (the teacher's steps in progressive distillation: Meng et al.'s first stage
+    /// folded in) is guided; it then needs the empty prompt's prediction too.
     pub fn folds_cfg(&self) -> bool {
-        self.objective == Objective::Consistency && self.cfg_scale != no_cfg()
+        self.objective != Objective::Denoising && self.cfg_scale != no_cfg()
     }
 
     /// The guidance weight of each sample from its uniform draw in [0, 1).
@@ -156,6 +165,7 @@ impl Default for CodiLossConfig {
             step_noise: StepNoise::Predicted,
             boundary: BoundaryScalings::default(),
             cfg_scale: no_cfg(),
+            progressive: ProgressiveConfig::default(),
         }
     }
 }

@@ -76,6 +76,31 @@ impl<B: Backend> ConditionalPipeline<B> {
         self.info.loss.objective == codi_core::loss::Objective::Denoising
     }
 
+    /// The DDIM sampler the adapter is sampled with when none is asked for: SD 1.x's for a conditional
+    /// teacher, the round's grid for a progressive-distillation student; None for a CoDi adapter (it takes
+    /// [`Self::codi_sampler`]).
+    pub fn native_ddim(&self) -> Option<SamplerKind> {
+        use codi_core::loss::Objective;
+        match self.info.loss.objective {
+            Objective::Denoising => Some(SamplerKind::ddim()),
+            Objective::Progressive => {
+                Some(SamplerKind::ddim_spaced(self.info.loss.progressive.spacing))
+            }
+            Objective::Consistency => None,
+        }
+    }
+
+    /// The step count the adapter is sampled at when none is asked for: 50 for a conditional teacher, the
+    /// student's for a progressive round, 4 for CoDi.
+    pub fn default_steps(&self) -> usize {
+        use codi_core::loss::Objective;
+        match self.info.loss.objective {
+            Objective::Denoising => 50,
+            Objective::Progressive => self.info.loss.progressive.student_steps,
+            Objective::Consistency => 4,
+        }
+    }
+
     /// The CoDi sampler on the grid the adapter was distilled on.
     pub fn codi_sampler(&self, steps: usize) -> Sampler {
         Sampler::new(

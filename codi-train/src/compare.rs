@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
+use codi_core::loss::{CodiLossConfig, Objective};
 use codi_core::metrics::{frechet_distance, FeatureStats};
 use codi_core::{Sampler, SamplerKind};
 use codi_models::classifier::Classifier;
@@ -45,7 +46,8 @@ pub struct MethodSpec {
     pub label: String,
     pub adapter: PathBuf,
     /// Default: a conditional teacher with DDIM at 50, 20, 8, 4, 2 and 1 steps and DPM-Solver++(2M) at 4
-    /// and 2; a distilled adapter with the CoDi sampler at 1, 2, 4 and 8 steps.
+    /// and 2; a progressive-distillation student with DDIM on its grid at its step count; a CoDi adapter
+    /// with the CoDi sampler at 1, 2, 4 and 8 steps.
     #[serde(default)]
     pub runs: Vec<SamplerRuns>,
 }
@@ -103,7 +105,8 @@ impl MethodSpec {
         Ok(methods)
     }
 
-    fn runs_for(&self, is_teacher: bool) -> Vec<SamplerRuns> {
+    /// The runs of this method: its own, else the default for how its adapter was trained.
+    fn runs_for(&self, loss: &CodiLossConfig) -> Vec<SamplerRuns> {
         if !self.runs.is_empty() {
             return self.runs.clone();
         }
@@ -112,10 +115,16 @@ impl MethodSpec {
             steps: steps.to_vec(),
             guidance: None,
         };
-        if is_teacher {
-            vec![run("ddim", &[50, 20, 8, 4, 2, 1]), run("dpmpp", &[4, 2])]
-        } else {
-            vec![run("codi", &[1, 2, 4, 8])]
+        match loss.objective {
+            Objective::Denoising => {
+                vec![run("ddim", &[50, 20, 8, 4, 2, 1]), run("dpmpp", &[4, 2])]
+            }
+            // A progressive student at the step count it was distilled for, on its grid.
+            Objective::Progressive => {
+                let kind = SamplerKind::ddim_spaced(loss.progressive.spacing);
+                vec![run(kind.name(), &[loss.progressive.student_steps])]
+            }
+            Objective::Consistency => vec![run("codi", &[1, 2, 4, 8])],
         }
     }
 }
@@ -233,8 +242,8 @@ pub fn compare<B: Backend>(
             }
             _ => task = Some(pipe.info.task.clone()),
         }
-        let (train_steps, train_wall_s) = training_budget(&method.adapter, 4)?;
-        let runs = method.runs_for(is_teacher);
+        let (train_steps, train_wall_s) = crate::distill::export::training_budget(&method.adapter)?;
+        let runs = method.runs_for(&pipe.info.loss);
         let most = runs.iter().flat_map(|r| r.steps.iter().copied()).max();
         for run in &runs {
             for &steps in &run.steps {
@@ -301,33 +310,6 @@ pub fn compare<B: Backend>(
 /// (optimizer steps of the config, wall time of the run) from the folder's `distill.json`, when it has one; a
 /// run started from another (`init_from`, a second stage) adds that run's budget, so a two-stage method is
 /// charged for both stages (`stages_left` bounds a chain of them).
-fn training_budget(
-    adapter: &Path,
-    stages_left: usize,
-) -> Result<(Option<usize>, Option<f64>), TrainError> {
-    let file = adapter.join("distill.json");
-    if !file.exists() {
-        return Ok((None, None));
-    }
-    let v = codi_models::diffusers_json::read_json(&file)?;
-    let train = &v["config"]["train"];
-    let steps = train["num_epochs"]
-        .as_u64()
-        .zip(train["steps_per_epoch"].as_u64())
-        .map(|(e, s)| (e * s) as usize);
-    let wall = v["wall_time_s"].as_f64();
-    match v["config"]["init_from"].as_str() {
-        Some(first) if stages_left > 1 => {
-            let (first_steps, first_wall) = training_budget(Path::new(first), stages_left - 1)?;
-            Ok((
-                steps.zip(first_steps).map(|(a, b)| a + b),
-                wall.zip(first_wall).map(|(a, b)| a + b),
-            ))
-        }
-        _ => Ok((steps, wall)),
-    }
-}
-
 fn score<B: Backend>(
     classifier: &Classifier<B>,
     reference: &Reference,
@@ -494,8 +476,21 @@ mod tests {
         assert_eq!(m[0].label, "CoDi");
         assert_eq!(m[1].label, "teacher-pe");
         assert_eq!(m[1].adapter, PathBuf::from("runs/teacher-pe"));
-        assert_eq!(m[0].runs_for(false)[0].steps, vec![1, 2, 4, 8]);
-        assert_eq!(m[1].runs_for(true).len(), 2, "DDIM and DPM-Solver++");
+        let objective = |objective| CodiLossConfig {
+            objective,
+            ..Default::default()
+        };
+        assert_eq!(
+            m[0].runs_for(&objective(Objective::Consistency))[0].steps,
+            vec![1, 2, 4, 8]
+        );
+        let teacher = objective(Objective::Denoising);
+        assert_eq!(m[1].runs_for(&teacher).len(), 2, "DDIM and DPM-Solver++");
+        let student = m[1].runs_for(&objective(Objective::Progressive));
+        assert_eq!(
+            (student[0].sampler.as_str(), &student[0].steps[..]),
+            ("ddim-trailing", &[4][..])
+        );
         assert!(MethodSpec::parse_list("a=x,a=y").is_err(), "a label twice");
         assert!(MethodSpec::parse_list("").is_err());
         let dir = std::env::temp_dir().join(format!("codi-methods-{}", std::process::id()));
@@ -507,7 +502,7 @@ mod tests {
         )
         .unwrap();
         let m = MethodSpec::parse_list(file.to_str().unwrap()).unwrap();
-        let runs = m[0].runs_for(true);
+        let runs = m[0].runs_for(&teacher);
         assert_eq!(
             runs,
             vec![SamplerRuns {

@@ -2,7 +2,8 @@
 //! against a computation from the same network calls. The conditional teacher (`loss.objective:
 //! "denoising"`) must train the plain denoising loss; consistency distillation from it (CM-II: `init_from` +
 //! `loss.step_model: "initial"`) must start from its weights and take the PF-ODE step with the frozen start;
-//! classifier-free guidance folded in (`loss.cfg_scale`) must step along the guided ODE.
+//! classifier-free guidance folded in (`loss.cfg_scale`) must step along the guided ODE; a progressive-
+//! distillation round (GD-II) must match two DDIM steps of its frozen start in one.
 
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
@@ -12,10 +13,11 @@ use codi_core::loss::{
     codi_loss, pf_ode_step, timestep_pairs, CodiLossConfig, CodiPoints, ConsistencySpace,
     Objective, OdeStepModel, TimestepSharing,
 };
+use codi_core::progressive::{progressive_loss, progressive_target, ProgressiveConfig};
 use codi_core::sampler::guide_per_sample;
 use codi_core::tensor_ops::per_sample;
 use codi_core::tensor_ops::to_vec;
-use codi_core::{NoiseScheduleConfig, Prediction, PredictionType, SeededNoise};
+use codi_core::{NoiseScheduleConfig, Prediction, PredictionType, SeededNoise, TimestepSpacing};
 use codi_models::fresh::copy_with_fresh_ids;
 use codi_models::{ControlNetConfig, ControlNetModel, UNet2DConditionModel};
 use codi_pipelines::{CodiNet, DistillMode, TaskKind};
@@ -379,4 +381,84 @@ fn folded_guidance_steps_along_the_guided_ode() {
         (got - unguided).abs() > 0.1 * want,
         "guidance made no difference: {got} vs {unguided}"
     );
+}
+
+/// A progressive-distillation round (GD-II): the frozen start takes two DDIM steps t → mid → end (one where
+/// nothing lies between), the student is pulled to the x̃ whose one step lands there, weighted by
+/// max(SNR, 1). Computed sample by sample from the same network calls, on both grids.
+#[test]
+fn a_progressive_round_matches_two_steps_of_its_start_in_one() {
+    let _serial = serial();
+    let dev = Default::default();
+    let (unet, adapter, schedule) = tiny_nets();
+    let unet_cfg = codi_tests::tiny_teacher_configs().0;
+    let other_unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
+    let batch = random_batch(7, [0.1, 0.9]);
+    for spacing in [TimestepSpacing::Trailing, TimestepSpacing::Leading] {
+        let cfg = CodiLossConfig {
+            objective: Objective::Progressive,
+            step_model: OdeStepModel::Initial,
+            progressive: ProgressiveConfig {
+                student_steps: 4,
+                spacing,
+                rounds: 1,
+            },
+            ..Default::default()
+        };
+        let mut model = Distillation::new(
+            unet.clone(),
+            adapter.clone(),
+            DistillMode::Codi,
+            None,
+            None,
+            schedule.clone(),
+            settings(cfg, PredictionType::Epsilon),
+        );
+        model.online.unet = other_unet.clone();
+        let got = to_vec(TrainStep::step(&model, batch.clone()).item.loss)[0];
+
+        let start = CodiNet {
+            unet: unet.clone(),
+            adapter: adapter.clone(),
+        };
+        let steps = cfg.progressive.steps(1000, &batch.uniform).unwrap();
+        let mut want = 0.0;
+        for (i, step) in steps.iter().enumerate() {
+            let one = |t: Tensor<AB, 4>| t.narrow(0, i, 1);
+            let (text, cond) = (
+                batch.text.clone().narrow(0, i, 1),
+                batch.cond.clone().narrow(0, i, 1),
+            );
+            let ab = |t: i64| schedule.alpha_sigma::<AB>(&[t], &dev);
+            let predict = |net: &CodiNet<AB>, z: Tensor<AB, 4>, t: i64| {
+                let out = net.forward(
+                    z.clone(),
+                    Tensor::from_floats([t as f32], &dev),
+                    text.clone(),
+                    cond.clone(),
+                );
+                let (a, s) = ab(t);
+                Prediction::from_output(PredictionType::Epsilon, out, z, a, s)
+            };
+            let (a_t, s_t) = ab(step.t);
+            let z_t = one(batch.x.clone()) * per_sample::<AB, 4>(a_t.clone())
+                + one(batch.noise.clone()) * per_sample::<AB, 4>(s_t.clone());
+            let mut z = z_t.clone();
+            let mut at = step.t;
+            for next in step.mid.into_iter().chain([step.end]) {
+                let (a, s) = ab(next);
+                z = predict(&start, z, at).renoise(a, s);
+                at = next;
+            }
+            let target =
+                progressive_target(z_t.clone(), z, (a_t.clone(), s_t.clone()), ab(step.end));
+            let student = predict(&model.online, z_t, step.t);
+            want += to_vec(progressive_loss(&student, target, a_t, s_t))[0] / steps.len() as f32;
+        }
+        eprintln!("{spacing:?}: progressive step loss {got}, by hand {want} ({steps:?})");
+        assert!(
+            (got - want).abs() <= 1e-4 * want.max(1e-3),
+            "{spacing:?}: {got} vs {want}"
+        );
+    }
 }

@@ -9,6 +9,8 @@ use crate::device::{with_backend, with_checkpointing, BackendTask, DeviceSpec};
 use anyhow::{anyhow, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args as ClapArgs;
+use codi_core::loss::Objective;
+use codi_core::progressive::ProgressiveConfig;
 use codi_pipelines::TaskKind;
 use codi_train::data::fashion_mnist::DEFAULT_DIR;
 use codi_train::data::imagefolder::{is_image_folder, FolderConfig};
@@ -58,6 +60,10 @@ pub struct Args {
     batch_size: Option<usize>,
     #[arg(long, value_parser = super::positive_number)]
     learning_rate: Option<f64>,
+    /// Progressive distillation (`loss.objective: "progressive"`): the last round's student steps (the
+    /// config's `loss.progressive.student_steps`).
+    #[arg(long, value_parser = super::at_least_one)]
+    student_steps: Option<usize>,
     /// Threads that read, decode and batch the data ahead of training (the order stays exact).
     #[arg(long)]
     num_workers: Option<usize>,
@@ -196,18 +202,10 @@ impl BackendTask for Task {
     type Output = Result<Option<serde_json::Value>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let (a, c, topology) = (self.0, self.1, self.2);
-        let name = format!("{}-{}", c.mode.name(), c.task.name());
-        let mut run = RunOptions::new(
-            a.run
-                .clone()
-                .unwrap_or_else(|| Path::new("runs").join(&name)),
-        );
+        let mut run = RunOptions::new(a.run.clone().unwrap_or_else(|| default_run(&c)));
         run.resume = a.resume;
         run.log_every = std::time::Duration::from_secs_f64(a.log_every.max(0.0));
-        let out = a.out.clone().unwrap_or_else(|| match c.mode {
-            DistillMode::PeCodi => a.teacher.join("adapters").join(c.task.name()),
-            DistillMode::Codi => a.teacher.join(format!("codi-{}", c.task.name())),
-        });
+        let out = default_out(&a, &c);
         let train = |run: &RunOptions, device: &B::Device| -> Result<Option<serde_json::Value>> {
             let d = distill::<B>(&c, &a.teacher, &a.data, run, &out, device)?;
             Ok(d.info.map(|info| {
@@ -313,10 +311,80 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     if let Some(v) = args.num_workers {
         c.train.num_workers = v;
     }
+    if let Some(v) = args.student_steps {
+        c.loss.progressive.student_steps = v;
+    }
     if args.print_config {
         println!("{c}");
         return Ok(());
     }
+    if c.loss.objective == Objective::Progressive && c.loss.progressive.rounds > 1 {
+        return run_rounds(args, c, device);
+    }
+    train_and_record(args, c, device)
+}
+
+/// Progressive distillation's rounds, one run each: round r starts from round r − 1's output (the first from
+/// the config's `init_from`) and halves the student's steps. Round K's run and output go to
+/// `<run>/round-<K>/` (its output in `out/`); the last round's output to --out. With --resume, a round whose
+/// output is written is not trained again.
+fn run_rounds(args: Args, c: DistillConfig, device: DeviceSpec) -> Result<()> {
+    let p = c.loss.progressive;
+    let run_dir = args.run.clone().unwrap_or_else(|| default_run(&c));
+    let steps = p.round_steps();
+    let mut init_from = c.init_from.clone();
+    for (r, &k) in steps.iter().enumerate() {
+        let last = r + 1 == steps.len();
+        let mut round = c.clone();
+        round.loss.progressive = ProgressiveConfig {
+            student_steps: k,
+            rounds: 1,
+            ..p
+        };
+        round.init_from = init_from.clone();
+        let mut a = args.clone();
+        a.run = Some(run_dir.join(format!("round-{k}")));
+        if !last {
+            a.out = Some(run_dir.join(format!("round-{k}")).join("out"));
+        }
+        let out = default_out(&a, &round);
+        let started = init_from
+            .as_ref()
+            .map_or("the backbone".into(), |d| d.display().to_string());
+        if args.resume && out.join("distill.json").is_file() {
+            println!(
+                "round {}/{}: {k} steps, finished in {}",
+                r + 1,
+                steps.len(),
+                out.display()
+            );
+        } else {
+            println!(
+                "round {}/{}: a student of {k} DDIM steps from {started}",
+                r + 1,
+                steps.len()
+            );
+            train_and_record(a, round, device)?;
+        }
+        init_from = Some(out);
+    }
+    Ok(())
+}
+
+fn default_run(c: &DistillConfig) -> PathBuf {
+    Path::new("runs").join(format!("{}-{}", c.mode.name(), c.task.name()))
+}
+
+fn default_out(a: &Args, c: &DistillConfig) -> PathBuf {
+    a.out.clone().unwrap_or_else(|| match c.mode {
+        DistillMode::PeCodi => a.teacher.join("adapters").join(c.task.name()),
+        DistillMode::Codi => a.teacher.join(format!("codi-{}", c.task.name())),
+    })
+}
+
+/// One run: trains, exports, and records `distill.json` (the command, the config, the wall time, and the
+/// budget with the starting runs') beside the output.
+fn train_and_record(args: Args, mut c: DistillConfig, device: DeviceSpec) -> Result<()> {
     let start = Instant::now();
     codi_kernels::profile::set_enabled(args.profile);
     if let Some(v) = args.replicas.devices {
@@ -350,9 +418,21 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
     summary["wall_time_s"] = wall.into();
     summary["checkpointing"] = args.checkpointing.into();
     summary["config"] = serde_json::from_str(&c.to_string())?;
+    // What the adapter cost with its starting runs, recorded here so that it survives their folders.
+    let own = c.train.num_epochs * c.train.steps_per_epoch;
+    let (first_steps, first_wall) = match &c.init_from {
+        Some(dir) => codi_train::distill::export::training_budget(dir)?,
+        None => (Some(0), Some(0.0)),
+    };
+    summary["budget"] = serde_json::json!({
+        "train_steps": first_steps.map(|s| s + own),
+        "wall_time_s": first_wall.map(|w| w + wall),
+    });
     let out = PathBuf::from(summary["out"].as_str().unwrap_or("."));
     let file = out.join("distill.json");
-    std::fs::write(&file, serde_json::to_string_pretty(&summary)?)
+    let tmp = out.join("distill.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&summary)?)
+        .and_then(|()| std::fs::rename(&tmp, &file))
         .with_context(|| format!("writing {}", file.display()))?;
     println!("distilled in {wall:.0} s → {}", out.display());
     Ok(())

@@ -49,7 +49,8 @@ pub struct Args {
     /// task: step counts to score, comma-separated.
     #[arg(long, default_value = "1,2,4")]
     step_counts: String,
-    /// ddim | dpmpp | codi | lcm (default: ddim for the teacher, the CoDi sampler on the adapter's grid for a task)
+    /// ddim | ddim-trailing | dpmpp | codi | lcm (default: ddim for the teacher, a conditional teacher and a
+    /// progressive student, the CoDi sampler on the adapter's grid for a CoDi adapter)
     #[arg(long)]
     sampler: Option<String>,
     #[arg(long, value_parser = super::at_least_one, default_value_t = 50)]
@@ -75,7 +76,8 @@ pub struct Args {
     task: Option<String>,
     /// compare: a JSON file listing {label, adapter, runs: [{sampler, steps}]}, or comma-separated
     /// LABEL=DIR (a conditional teacher is scored with DDIM 50/20/8/4/2/1 and DPM-Solver++ 4/2, a
-    /// distilled adapter with the CoDi sampler at 1/2/4/8 steps).
+    /// progressive student with DDIM on its grid at its steps, a CoDi adapter with the CoDi sampler at
+    /// 1/2/4/8 steps).
     #[arg(long)]
     methods: Option<String>,
     /// compare: pairs shown in the grid.
@@ -152,8 +154,9 @@ impl BackendTask for TaskEvalRun {
         let classifier = Classifier::<B::InnerBackend>::from_dir(&a.classifier, &device)?;
         let steps = super::parse_step_counts(&a.step_counts)?;
         let kind = match a.sampler.as_deref() {
-            // A conditional teacher is scored over DDIM steps, a distilled adapter with the CoDi sampler.
-            None if pipe.is_teacher() => Some(SamplerKind::ddim()),
+            // A conditional teacher or progressive student is scored with DDIM, a CoDi adapter with the CoDi
+            // sampler.
+            None if pipe.native_ddim().is_some() => pipe.native_ddim(),
             None | Some("codi") => None,
             Some(name) => Some(SamplerKind::from_name(name)?),
         };

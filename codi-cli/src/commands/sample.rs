@@ -46,10 +46,12 @@ pub struct Args {
     /// Samples per prompt (grid columns).
     #[arg(long, value_parser = super::at_least_one, default_value_t = 8)]
     batch: usize,
-    /// Sampling steps (default: 50 for text-to-image and a conditional teacher, 4 for a distilled adapter).
+    /// Sampling steps (default: 50 for text-to-image and a conditional teacher, a progressive student's own
+    /// count, 4 for a CoDi adapter).
     #[arg(long, value_parser = super::at_least_one)]
     steps: Option<usize>,
-    /// ddim | dpmpp | codi | lcm (default: ddim for text-to-image, codi with --task)
+    /// ddim | ddim-trailing | dpmpp | codi | lcm (default: ddim for text-to-image, a conditional teacher and
+    /// a progressive student (on its grid), codi for a CoDi adapter)
     #[arg(long)]
     sampler: Option<String>,
     /// Classifier-free guidance scale (1 = off). Default: 3 for text-to-image, 1 with --task (the adapters are
@@ -189,12 +191,15 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
             task.name()
         );
     }
-    // A conditional teacher samples like its backbone: 50 DDIM steps unless asked otherwise.
-    let steps = a.steps.unwrap_or(if pipe.is_teacher() { 50 } else { 4 });
-    let sampler = match a.sampler.as_deref() {
-        None if pipe.is_teacher() => Sampler::new(SamplerKind::ddim(), steps),
-        None | Some("codi") => pipe.codi_sampler(steps),
-        Some(other) => Sampler::new(SamplerKind::from_name(other)?, steps),
+    // A conditional teacher samples like its backbone (50 DDIM steps), a progressive student with DDIM on its
+    // grid, unless asked otherwise.
+    let steps = a.steps.unwrap_or(pipe.default_steps());
+    let sampler = match (a.sampler.as_deref(), pipe.native_ddim()) {
+        (None, Some(kind)) => Sampler::new(kind, steps),
+        (a, _) => match a {
+            None | Some("codi") => pipe.codi_sampler(steps),
+            Some(other) => Sampler::new(SamplerKind::from_name(other)?, steps),
+        },
     };
     let s = a.size;
     pipe.base.check_size(s)?;

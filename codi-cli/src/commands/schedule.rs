@@ -9,7 +9,7 @@ use serde::Serialize;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// ddim, dpmpp, codi or lcm.
+    /// ddim, ddim-trailing (= ddim --spacing trailing --steps-offset 0), dpmpp, codi or lcm.
     #[arg(long, default_value = "codi")]
     sampler: String,
     /// Number of sampling steps K.
@@ -85,6 +85,18 @@ pub fn run(args: Args, _device: DeviceSpec) -> Result<()> {
         ..Default::default()
     };
     let kind = match SamplerKind::from_name(&args.sampler)? {
+        // `ddim-trailing` names its own spacing and offset.
+        SamplerKind::Ddim {
+            set_alpha_to_one,
+            spacing: TimestepSpacing::Trailing,
+            steps_offset,
+            ..
+        } => SamplerKind::Ddim {
+            eta: args.eta,
+            spacing: TimestepSpacing::Trailing,
+            steps_offset,
+            set_alpha_to_one,
+        },
         SamplerKind::Ddim {
             set_alpha_to_one, ..
         } => SamplerKind::Ddim {

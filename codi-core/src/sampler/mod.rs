@@ -93,6 +93,17 @@ impl SamplerKind {
         }
     }
 
+    /// DDIM (η = 0, final ᾱ = ᾱ_0) on a grid of `spacing`: leading is SD 1.x's (offset 1), trailing starts
+    /// at the last timestep (offset 0).
+    pub fn ddim_spaced(spacing: TimestepSpacing) -> Self {
+        Self::Ddim {
+            eta: 0.0,
+            spacing,
+            steps_offset: usize::from(spacing == TimestepSpacing::Leading),
+            set_alpha_to_one: false,
+        }
+    }
+
     /// CoDi with N = 50 and the LCM boundary form.
     pub fn codi() -> Self {
         Self::Codi {
@@ -109,24 +120,30 @@ impl SamplerKind {
         }
     }
 
-    /// Parses the CLI names `ddim | dpmpp | codi | lcm` (default settings of each).
+    /// Parses the CLI names `ddim | ddim-trailing | dpmpp | codi | lcm` (default settings of each).
     pub fn from_name(name: &str) -> Result<Self, CoreError> {
         match name {
             "ddim" => Ok(Self::ddim()),
+            "ddim-trailing" => Ok(Self::ddim_spaced(TimestepSpacing::Trailing)),
             "dpmpp" | "dpm++" | "dpmsolver++" => Ok(Self::DpmSolverPP2M),
             "codi" => Ok(Self::codi()),
             "lcm" | "cm" => Ok(Self::lcm()),
             _ => Err(CoreError::UnknownName {
                 what: "sampler",
                 value: name.to_string(),
-                expected: "ddim, dpmpp, codi, lcm",
+                expected: "ddim, ddim-trailing, dpmpp, codi, lcm",
             }),
         }
     }
 
-    /// The CLI name of the kind (`ddim`, `dpmpp`, `codi` or `lcm`), as [`Self::from_name`] reads it.
+    /// The CLI name of the kind (`ddim`, `ddim-trailing`, `dpmpp`, `codi` or `lcm`), as [`Self::from_name`]
+    /// reads it.
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Ddim {
+                spacing: TimestepSpacing::Trailing,
+                ..
+            } => "ddim-trailing",
             Self::Ddim { .. } => "ddim",
             Self::DpmSolverPP2M => "dpmpp",
             Self::Codi { .. } => "codi",

@@ -34,6 +34,46 @@ pub fn load_distill_config(
     crate::training::config_from_json::<DistillConfig>(&cfg.to_string()).map_err(err)
 }
 
+/// Starting runs followed at most: a longer `init_from` chain (or a loop) leaves the budget unknown.
+const MAX_STAGES: usize = 16;
+
+/// The optimizer steps and wall time (s) that made an adapter, its starting runs' (`init_from`) included:
+/// the `budget` its `distill.json` records, else (files written before it existed) the sum of its own and its
+/// starting run's. None where a stage's record is missing.
+pub fn training_budget(adapter: &Path) -> Result<(Option<usize>, Option<f64>), TrainError> {
+    stage_budget(adapter, MAX_STAGES)
+}
+
+fn stage_budget(adapter: &Path, left: usize) -> Result<(Option<usize>, Option<f64>), TrainError> {
+    let file = adapter.join("distill.json");
+    if left == 0 || !file.exists() {
+        return Ok((None, None));
+    }
+    let v = codi_models::diffusers_json::read_json(&file)?;
+    if let Some(b) = v.get("budget") {
+        return Ok((
+            b["train_steps"].as_u64().map(|s| s as usize),
+            b["wall_time_s"].as_f64(),
+        ));
+    }
+    let train = &v["config"]["train"];
+    let steps = train["num_epochs"]
+        .as_u64()
+        .zip(train["steps_per_epoch"].as_u64())
+        .map(|(e, s)| (e * s) as usize);
+    let wall = v["wall_time_s"].as_f64();
+    match v["config"]["init_from"].as_str() {
+        Some(first) => {
+            let (first_steps, first_wall) = stage_budget(Path::new(first), left - 1)?;
+            Ok((
+                steps.zip(first_steps).map(|(a, b)| a + b),
+                wall.zip(first_wall).map(|(a, b)| a + b),
+            ))
+        }
+        None => Ok((steps, wall)),
+    }
+}
+
 fn write_json(file: &Path, v: &impl Serialize) -> Result<(), TrainError> {
     let err = |e: String| TrainError::Data {
         file: file.to_path_buf(),

@@ -238,6 +238,12 @@ pub fn distill_with<B: AutodiffBackend>(
     let schedule = scheduler.schedule.init()?;
     // The loss settings are checked against this schedule here, not at the first training step.
     codi_core::loss::timestep_pairs(&config.loss, schedule.num_train_timesteps(), 1, &[0.5])?;
+    if config.loss.objective == codi_core::loss::Objective::Progressive {
+        config
+            .loss
+            .progressive
+            .check(schedule.num_train_timesteps())?;
+    }
 
     let unet = UNet2DConditionModel::<B>::from_diffusers_dir(&unet_dir, device)?;
     let adapter_cfg = ControlNetConfig::new(unet_cfg)

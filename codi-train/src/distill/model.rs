@@ -10,6 +10,7 @@ use codi_core::loss::{
     codi_loss, denoising_loss, denoising_timesteps, pf_ode_step, timestep_pairs, CodiLossConfig,
     CodiPoints, GuidanceDistance, Objective, OdeStepModel, StepNoise, TimestepSharing,
 };
+use codi_core::progressive::{progressive_loss, progressive_target};
 use codi_core::sampler::guide_per_sample;
 use codi_core::tensor_ops::per_sample;
 use codi_core::{NoiseSchedule, Prediction, PredictionType};
@@ -77,8 +78,13 @@ fn losses<B: Backend>(
     guidance_map: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>,
 ) -> StepOutput<B> {
     let cfg = &settings.loss;
-    if cfg.objective == Objective::Denoising {
-        return denoising(settings, schedule, online, batch);
+    match cfg.objective {
+        Objective::Denoising => return denoising(settings, schedule, online, batch),
+        Objective::Progressive => {
+            let teacher = step_net.expect("a progressive round's step model is its initial model");
+            return progressive(settings, schedule, online, batch, teacher);
+        }
+        Objective::Consistency => {}
     }
     let pt = settings.prediction_type;
     let n = batch.x.dims()[0];
@@ -169,6 +175,91 @@ fn denoising<B: Backend>(
     let loss = denoising_loss(pt, out, batch.x.clone(), batch.noise, a_t, s_t);
     let guidance = (x0 - batch.x).powi_scalar(2).mean();
     StepOutput::new(loss, vec![guidance.zeros_like(), guidance], n)
+}
+
+/// A progressive-distillation round's loss: the teacher (the model the round starts from, guided when the
+/// config folds classifier-free guidance in) takes two DDIM steps t → mid → end; the student's x̂_t is pulled
+/// towards the x̃ whose one step lands at the same point. Its terms: consistency = that loss (matching the
+/// teacher's ODE), guidance ‖x̂_t − x‖² (reported, not trained).
+fn progressive<B: Backend>(
+    settings: &StepSettings,
+    schedule: &NoiseSchedule,
+    online: &CodiNet<B>,
+    batch: DistillBatch<B>,
+    teacher: NetFn<'_, B>,
+) -> StepOutput<B> {
+    let cfg = &settings.loss;
+    let pt = settings.prediction_type;
+    let n = batch.x.dims()[0];
+    let dev = batch.x.device();
+    let steps = cfg
+        .progressive
+        .steps(schedule.num_train_timesteps(), &batch.uniform)
+        .expect("the config was validated");
+    let t: Vec<i64> = steps.iter().map(|s| s.t).collect();
+    let (a_t, s_t) = schedule.alpha_sigma::<B>(&t, &dev);
+    let z_t = batch.x.clone() * per_sample::<B, 4>(a_t.clone())
+        + batch.noise.clone() * per_sample::<B, 4>(s_t.clone());
+    let uncond = batch.uncond_text.clone().filter(|_| cfg.folds_cfg());
+    let weights = uncond.as_ref().map(|_| {
+        let w = cfg.cfg_weights(&batch.guidance_uniform);
+        Tensor::<B, 1>::from_data(TensorData::new(w, [n]), &dev)
+    });
+    // The teacher's prediction at (z, ts), guided when configured.
+    let teach = |z: Tensor<B, 4>, ts: &[i64]| {
+        let tt = timesteps_tensor::<B>(ts, &dev);
+        let (a, s) = schedule.alpha_sigma::<B>(ts, &dev);
+        let c = teacher(
+            z.clone(),
+            tt.clone(),
+            batch.text.clone(),
+            batch.cond.clone(),
+        )
+        .detach();
+        let o = match (&uncond, &weights) {
+            (Some(u), Some(w)) => {
+                let u = teacher(z.clone(), tt, u.clone(), batch.cond.clone()).detach();
+                guide_per_sample(c, u, w.clone())
+            }
+            _ => c,
+        };
+        Prediction::from_output(pt, o, z, a, s)
+    };
+    // Samples without a midpoint take the teacher's one step: their "mid" is their end.
+    let mid: Vec<i64> = steps.iter().map(|s| s.mid.unwrap_or(s.end)).collect();
+    let end: Vec<i64> = steps.iter().map(|s| s.end).collect();
+    let (a_m, s_m) = schedule.alpha_sigma::<B>(&mid, &dev);
+    let (a_e, s_e) = schedule.alpha_sigma::<B>(&end, &dev);
+    let z_mid = teach(z_t.clone(), &t).renoise(a_m, s_m);
+    let z_end = if steps.iter().all(|s| s.mid.is_none()) {
+        z_mid
+    } else {
+        let second = teach(z_mid.clone(), &mid).renoise(a_e.clone(), s_e.clone());
+        let two = per_sample::<B, 4>(Tensor::from_data(
+            TensorData::new(
+                steps
+                    .iter()
+                    .map(|s| if s.mid.is_some() { 1.0f32 } else { 0.0 })
+                    .collect::<Vec<_>>(),
+                [n],
+            ),
+            &dev,
+        ));
+        second * two.clone() + z_mid * two.neg().add_scalar(1.0)
+    };
+    let target = progressive_target(z_t.clone(), z_end, (a_t.clone(), s_t.clone()), (a_e, s_e));
+    let out = online.forward(
+        z_t.clone(),
+        timesteps_tensor::<B>(&t, &dev),
+        batch.text,
+        batch.cond,
+    );
+    let student = Prediction::from_output(pt, out, z_t, a_t.clone(), s_t.clone());
+    let guidance = (student.x0.clone().detach() - batch.x)
+        .powi_scalar(2)
+        .mean();
+    let loss = progressive_loss(&student, target, a_t, s_t);
+    StepOutput::new(loss.clone(), vec![loss.detach(), guidance], n)
 }
 
 /// (name, higher is better) of [`StepOutput::terms`].
@@ -330,6 +421,17 @@ impl<B: Backend> InferenceStep for Distillation<B> {
     fn step(&self, batch: DistillBatch<B>) -> StepOutput<B> {
         let target = self.target_net();
         let target_fn = |z, t, text, cond| target.forward(z, t, text, cond);
+        // A progressive round is scored against its teacher; the other objectives' validation loss takes the
+        // PF-ODE step with the online model.
+        let initial_fn = self.initial.as_ref().map(|n| {
+            move |z: Tensor<B, 4>, t: Tensor<B, 1>, text: Tensor<B, 3>, cond: Tensor<B, 4>| {
+                n.forward(z, t, text, cond)
+            }
+        });
+        let step_net: Option<NetFn<'_, B>> = match self.settings.loss.objective {
+            Objective::Progressive => initial_fn.as_ref().map(|f| f as &dyn Fn(_, _, _, _) -> _),
+            _ => None,
+        };
         let map = self.guidance_map();
         losses(
             &self.settings,
@@ -337,7 +439,7 @@ impl<B: Backend> InferenceStep for Distillation<B> {
             &self.online,
             batch,
             &target_fn,
-            None,
+            step_net,
             map.as_ref(),
         )
     }

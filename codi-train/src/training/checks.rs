@@ -12,7 +12,7 @@ use crate::pretrain::classifier::ClassifierPretrainConfig;
 use crate::pretrain::teacher::TeacherPretrainConfig;
 use crate::pretrain::vae::VaePretrainConfig;
 use crate::tasks::{InpaintConfig, SrConfig, TaskKind};
-use codi_core::loss::OdeStepModel;
+use codi_core::loss::{Objective, OdeStepModel};
 
 /// A config that knows its own bounds.
 pub trait Checked {
@@ -127,6 +127,14 @@ impl Checked for DistillConfig {
                 "loss.step_model \"initial\" takes the PF-ODE step with the model the run starts from: \
                  name that run's output folder in init_from (without it the start is the backbone alone: \
                  use \"teacher\")"
+                    .into()
+            },
+        );
+        c.require(
+            loss.objective != Objective::Progressive || loss.step_model == OdeStepModel::Initial,
+            || {
+                "loss.objective \"progressive\" distils the model the run starts from: set \
+                 loss.step_model to \"initial\" and name that model's folder in init_from"
                     .into()
             },
         );
