@@ -59,6 +59,20 @@ fn tiny_nets() -> (
     (unet, adapter, NoiseScheduleConfig::sd15().init().unwrap())
 }
 
+/// [`tiny_nets`] and a second backbone of the same shapes, for the online model to differ from the frozen
+/// start the step is taken with.
+fn nets_and_another_backbone() -> (
+    UNet2DConditionModel<AB>,
+    ControlNetModel<AB>,
+    codi_core::NoiseSchedule,
+    UNet2DConditionModel<AB>,
+) {
+    let (unet, adapter, schedule) = tiny_nets();
+    let unet_cfg = codi_tests::tiny_teacher_configs().0;
+    let other = copy_with_fresh_ids(&unet_cfg.init::<AB>(&Default::default()));
+    (unet, adapter, schedule, other)
+}
+
 /// Two random samples (latents, conditions, texts, noise) with the timestep draws `uniform`; no
 /// unconditional text.
 fn random_batch(seed: u64, uniform: [f32; 2]) -> DistillBatch<AB> {
@@ -156,9 +170,7 @@ fn the_conditional_teachers_loss_is_the_plain_denoising_loss() {
 fn two_stage_consistency_takes_the_ode_step_with_the_frozen_start() {
     let _serial = serial();
     let dev = Default::default();
-    let (unet, adapter, schedule) = tiny_nets();
-    let unet_cfg = codi_tests::tiny_teacher_configs().0;
-    let other_unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
+    let (unet, adapter, schedule, other_unet) = nets_and_another_backbone();
     let batch = random_batch(5, [0.3, 0.7]);
     let loss_cfg = |step_model| CodiLossConfig {
         consistency: ConsistencySpace::Sample,
@@ -390,9 +402,7 @@ fn folded_guidance_steps_along_the_guided_ode() {
 fn a_progressive_round_matches_two_steps_of_its_start_in_one() {
     let _serial = serial();
     let dev = Default::default();
-    let (unet, adapter, schedule) = tiny_nets();
-    let unet_cfg = codi_tests::tiny_teacher_configs().0;
-    let other_unet = copy_with_fresh_ids(&unet_cfg.init::<AB>(&dev));
+    let (unet, adapter, schedule, other_unet) = nets_and_another_backbone();
     let batch = random_batch(7, [0.1, 0.9]);
     for spacing in [TimestepSpacing::Trailing, TimestepSpacing::Leading] {
         let cfg = CodiLossConfig {
