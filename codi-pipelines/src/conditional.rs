@@ -101,6 +101,15 @@ impl<B: Backend> ConditionalPipeline<B> {
         }
     }
 
+    /// The sampler the adapter is sampled with when none is asked for, at `steps`: [`Self::native_ddim`], else
+    /// [`Self::codi_sampler`].
+    pub fn default_sampler(&self, steps: usize) -> Sampler {
+        match self.native_ddim() {
+            Some(kind) => Sampler::new(kind, steps),
+            None => self.codi_sampler(steps),
+        }
+    }
+
     /// The CoDi sampler on the grid the adapter was distilled on.
     pub fn codi_sampler(&self, steps: usize) -> Sampler {
         Sampler::new(

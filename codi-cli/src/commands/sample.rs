@@ -194,12 +194,10 @@ fn conditional<B: burn::tensor::backend::Backend>(a: &Args, device: &B::Device) 
     // A conditional teacher samples like its backbone (50 DDIM steps), a progressive student with DDIM on its
     // grid, unless asked otherwise.
     let steps = a.steps.unwrap_or(pipe.default_steps());
-    let sampler = match (a.sampler.as_deref(), pipe.native_ddim()) {
-        (None, Some(kind)) => Sampler::new(kind, steps),
-        (a, _) => match a {
-            None | Some("codi") => pipe.codi_sampler(steps),
-            Some(other) => Sampler::new(SamplerKind::from_name(other)?, steps),
-        },
+    let sampler = match a.sampler.as_deref() {
+        None => pipe.default_sampler(steps),
+        Some("codi") => pipe.codi_sampler(steps),
+        Some(other) => Sampler::new(SamplerKind::from_name(other)?, steps),
     };
     let s = a.size;
     pipe.base.check_size(s)?;

@@ -225,28 +225,14 @@ fn progressive<B: Backend>(
         };
         Prediction::from_output(pt, o, z, a, s)
     };
-    // Samples without a midpoint take the teacher's one step: their "mid" is their end.
+    // Samples without a midpoint take the teacher's one step: their "mid" is their end, and the second step,
+    // from a noise level to itself, returns its start (z = α·x̂ + σ·ε̂ holds for every prediction).
     let mid: Vec<i64> = steps.iter().map(|s| s.mid.unwrap_or(s.end)).collect();
     let end: Vec<i64> = steps.iter().map(|s| s.end).collect();
     let (a_m, s_m) = schedule.alpha_sigma::<B>(&mid, &dev);
     let (a_e, s_e) = schedule.alpha_sigma::<B>(&end, &dev);
     let z_mid = teach(z_t.clone(), &t).renoise(a_m, s_m);
-    let z_end = if steps.iter().all(|s| s.mid.is_none()) {
-        z_mid
-    } else {
-        let second = teach(z_mid.clone(), &mid).renoise(a_e.clone(), s_e.clone());
-        let two = per_sample::<B, 4>(Tensor::from_data(
-            TensorData::new(
-                steps
-                    .iter()
-                    .map(|s| if s.mid.is_some() { 1.0f32 } else { 0.0 })
-                    .collect::<Vec<_>>(),
-                [n],
-            ),
-            &dev,
-        ));
-        second * two.clone() + z_mid * two.neg().add_scalar(1.0)
-    };
+    let z_end = teach(z_mid, &mid).renoise(a_e.clone(), s_e.clone());
     let target = progressive_target(z_t.clone(), z_end, (a_t.clone(), s_t.clone()), (a_e, s_e));
     let out = online.forward(
         z_t.clone(),
