@@ -2,7 +2,7 @@
 //! super-resolution adapter, scored side by side on four test pairs; every file it promises is written.
 
 mod common;
-use common::{codi, repo};
+use common::{codi, compare_sr, repo, FASHION_SUBSET};
 
 #[test]
 fn eval_compare_writes_the_table_the_plot_and_the_grid() {
@@ -20,7 +20,6 @@ fn eval_compare_writes_the_table_the_plot_and_the_grid() {
     let cfg_file = dir.join("teacher.json");
     std::fs::write(&cfg_file, cfg.to_string()).unwrap();
     let teacher = dir.join("teacher");
-    let fashion = "tests/fixtures/fashion-mnist-subset";
     let (ok, log) = codi(&[
         "distill",
         "--task",
@@ -28,7 +27,7 @@ fn eval_compare_writes_the_table_the_plot_and_the_grid() {
         "--config",
         cfg_file.to_str().unwrap(),
         "--data",
-        fashion,
+        FASHION_SUBSET,
         "--epochs",
         "1",
         "--steps-per-epoch",
@@ -46,22 +45,7 @@ fn eval_compare_writes_the_table_the_plot_and_the_grid() {
         "Teacher={},PE-CoDi=assets/tiny/adapters/sr",
         teacher.display()
     );
-    let (ok, log) = codi(&[
-        "eval",
-        "compare",
-        "--task",
-        "sr",
-        "--methods",
-        &methods,
-        "--data",
-        fashion,
-        "--samples",
-        "4",
-        "--batch",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, log) = compare_sr(&methods, 4, 2, &out);
     assert!(ok, "{log}");
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
@@ -127,7 +111,7 @@ fn eval_compare_writes_the_table_the_plot_and_the_grid() {
         "--methods",
         "a=assets/tiny/adapters/sr,b=assets/tiny/adapters/inpaint",
         "--data",
-        fashion,
+        FASHION_SUBSET,
         "--samples",
         "2",
         "--out",

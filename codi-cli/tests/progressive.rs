@@ -1,10 +1,11 @@
 //! Guided distillation's progressive rounds through the command line: one `codi distill` runs two rounds (8
 //! then 4 DDIM steps) from the committed super-resolution teacher, each from the one before, records the
 //! budget of every stage, skips finished rounds on `--resume`, and `codi eval compare` samples the student
-//! with DDIM on its grid. A progressive config without its frozen start is refused by key.
+//! with DDIM on its grid. A progressive config without its frozen start, or with more rounds than the
+//! schedule allows, is refused by key.
 
 mod common;
-use common::{codi, repo};
+use common::{codi, compare_sr, repo, FASHION_SUBSET};
 use serde_json::Value;
 use std::path::Path;
 
@@ -25,7 +26,6 @@ fn progressive_rounds_chain_record_their_budget_and_resume() {
     let cfg_file = dir.join("gd2.json");
     std::fs::write(&cfg_file, cfg.to_string()).unwrap();
     let (run, out) = (dir.join("run"), dir.join("out"));
-    let fashion = "tests/fixtures/fashion-mnist-subset";
     let distill = |extra: &[&str]| {
         let mut args = vec![
             "distill",
@@ -34,7 +34,7 @@ fn progressive_rounds_chain_record_their_budget_and_resume() {
             "--config",
             cfg_file.to_str().unwrap(),
             "--data",
-            fashion,
+            FASHION_SUBSET,
             "--steps-per-epoch",
             "2",
             "--batch-size",
@@ -82,22 +82,7 @@ fn progressive_rounds_chain_record_their_budget_and_resume() {
     // The student is scored with DDIM on its grid at its steps, with both stages' budget.
     let compare = dir.join("compare");
     let methods = format!("GD-II={}", out.display());
-    let (ok, log) = codi(&[
-        "eval",
-        "compare",
-        "--task",
-        "sr",
-        "--methods",
-        &methods,
-        "--data",
-        fashion,
-        "--samples",
-        "2",
-        "--batch",
-        "2",
-        "--out",
-        compare.to_str().unwrap(),
-    ]);
+    let (ok, log) = compare_sr(&methods, 2, 2, &compare);
     assert!(ok, "{log}");
     let rows = read_json(&compare.join("results.json"))["rows"].clone();
     assert_eq!(rows[0]["sampler"], "ddim-trailing");
@@ -109,5 +94,17 @@ fn progressive_rounds_chain_record_their_budget_and_resume() {
     std::fs::write(&cfg_file, cfg.to_string()).unwrap();
     let (ok, log) = distill(&[]);
     assert!(!ok && log.contains("loss.step_model"), "{log}");
+
+    // Rounds whose first student would take more steps than half the schedule: refused before any trains.
+    cfg["loss"]["step_model"] = "initial".into();
+    cfg["loss"]["progressive"]["rounds"] = 10.into();
+    std::fs::write(&cfg_file, cfg.to_string()).unwrap();
+    let (ok, log) = distill(&[]);
+    assert!(
+        !ok && log.contains("progressive rounds")
+            && log.contains("= 2048")
+            && !log.contains("round 1/"),
+        "{log}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -11,7 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args as ClapArgs;
 use codi_core::loss::Objective;
 use codi_core::progressive::ProgressiveConfig;
-use codi_pipelines::TaskKind;
+use codi_pipelines::{SchedulerFile, TaskKind};
 use codi_train::data::fashion_mnist::DEFAULT_DIR;
 use codi_train::data::imagefolder::{is_image_folder, FolderConfig};
 use codi_train::distill::{distill, preset_for, DistillConfig, DistillMode};
@@ -330,6 +330,10 @@ pub fn run(args: Args, device: DeviceSpec) -> Result<()> {
 /// output is written is not trained again.
 fn run_rounds(args: Args, c: DistillConfig, device: DeviceSpec) -> Result<()> {
     let p = c.loss.progressive;
+    // All rounds against the schedule before the first trains: a round checks only its own step count.
+    let scheduler_file = args.teacher.join("scheduler").join("scheduler_config.json");
+    let schedule = SchedulerFile::read(&scheduler_file)?.schedule;
+    p.check(schedule.num_train_timesteps)?;
     let run_dir = args.run.clone().unwrap_or_else(|| default_run(&c));
     let steps = p.round_steps();
     let mut init_from = c.init_from.clone();

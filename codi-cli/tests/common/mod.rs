@@ -22,3 +22,28 @@ pub fn codi(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     (out.status.success(), text)
 }
+
+/// The Fashion-MNIST subset the tests train and score on, relative to the repository root.
+pub const FASHION_SUBSET: &str = "tests/fixtures/fashion-mnist-subset";
+
+/// `codi eval compare --task sr` of `methods` (`LABEL=DIR,…`) on `samples` test pairs of the subset, in
+/// batches of `batch`, into `out`. → (it succeeded, its output)
+pub fn compare_sr(methods: &str, samples: usize, batch: usize, out: &Path) -> (bool, String) {
+    let (samples, batch) = (samples.to_string(), batch.to_string());
+    codi(&[
+        "eval",
+        "compare",
+        "--task",
+        "sr",
+        "--methods",
+        methods,
+        "--data",
+        FASHION_SUBSET,
+        "--samples",
+        &samples,
+        "--batch",
+        &batch,
+        "--out",
+        out.to_str().expect("a UTF-8 path"),
+    ])
+}
