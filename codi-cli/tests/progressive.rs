@@ -101,7 +101,8 @@ fn progressive_rounds_chain_record_their_budget_and_resume() {
     std::fs::write(&cfg_file, cfg.to_string()).unwrap();
     let (ok, log) = distill(&[]);
     assert!(
-        !ok && log.contains("progressive rounds")
+        !ok && log.contains("gd2.json: loss.progressive does not fit the 1000 training timesteps")
+            && log.contains("progressive rounds")
             && log.contains("= 2048")
             && !log.contains("round 1/"),
         "{log}"

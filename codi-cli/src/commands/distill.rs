@@ -333,7 +333,17 @@ fn run_rounds(args: Args, c: DistillConfig, device: DeviceSpec) -> Result<()> {
     // All rounds against the schedule before the first trains: a round checks only its own step count.
     let scheduler_file = args.teacher.join("scheduler").join("scheduler_config.json");
     let schedule = SchedulerFile::read(&scheduler_file)?.schedule;
-    p.check(schedule.num_train_timesteps)?;
+    p.check(schedule.num_train_timesteps).with_context(|| {
+        let config = args
+            .config
+            .as_ref()
+            .map_or("the preset".into(), |f| f.display().to_string());
+        format!(
+            "{config}: loss.progressive does not fit the {} training timesteps of {}",
+            schedule.num_train_timesteps,
+            scheduler_file.display()
+        )
+    })?;
     let run_dir = args.run.clone().unwrap_or_else(|| default_run(&c));
     let steps = p.round_steps();
     let mut init_from = c.init_from.clone();
